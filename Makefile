@@ -1,0 +1,80 @@
+# The README's two commands: `make demo` and `make test`. Each installs what it needs itself
+# (Debian packages through tools/install-system-deps.sh, Python packages into .venv, the JS
+# validator into node_modules), so both work on a fresh Debian machine.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PY_STAMP := $(VENV)/.installed
+NODE_STAMP := node_modules/.package-lock.json
+EXTRAS ?= edge,server,dev
+
+.PHONY: help test demo check lint typecheck contracts pytest system-deps venv asyncapi schemas \
+	edge-size clean
+
+help:
+	@echo "make demo   - the main job on embedded defaults (not built yet: says what it will do)"
+	@echo "make test   - ruff, mypy, import contracts and pytest with coverage (what CI runs)"
+	@echo "make asyncapi / make schemas - regenerate docs/asyncapi.yaml / the profile JSON schema"
+
+system-deps:
+	bash tools/install-system-deps.sh
+
+$(PY_STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required"'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[$(EXTRAS)]'
+	touch $@
+
+venv: $(PY_STAMP)
+
+$(NODE_STAMP): package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+
+lint: $(PY_STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(PY_STAMP)
+	$(BIN)/mypy
+
+contracts: $(PY_STAMP)
+	$(BIN)/lint-imports --no-cache
+
+# pytest exits 5 when it collects nothing: a suite that tests nothing is a failure, not a pass.
+pytest: $(PY_STAMP) $(NODE_STAMP)
+	rc=0; $(BIN)/python -m pytest --cov --cov-report=term-missing || rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; \
+	exit $$rc
+
+check: lint typecheck contracts pytest
+
+test: system-deps
+	$(MAKE) check
+
+demo:
+	@echo "make demo will: install the edge agent and fleet server, start Mosquitto, the fleet" >&2
+	@echo "server and MLflow, run the agent with the shipped models/default bundle on a rendered" >&2
+	@echo "drive video, and show its readings arriving in the dashboard." >&2
+	@echo "It is not built yet (the detector bundle, agent and server are open issues), so it" >&2
+	@echo "stops here instead of pretending." >&2
+	@exit 1
+
+asyncapi: $(PY_STAMP)
+	$(BIN)/python -m fleet_protocol.asyncapi --output docs/asyncapi.yaml
+
+schemas: $(PY_STAMP)
+	$(BIN)/roadsign-agent config-schema > firmware_configs/device-profile.schema.json
+
+# Size of a fresh edge-only install, as quoted in the README.
+edge-size:
+	rm -rf .cache/edge-size && $(PYTHON) -m venv .cache/edge-size
+	.cache/edge-size/bin/python -m pip install --quiet '.[edge]'
+	du -sh .cache/edge-size
+
+clean:
+	rm -rf $(VENV) node_modules .mypy_cache .ruff_cache .pytest_cache .coverage htmlcov

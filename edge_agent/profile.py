@@ -1,0 +1,315 @@
+"""The device profile: the strict schema of an agent's configuration.
+
+A profile (one YAML file in ``firmware_configs/``) says what a class of device runs: which detector
+backend and model format, how many threads and what input size, which camera, how often to report,
+how big the outbox may grow, which broker with which TLS files, which TUF root to trust and, for
+roadside units, where the device stands. Every field has a default and a description; an unknown
+or wrong field is refused with its name and line (`roadsign-agent validate-config`).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Literal, Self
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from fleet_protocol.topics import DEVICE_ID_PATTERN
+
+ENV_PREFIX = "ROADSIGN_AGENT__"
+"""Environment variables ``ROADSIGN_AGENT__SECTION__FIELD`` override profile fields."""
+
+_LANGUAGE_RE = re.compile(r"[a-z]{3}(_[a-z]+)?")
+BROKER_SCHEMES = {"mqtt": 1883, "mqtts": 8883, "ws": 80, "wss": 443}
+
+
+ExecutionProvider = Literal[
+    "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"
+]
+
+
+def _cpu_only() -> list[ExecutionProvider]:
+    return ["CPUExecutionProvider"]
+
+
+class ProfileSection(BaseModel):
+    """Base of every profile section: unknown fields are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class IdentityConfig(ProfileSection):
+    """Who the device is."""
+
+    device_id: Annotated[str, Field(pattern=DEVICE_ID_PATTERN)] | None = Field(
+        default=None,
+        description="Device id; unset takes it from the enrolment bundle, else the host name.",
+    )
+
+
+class DetectorConfig(ProfileSection):
+    """The sign detector: backend, model artifact and its inference settings."""
+
+    backend: Literal["auto", "openvino", "onnxruntime"] = Field(
+        default="auto",
+        description="Inference runtime; auto picks OpenVINO on x86 and ONNX Runtime elsewhere.",
+    )
+    model_dir: Path = Field(
+        default=Path("models/default"),
+        description="Model bundle directory (artifacts plus metadata sidecars).",
+    )
+    model_format: Literal["auto", "openvino_int8", "openvino_fp32", "onnx_int8", "onnx_fp32"] = (
+        Field(
+            default="auto",
+            description="Artifact of the bundle to run; auto takes the backend's INT8 model.",
+        )
+    )
+    execution_providers: list[ExecutionProvider] = Field(
+        default_factory=_cpu_only,
+        min_length=1,
+        description="ONNX Runtime providers in order of preference (ignored by OpenVINO).",
+    )
+    threads: int = Field(default=2, ge=1, le=64, description="Inference threads.")
+    input_size: int = Field(
+        default=640,
+        ge=128,
+        le=1280,
+        multiple_of=32,
+        description="Square network input in pixels (multiple of 32); frames are letterboxed.",
+    )
+    confidence_threshold: float = Field(
+        default=0.25, gt=0, lt=1, description="Detections below this score are dropped."
+    )
+    iou_threshold: float = Field(
+        default=0.45, gt=0, lt=1, description="IoU above which NMS suppresses a box."
+    )
+
+    @model_validator(mode="after")
+    def _runtime_reads_format(self) -> Self:
+        # OpenVINO reads ONNX files too; ONNX Runtime cannot read OpenVINO IR.
+        if self.backend == "onnxruntime" and self.model_format.startswith("openvino"):
+            raise ValueError(
+                f"model_format {self.model_format!r} is OpenVINO IR, which the onnxruntime "
+                "backend cannot load; use onnx_int8 or onnx_fp32"
+            )
+        return self
+
+
+class CameraConfig(ProfileSection):
+    """The frame source."""
+
+    source: str = Field(
+        default="0",
+        min_length=1,
+        description="Camera index (0), rtsp:// or http(s):// stream URL, video file or image "
+        "folder.",
+    )
+    kind: Literal["auto", "device", "stream", "video", "folder"] = Field(
+        default="auto", description="What `source` is; auto guesses from its form."
+    )
+    width: int = Field(default=1280, ge=160, le=7680, description="Capture width, pixels.")
+    height: int = Field(default=720, ge=120, le=4320, description="Capture height, pixels.")
+    fps_cap: float = Field(
+        default=15, gt=0, le=240, description="Frames per second processed at most."
+    )
+    reconnect_max_backoff_s: float = Field(
+        default=30, gt=0, le=3600, description="Longest wait between reconnect attempts."
+    )
+
+    @model_validator(mode="after")
+    def _source_matches_kind(self) -> Self:
+        if self.kind == "device" and not self.source.isdigit():
+            raise ValueError(f"source {self.source!r} must be a camera index for kind 'device'")
+        if self.kind == "stream" and urlsplit(self.source).scheme not in {"rtsp", "http", "https"}:
+            raise ValueError(f"source {self.source!r} must be an rtsp/http(s) URL for 'stream'")
+        return self
+
+
+class ReadingConfig(ProfileSection):
+    """Classification, OCR and tracking of detected signs."""
+
+    ocr_backend: Literal["tesserocr", "pytesseract"] = Field(
+        default="tesserocr",
+        description="OCR engine: tesserocr in-process (fast) or pytesseract (spawns tesseract).",
+    )
+    ocr_languages: list[str] = Field(
+        default_factory=lambda: ["eng"],
+        min_length=1,
+        description="Tesseract language packs for text signs (e.g. eng, deu).",
+    )
+    speed_unit: Literal["km/h", "mph"] = Field(
+        default="km/h", description="Unit of round speed-limit signs in the region."
+    )
+    confirm_frames: int = Field(
+        default=3, ge=1, le=100, description="Frames a track needs before its reading is sent."
+    )
+    min_confidence: float = Field(
+        default=0.5, ge=0, le=1, description="Readings below this confidence are not sent."
+    )
+
+    @field_validator("ocr_languages")
+    @classmethod
+    def _language_codes(cls, value: list[str]) -> list[str]:
+        bad = [code for code in value if _LANGUAGE_RE.fullmatch(code) is None]
+        if bad:
+            raise ValueError(f"not Tesseract language codes: {bad} (expected e.g. eng, deu)")
+        return value
+
+
+class ReportingConfig(ProfileSection):
+    """What the device sends and how often."""
+
+    health_interval_s: float = Field(
+        default=30, ge=1, le=3600, description="Seconds between health reports."
+    )
+    include_crops: bool = Field(default=False, description="Attach a small JPEG of each sign.")
+    crop_max_px: int = Field(
+        default=96, ge=16, le=256, description="Longest side of attached crops, pixels."
+    )
+
+
+class OutboxConfig(ProfileSection):
+    """The on-disk store-and-forward queue every message passes through."""
+
+    path: Path = Field(
+        default=Path("/var/lib/roadsign/outbox.sqlite3"), description="SQLite outbox file."
+    )
+    max_messages: int = Field(
+        default=100_000, ge=100, description="Messages kept at most; the oldest go first."
+    )
+    max_mb: float = Field(
+        default=256, gt=0, le=65536, description="Outbox size limit, MiB; the oldest go first."
+    )
+
+
+class TlsConfig(ProfileSection):
+    """TLS files for the broker connection."""
+
+    ca_file: Path | None = Field(
+        default=None, description="CA bundle that signs the broker's certificate."
+    )
+    cert_file: Path | None = Field(default=None, description="Client certificate (mutual TLS).")
+    key_file: Path | None = Field(default=None, description="Client certificate's private key.")
+
+    @model_validator(mode="after")
+    def _cert_with_key(self) -> Self:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file come together")
+        return self
+
+    @property
+    def configured(self) -> bool:
+        """Whether any TLS file is set."""
+        return any(f is not None for f in (self.ca_file, self.cert_file, self.key_file))
+
+
+class BrokerConfig(ProfileSection):
+    """The MQTT v5 broker connection."""
+
+    url: str = Field(
+        default="mqtt://127.0.0.1:1883",
+        description="Broker URL: mqtt:// or mqtts:// (TCP), ws:// or wss:// (WebSocket).",
+    )
+    username: str | None = Field(
+        default=None, description="User name; unset uses the device id, as enrolment issues."
+    )
+    password_file: Path | None = Field(
+        default=None,
+        description="File holding the broker password; never the password itself in a profile.",
+    )
+    tls: TlsConfig = Field(default_factory=TlsConfig, description="TLS files.")
+    keepalive_s: int = Field(default=30, ge=5, le=3600, description="MQTT keep-alive, seconds.")
+
+    @field_validator("url")
+    @classmethod
+    def _broker_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in BROKER_SCHEMES:
+            raise ValueError(f"scheme must be one of {sorted(BROKER_SCHEMES)}, got {value!r}")
+        if not parts.hostname:
+            raise ValueError(f"no host in broker URL {value!r}")
+        try:
+            _ = parts.port
+        except ValueError as e:
+            raise ValueError(f"bad port in broker URL {value!r}") from e
+        return value
+
+    @model_validator(mode="after")
+    def _tls_needs_secure_scheme(self) -> Self:
+        if self.tls.configured and urlsplit(self.url).scheme in {"mqtt", "ws"}:
+            raise ValueError(
+                f"TLS files are set but {self.url!r} is plaintext; use mqtts:// or wss://"
+            )
+        return self
+
+
+class OtaConfig(ProfileSection):
+    """Signed model updates."""
+
+    trusted_root: Path = Field(
+        default=Path("/etc/roadsign/tuf/root.json"),
+        description="TUF root metadata the device trusts first (installed at enrolment).",
+    )
+    repository_url: str = Field(
+        default="http://127.0.0.1:8000/tuf/",
+        pattern=r"^https?://",
+        description="Base URL of the fleet's TUF repository (metadata/ and targets/ below it).",
+    )
+    check_interval_s: float = Field(
+        default=300, ge=10, le=86400, description="Seconds between update checks."
+    )
+
+
+class FixedLocation(ProfileSection):
+    """Where a roadside unit stands."""
+
+    lat: float = Field(default=0, ge=-90, le=90, description="Latitude, degrees (WGS84).")
+    lon: float = Field(default=0, ge=-180, le=180, description="Longitude, degrees (WGS84).")
+    heading_deg: float | None = Field(
+        default=None, ge=0, lt=360, description="Direction the camera faces, degrees from north."
+    )
+
+
+class LocalApiConfig(ProfileSection):
+    """The device's small HTTP API."""
+
+    enabled: bool = Field(default=True, description="Serve /health, /metrics and /predict.")
+    host: str = Field(default="127.0.0.1", description="Address to listen on.")
+    port: int = Field(default=8088, ge=1, le=65535, description="Port to listen on.")
+    max_upload_mb: float = Field(
+        default=10, gt=0, le=200, description="Largest accepted upload, MiB."
+    )
+
+
+class DeviceProfile(ProfileSection):
+    """A device profile: everything one class of device runs with."""
+
+    profile: str = Field(
+        default="custom", pattern=r"^[a-z0-9][a-z0-9-]{0,63}$", description="Profile name."
+    )
+    description: str = Field(default="", max_length=500, description="What the profile is for.")
+    mounting: Literal["bench", "vehicle", "roadside"] = Field(
+        default="bench", description="Where the camera is: bench (development), vehicle, roadside."
+    )
+    identity: IdentityConfig = Field(default_factory=IdentityConfig, description="Identity.")
+    detector: DetectorConfig = Field(default_factory=DetectorConfig, description="Detector.")
+    camera: CameraConfig = Field(default_factory=CameraConfig, description="Frame source.")
+    reading: ReadingConfig = Field(default_factory=ReadingConfig, description="OCR, tracking.")
+    reporting: ReportingConfig = Field(
+        default_factory=ReportingConfig, description="Reporting intervals."
+    )
+    outbox: OutboxConfig = Field(default_factory=OutboxConfig, description="Outbox.")
+    broker: BrokerConfig = Field(default_factory=BrokerConfig, description="MQTT broker.")
+    ota: OtaConfig = Field(default_factory=OtaConfig, description="Model updates.")
+    location: FixedLocation | None = Field(
+        default=None, description="Fixed position; required for roadside units."
+    )
+    api: LocalApiConfig = Field(default_factory=LocalApiConfig, description="Local HTTP API.")
+
+    @model_validator(mode="after")
+    def _roadside_has_location(self) -> Self:
+        if self.mounting == "roadside" and self.location is None:
+            raise ValueError("a roadside profile needs a fixed location (location.lat/lon)")
+        return self

@@ -1,0 +1,133 @@
+"""The fleet server's settings: one object per process, from a YAML file plus environment.
+
+``roadsign-fleet`` builds it in ``main()`` with `fleet_protocol.config_files.load_config`
+(``ROADSIGN_FLEET__SECTION__FIELD`` variables override the file) and passes it down. Development
+mode runs on built-in throwaway secrets and SQLite; production mode refuses to start while any
+secret still has its development default, or on SQLite.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Self
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+from fleet_protocol.exceptions import TopicError
+from fleet_protocol.topics import DEFAULT_SHARE_GROUP, server_subscriptions
+
+ENV_PREFIX = "ROADSIGN_FLEET__"
+
+# Development defaults: anyone can read them here, which is why production refuses them.
+DEV_SECRET_KEY = "dev-only-secret-key-do-not-use-in-production"  # noqa: S105
+DEV_BROKER_PASSWORD = "dev-only-broker-password"  # noqa: S105
+DEV_ADMIN_TOKEN = "dev-only-admin-token"  # noqa: S105
+
+
+class SettingsSection(BaseModel):
+    """Base of every settings section: unknown fields are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class HttpSettings(SettingsSection):
+    """Where the API and dashboard listen."""
+
+    host: str = Field(default="127.0.0.1", description="Address to listen on.")
+    port: int = Field(default=8000, ge=1, le=65535, description="Port to listen on.")
+
+
+class DatabaseSettings(SettingsSection):
+    """The relational store."""
+
+    url: str = Field(
+        default="sqlite:///.cache/fleet/fleet.sqlite3",
+        description="SQLAlchemy URL: postgresql+psycopg://... in production, SQLite for demos.",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _known_dialect(cls, value: str) -> str:
+        if not value.startswith(("postgresql+psycopg://", "postgresql://", "sqlite://")):
+            raise ValueError(
+                "database url must start with postgresql+psycopg://, postgresql:// or sqlite://"
+            )
+        return value
+
+
+class BrokerSettings(SettingsSection):
+    """The MQTT v5 broker the ingestion workers read from."""
+
+    url: str = Field(default="mqtt://127.0.0.1:1883", description="mqtt:// or mqtts:// URL.")
+    username: str = Field(default="fleet-server", description="The server's broker user.")
+    password: SecretStr = Field(
+        default=SecretStr(DEV_BROKER_PASSWORD), description="The server's broker password."
+    )
+    share_group: str = Field(
+        default=DEFAULT_SHARE_GROUP,
+        description="MQTT v5 shared-subscription group; replicas in one group split the load.",
+    )
+    ca_file: Path | None = Field(default=None, description="CA bundle for mqtts:// brokers.")
+
+    @field_validator("url")
+    @classmethod
+    def _mqtt_url(cls, value: str) -> str:
+        if not value.startswith(("mqtt://", "mqtts://")):
+            raise ValueError("broker url must start with mqtt:// or mqtts://")
+        return value
+
+    @field_validator("share_group")
+    @classmethod
+    def _share_group(cls, value: str) -> str:
+        try:
+            server_subscriptions(value)
+        except TopicError as e:
+            raise ValueError(str(e)) from e
+        return value
+
+
+class AuthSettings(SettingsSection):
+    """Secrets of the API and dashboard."""
+
+    secret_key: SecretStr = Field(
+        default=SecretStr(DEV_SECRET_KEY), description="Key that signs dashboard sessions."
+    )
+    bootstrap_admin_token: SecretStr = Field(
+        default=SecretStr(DEV_ADMIN_TOKEN),
+        description="Admin API token created on first start; stored hashed.",
+    )
+
+
+class ServerSettings(SettingsSection):
+    """All settings of a fleet-server process."""
+
+    mode: Literal["development", "production"] = Field(
+        default="development", description="production refuses development secrets and SQLite."
+    )
+    http: HttpSettings = Field(default_factory=HttpSettings, description="HTTP listener.")
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings, description="Database.")
+    broker: BrokerSettings = Field(default_factory=BrokerSettings, description="MQTT broker.")
+    auth: AuthSettings = Field(default_factory=AuthSettings, description="API secrets.")
+
+    @model_validator(mode="after")
+    def _production_has_real_secrets(self) -> Self:
+        if self.mode != "production":
+            return self
+        problems = [
+            f"{name} still has its development default" for name in development_secrets_in_use(self)
+        ]
+        if self.database.url.startswith("sqlite"):
+            problems.append("database.url is SQLite; production runs on PostgreSQL")
+        if problems:
+            raise ValueError("production mode refused: " + "; ".join(problems))
+        return self
+
+
+def development_secrets_in_use(settings: ServerSettings) -> list[str]:
+    """Dotted names of the secrets that still hold their public development value."""
+    secrets = {
+        "broker.password": (settings.broker.password, DEV_BROKER_PASSWORD),
+        "auth.secret_key": (settings.auth.secret_key, DEV_SECRET_KEY),
+        "auth.bootstrap_admin_token": (settings.auth.bootstrap_admin_token, DEV_ADMIN_TOKEN),
+    }
+    return [name for name, (value, dev) in secrets.items() if value.get_secret_value() == dev]

@@ -1,0 +1,42 @@
+"""Fixtures shared by every test package: repository paths and valid sample messages."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from fleet_protocol.messages import ModelRef, Reading
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+MODEL = ModelRef(version="2026.11.0", sha256="ab" * 32)
+
+
+def make_reading(**overrides: object) -> Reading:
+    """A valid 80 km/h reading; `overrides` replace any field."""
+    fields: dict[str, object] = {
+        "device_id": "veh-0042",
+        "seq": 7,
+        "timestamp": datetime(2026, 11, 27, 9, 30, 0, 123000, tzinfo=UTC),
+        "sign_type": "speed_limit",
+        "gtsrb_class_id": 5,
+        "value": 80,
+        "unit": "km/h",
+        "text": "80",
+        "confidence": 0.93,
+        "bbox": (412.5, 120.0, 470.0, 178.25),
+        "track_id": 3,
+        "frames_seen": 9,
+        "model": MODEL,
+    }
+    fields.update(overrides)
+    return Reading.model_validate(fields)
+
+
+@pytest.fixture
+def reading() -> Reading:
+    """A valid reading."""
+    return make_reading()

@@ -1,0 +1,84 @@
+"""The training run configuration: the strict schema of the YAML files in ``training/configs/``.
+
+``roadsign-train`` builds one `TrainingConfig` in ``main()`` (``ROADSIGN_TRAIN__SECTION__FIELD``
+variables override the file); every stage reads its section from it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ENV_PREFIX = "ROADSIGN_TRAIN__"
+
+
+class TrainingSection(BaseModel):
+    """Base of every config section: unknown fields are errors, values are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class DataConfig(TrainingSection):
+    """Where data comes from and how it is split."""
+
+    shared_data_dir: Path = Field(
+        default=Path("../shared/data"),
+        description="Folder of the real sign archives; read in place, never copied into git.",
+    )
+    cache_dir: Path = Field(
+        default=Path(".cache/data"), description="Git-ignored folder archives unpack into."
+    )
+    synthetic_scenes: int = Field(
+        default=2000, ge=0, description="Synthetic detector scenes to render."
+    )
+    val_fraction: float = Field(
+        default=0.15, gt=0, lt=1, description="Share of GTSRB tracks held out for validation."
+    )
+    seed: int = Field(default=0, ge=0, description="Seed of every random choice.")
+
+
+class DetectorTrainingConfig(TrainingSection):
+    """YOLOv8 detector training with ultralytics, offline."""
+
+    architecture: str = Field(
+        default="yolov8n.yaml",
+        pattern=r"^yolov8[nsmlx]\.yaml$",
+        description="Ultralytics model YAML; built from scratch (pretrained=False).",
+    )
+    imgsz: int = Field(default=640, ge=64, le=1280, multiple_of=32, description="Input size.")
+    epochs: int = Field(default=50, ge=1, le=1000, description="Training epochs.")
+    batch: int = Field(default=16, ge=1, le=512, description="Batch size.")
+    device: Literal["cpu", "cuda", "auto"] = Field(
+        default="auto", description="auto takes a GPU where one is present, else the CPU."
+    )
+    workers: int = Field(default=2, ge=0, le=64, description="Data-loader workers.")
+    patience: int = Field(default=20, ge=1, description="Epochs without improvement to stop.")
+
+
+class MlflowConfig(TrainingSection):
+    """Run tracking and the model registry."""
+
+    tracking_uri: str = Field(
+        default="sqlite:///.cache/mlflow/mlflow.db",
+        description="MLflow store: a local SQLite file by default, or http(s):// of a server.",
+        pattern=r"^(sqlite:///|https?://|file:)",
+    )
+    experiment: str = Field(default="roadsign", min_length=1, description="Experiment name.")
+    registered_model: str = Field(
+        default="roadsign-detector", min_length=1, description="Registry name of the detector."
+    )
+
+
+class TrainingConfig(TrainingSection):
+    """One training pipeline run."""
+
+    name: str = Field(
+        default="default", pattern=r"^[a-z0-9][a-z0-9-]{0,63}$", description="Run name."
+    )
+    data: DataConfig = Field(default_factory=DataConfig, description="Datasets.")
+    detector: DetectorTrainingConfig = Field(
+        default_factory=DetectorTrainingConfig, description="Detector training."
+    )
+    mlflow: MlflowConfig = Field(default_factory=MlflowConfig, description="Tracking.")
