@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Annotated, Literal, Self
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from fleet_protocol.config_files import StrictConfigModel
 from fleet_protocol.topics import DEVICE_ID_PATTERN
 
 ENV_PREFIX = "ROADSIGN_AGENT__"
@@ -34,13 +35,7 @@ def _cpu_only() -> list[ExecutionProvider]:
     return ["CPUExecutionProvider"]
 
 
-class ProfileSection(BaseModel):
-    """Base of every profile section: unknown fields are errors, values are immutable."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
-
-
-class IdentityConfig(ProfileSection):
+class IdentityConfig(StrictConfigModel):
     """Who the device is."""
 
     device_id: Annotated[str, Field(pattern=DEVICE_ID_PATTERN)] | None = Field(
@@ -49,7 +44,7 @@ class IdentityConfig(ProfileSection):
     )
 
 
-class DetectorConfig(ProfileSection):
+class DetectorConfig(StrictConfigModel):
     """The sign detector: backend, model artifact and its inference settings."""
 
     backend: Literal["auto", "openvino", "onnxruntime"] = Field(
@@ -97,7 +92,7 @@ class DetectorConfig(ProfileSection):
         return self
 
 
-class CameraConfig(ProfileSection):
+class CameraConfig(StrictConfigModel):
     """The frame source."""
 
     source: str = Field(
@@ -127,7 +122,7 @@ class CameraConfig(ProfileSection):
         return self
 
 
-class ReadingConfig(ProfileSection):
+class ReadingConfig(StrictConfigModel):
     """Classification, OCR and tracking of detected signs."""
 
     ocr_backend: Literal["tesserocr", "pytesseract"] = Field(
@@ -158,7 +153,7 @@ class ReadingConfig(ProfileSection):
         return value
 
 
-class ReportingConfig(ProfileSection):
+class ReportingConfig(StrictConfigModel):
     """What the device sends and how often."""
 
     health_interval_s: float = Field(
@@ -170,7 +165,7 @@ class ReportingConfig(ProfileSection):
     )
 
 
-class OutboxConfig(ProfileSection):
+class OutboxConfig(StrictConfigModel):
     """The on-disk store-and-forward queue every message passes through."""
 
     path: Path = Field(
@@ -184,7 +179,7 @@ class OutboxConfig(ProfileSection):
     )
 
 
-class TlsConfig(ProfileSection):
+class TlsConfig(StrictConfigModel):
     """TLS files for the broker connection."""
 
     ca_file: Path | None = Field(
@@ -205,7 +200,7 @@ class TlsConfig(ProfileSection):
         return any(f is not None for f in (self.ca_file, self.cert_file, self.key_file))
 
 
-class BrokerConfig(ProfileSection):
+class BrokerConfig(StrictConfigModel):
     """The MQTT v5 broker connection."""
 
     url: str = Field(
@@ -245,7 +240,7 @@ class BrokerConfig(ProfileSection):
         return self
 
 
-class OtaConfig(ProfileSection):
+class OtaConfig(StrictConfigModel):
     """Signed model updates."""
 
     trusted_root: Path = Field(
@@ -262,7 +257,7 @@ class OtaConfig(ProfileSection):
     )
 
 
-class FixedLocation(ProfileSection):
+class FixedLocation(StrictConfigModel):
     """Where a roadside unit stands."""
 
     lat: float = Field(default=0, ge=-90, le=90, description="Latitude, degrees (WGS84).")
@@ -272,7 +267,7 @@ class FixedLocation(ProfileSection):
     )
 
 
-class LocalApiConfig(ProfileSection):
+class LocalApiConfig(StrictConfigModel):
     """The device's small HTTP API."""
 
     enabled: bool = Field(default=True, description="Serve /health, /metrics and /predict.")
@@ -283,7 +278,7 @@ class LocalApiConfig(ProfileSection):
     )
 
 
-class DeviceProfile(ProfileSection):
+class DeviceProfile(StrictConfigModel):
     """A device profile: everything one class of device runs with."""
 
     profile: str = Field(

@@ -9,17 +9,29 @@ It lives here because the protocol package is the one every side may import.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import argparse
+import os
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from fleet_protocol.exceptions import ConfigFileError
 
 C = TypeVar("C", bound=BaseModel)
+
+
+class StrictConfigModel(BaseModel):
+    """Base of every config section of every process: unknown fields are errors, values are
+    immutable, and defaults are validated too (a bad default is a bug caught at once)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
 ENV_NESTING = "__"
 
 
@@ -204,3 +216,39 @@ def validate_config_file(
         return 1
     out.write(f"{path}: OK ({model.__name__})\n")
     return 0
+
+
+SettingsSchema = Callable[[], tuple[type[BaseModel], str]]
+"""Returns (settings model, env prefix); called only when the command runs: the CLI starts fast."""
+
+
+def add_validate_config_command(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    schema: SettingsSchema,
+    *,
+    what: str,
+    example: str,
+) -> argparse.ArgumentParser:
+    """Add the ``validate-config FILE`` subcommand every process's CLI has."""
+    text = (
+        f"Check {what} as the process would load it (environment overrides applied); exit 1 "
+        "naming each bad field and its line."
+    )
+    sub = commands.add_parser("validate-config", help=text, description=text)
+    sub.add_argument("file", help=f"YAML file, e.g. {example}")
+
+    def run(args: argparse.Namespace) -> int:
+        model, env_prefix = schema()
+        return validate_config_file(
+            model, args.file, env=os.environ, env_prefix=env_prefix, out=sys.stdout
+        )
+
+    sub.set_defaults(handler=run)
+    return sub
+
+
+def run_command(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> int:
+    """Parse `argv` and run the chosen subcommand's handler; its return is the exit status."""
+    args = parser.parse_args(argv)
+    handler: Callable[[argparse.Namespace], int] = args.handler
+    return handler(args)

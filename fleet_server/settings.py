@@ -11,8 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
+from fleet_protocol.config_files import StrictConfigModel
 from fleet_protocol.exceptions import TopicError
 from fleet_protocol.topics import DEFAULT_SHARE_GROUP, server_subscriptions
 
@@ -24,20 +25,14 @@ DEV_BROKER_PASSWORD = "dev-only-broker-password"  # noqa: S105
 DEV_ADMIN_TOKEN = "dev-only-admin-token"  # noqa: S105
 
 
-class SettingsSection(BaseModel):
-    """Base of every settings section: unknown fields are errors, values are immutable."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
-
-
-class HttpSettings(SettingsSection):
+class HttpSettings(StrictConfigModel):
     """Where the API and dashboard listen."""
 
     host: str = Field(default="127.0.0.1", description="Address to listen on.")
     port: int = Field(default=8000, ge=1, le=65535, description="Port to listen on.")
 
 
-class DatabaseSettings(SettingsSection):
+class DatabaseSettings(StrictConfigModel):
     """The relational store."""
 
     url: str = Field(
@@ -55,7 +50,7 @@ class DatabaseSettings(SettingsSection):
         return value
 
 
-class BrokerSettings(SettingsSection):
+class BrokerSettings(StrictConfigModel):
     """The MQTT v5 broker the ingestion workers read from."""
 
     url: str = Field(default="mqtt://127.0.0.1:1883", description="mqtt:// or mqtts:// URL.")
@@ -86,7 +81,7 @@ class BrokerSettings(SettingsSection):
         return value
 
 
-class AuthSettings(SettingsSection):
+class AuthSettings(StrictConfigModel):
     """Secrets of the API and dashboard."""
 
     secret_key: SecretStr = Field(
@@ -98,7 +93,7 @@ class AuthSettings(SettingsSection):
     )
 
 
-class ServerSettings(SettingsSection):
+class ServerSettings(StrictConfigModel):
     """All settings of a fleet-server process."""
 
     mode: Literal["development", "production"] = Field(

@@ -1,23 +1,23 @@
 """``roadsign-train``: the training pipeline's command line.
 
-Only the standard library loads at start; torch and ultralytics load inside the stages using them.
+Only the standard library and the protocol package load at start; torch and ultralytics load inside
+the stages that use them.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+
+from pydantic import BaseModel
+
+from fleet_protocol.config_files import add_validate_config_command, run_command
 
 
-def _validate_config(args: argparse.Namespace) -> int:
-    from fleet_protocol.config_files import validate_config_file
+def _config_schema() -> tuple[type[BaseModel], str]:
     from training.config import ENV_PREFIX, TrainingConfig
 
-    return validate_config_file(
-        TrainingConfig, args.file, env=os.environ, env_prefix=ENV_PREFIX, out=sys.stdout
-    )
+    return TrainingConfig, ENV_PREFIX
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,21 +27,15 @@ def build_parser() -> argparse.ArgumentParser:
         description="RoadSign training: datasets, YOLOv8 training, quantised export, registry.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    validate = commands.add_parser(
-        "validate-config",
-        help="Check a training config (with ROADSIGN_TRAIN__* overrides); exit 1 naming each "
-        "bad field and its line.",
+    add_validate_config_command(
+        commands, _config_schema, what="a training config", example="training/configs/smoke.yaml"
     )
-    validate.add_argument("file", help="config YAML, e.g. training/configs/smoke.yaml")
-    validate.set_defaults(handler=_validate_config)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``roadsign-train``."""
-    args = build_parser().parse_args(argv)
-    handler: Callable[[argparse.Namespace], int] = args.handler
-    return handler(args)
+    return run_command(build_parser(), argv)
 
 
 if __name__ == "__main__":

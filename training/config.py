@@ -9,18 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from fleet_protocol.config_files import StrictConfigModel
 
 ENV_PREFIX = "ROADSIGN_TRAIN__"
 
 
-class TrainingSection(BaseModel):
-    """Base of every config section: unknown fields are errors, values are immutable."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
-
-
-class DataConfig(TrainingSection):
+class DataConfig(StrictConfigModel):
     """Where data comes from and how it is split."""
 
     shared_data_dir: Path = Field(
@@ -39,7 +35,7 @@ class DataConfig(TrainingSection):
     seed: int = Field(default=0, ge=0, description="Seed of every random choice.")
 
 
-class DetectorTrainingConfig(TrainingSection):
+class DetectorTrainingConfig(StrictConfigModel):
     """YOLOv8 detector training with ultralytics, offline."""
 
     architecture: str = Field(
@@ -57,7 +53,7 @@ class DetectorTrainingConfig(TrainingSection):
     patience: int = Field(default=20, ge=1, description="Epochs without improvement to stop.")
 
 
-class MlflowConfig(TrainingSection):
+class MlflowConfig(StrictConfigModel):
     """Run tracking and the model registry."""
 
     tracking_uri: str = Field(
@@ -71,7 +67,7 @@ class MlflowConfig(TrainingSection):
     )
 
 
-class TrainingConfig(TrainingSection):
+class TrainingConfig(StrictConfigModel):
     """One training pipeline run."""
 
     name: str = Field(
