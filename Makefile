@@ -10,7 +10,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PY_STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.package-lock.json
-EXTRAS ?= edge,server,dev
+EXTRAS ?= edge,server,train,dev
 
 .PHONY: help test demo check lint typecheck contracts pytest system-deps venv asyncapi schemas \
 	edge-size clean

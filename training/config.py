@@ -7,9 +7,9 @@ variables override the file); every stage reads its section from it.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from fleet_protocol.config_files import StrictConfigModel
 
@@ -26,13 +26,39 @@ class DataConfig(StrictConfigModel):
     cache_dir: Path = Field(
         default=Path(".cache/data"), description="Git-ignored folder archives unpack into."
     )
-    synthetic_scenes: int = Field(
-        default=2000, ge=0, description="Synthetic detector scenes to render."
+    out_dir: Path = Field(
+        default=Path(".cache/datasets"),
+        description="Git-ignored folder the built datasets (scenes, manifests) go into.",
     )
+    synthetic_scenes: int = Field(
+        default=2000, ge=0, description="Synthetic detector scenes to render for training."
+    )
+    synthetic_val_scenes: int = Field(
+        default=300, ge=0, description="Synthetic scenes for validation, from held-out signs."
+    )
+    scene_width: int = Field(default=640, ge=64, le=4096, description="Scene width, pixels.")
+    scene_height: int = Field(default=480, ge=64, le=4096, description="Scene height, pixels.")
+    min_sign_px: int = Field(default=12, ge=4, description="Smallest sign in a scene, pixels.")
+    max_sign_px: int = Field(default=200, ge=8, description="Largest sign in a scene, pixels.")
     val_fraction: float = Field(
-        default=0.15, gt=0, lt=1, description="Share of GTSRB tracks held out for validation."
+        default=0.15, gt=0, lt=1, description="Share of tracks / street views for validation."
+    )
+    test_fraction: float = Field(
+        default=0.2,
+        ge=0,
+        lt=1,
+        description="Share of TT100K street views and US signs held out for the final test; "
+        "no training step sees them.",
     )
     seed: int = Field(default=0, ge=0, description="Seed of every random choice.")
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Self:
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ValueError("val_fraction + test_fraction must leave something to train on")
+        if self.min_sign_px >= self.max_sign_px:
+            raise ValueError("min_sign_px must be below max_sign_px")
+        return self
 
 
 class DetectorTrainingConfig(StrictConfigModel):

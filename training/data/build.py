@@ -1,0 +1,133 @@
+"""The data stage: real sets unpacked, split without leaks, manifested, and scenes synthesised.
+
+Splits: GTSRB training tracks (32x32 and native-size copies together) into train/val by track,
+after dropping every track that holds a copy of an official test image; TT100K into
+train/val/test by street-view image id; US signs into train/val/test. The official GTSRB test set,
+the GTSDB crops and photos, and the test parts stay out of every training step. Scenes for the
+detector are rendered from the train part (train scenes) and the val part (val scenes) only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from training.config import DataConfig
+from training.data.categories import category_of_record
+from training.data.manifest import DatasetManifest, build_manifest
+from training.data.records import LabeledImage
+from training.data.shared_sets import ensure_unpacked, read_shared_set
+from training.data.splits import drop_leaked_groups, split_by_group
+from training.data.synth import FacePool, SceneRenderer, SynthSettings, synthesise
+
+SHARED_SETS = (
+    "gtsrb_train32",
+    "gtsrb_test32",
+    "gtsrb_train_speed",
+    "gtsdb_speed",
+    "tt100k_train",
+    "us_speed",
+)
+
+
+@dataclass(frozen=True)
+class DatasetBuild:
+    """What the data stage produced."""
+
+    out_dir: Path
+    data_yaml: Path
+    parts: dict[str, list[LabeledImage]]
+    """Real records by ``<set>/<split>``: ``gtsrb/train``, ``tt100k/test``, ``gtsdb/test``..."""
+    manifests: dict[str, DatasetManifest]
+    dropped_groups: frozenset[str]
+
+    def summary(self) -> dict[str, object]:
+        """Counts and hashes, for logs and MLflow."""
+        return {
+            "data_yaml": str(self.data_yaml),
+            "dropped_groups": sorted(self.dropped_groups),
+            "manifests": {k: m.manifest_sha256 for k, m in sorted(self.manifests.items())},
+            "images": {k: len(v) for k, v in sorted(self.parts.items())},
+        }
+
+
+def split_real_sets(config: DataConfig) -> tuple[dict[str, list[LabeledImage]], set[str]]:
+    """Unpack and read the shared sets; return their parts and the groups dropped as leaks."""
+    records = {
+        name: read_shared_set(name, ensure_unpacked(config.shared_data_dir, name, config.cache_dir))
+        for name in SHARED_SETS
+    }
+    gtsrb_test = records["gtsrb_test32"]
+    gtsrb_train, dropped = drop_leaked_groups(
+        records["gtsrb_train32"] + records["gtsrb_train_speed"], gtsrb_test
+    )
+    train_share = 1 - config.val_fraction - config.test_fraction
+    parts: dict[str, list[LabeledImage]] = {
+        "gtsrb_test/test": gtsrb_test,
+        "gtsdb/test": records["gtsdb_speed"],
+    }
+    for split, members in split_by_group(
+        gtsrb_train,
+        {"train": 1 - config.val_fraction, "val": config.val_fraction},
+        seed=config.seed,
+    ).items():
+        parts[f"gtsrb/{split}"] = members
+    for name, key in (("tt100k_train", "tt100k"), ("us_speed", "us")):
+        fractions = {"train": train_share, "val": config.val_fraction, "test": config.test_fraction}
+        for split, members in split_by_group(records[name], fractions, seed=config.seed).items():
+            parts[f"{key}/{split}"] = members
+    return parts, dropped
+
+
+def _renderer(
+    config: DataConfig, parts: dict[str, list[LabeledImage]], split: str
+) -> SceneRenderer:
+    records = [
+        r
+        for key, rs in parts.items()
+        if key.endswith(f"/{split}") and not key.startswith(("gtsrb_test", "gtsdb"))
+        for r in rs
+    ]
+    settings = SynthSettings(
+        width=config.scene_width,
+        height=config.scene_height,
+        min_sign_px=config.min_sign_px,
+        max_sign_px=config.max_sign_px,
+    )
+    faces = FacePool([r for r in records if r.boxes], category_of_record)
+    backgrounds = [r.path for r in records if not r.boxes]
+    return SceneRenderer(settings, faces, backgrounds)
+
+
+def build_datasets(config: DataConfig, out_dir: Path) -> DatasetBuild:
+    """Run the data stage into `out_dir`; scenes are re-rendered only when their inputs changed."""
+    parts, dropped = split_real_sets(config)
+    manifests = {
+        key: build_manifest(key, config.cache_dir, records) for key, records in parts.items()
+    }
+    for key, manifest in manifests.items():
+        manifest.write(out_dir / "manifests" / f"{key.replace('/', '.')}.json")
+    counts = {"train": config.synthetic_scenes, "val": config.synthetic_val_scenes}
+    key_source = json.dumps(
+        {
+            "config": config.model_dump(mode="json"),
+            "counts": counts,
+            "manifests": {k: m.manifest_sha256 for k, m in sorted(manifests.items())},
+            "settings": asdict(SynthSettings()),
+        },
+        sort_keys=True,
+        default=str,
+    )
+    build_key = hashlib.sha256(key_source.encode()).hexdigest()
+    scenes_dir = out_dir / "scenes"
+    stamp = scenes_dir / "build_key.txt"
+    data_yaml = scenes_dir / "data.yaml"
+    if not (stamp.is_file() and stamp.read_text() == build_key and data_yaml.is_file()):
+        shutil.rmtree(scenes_dir, ignore_errors=True)
+        renderers = {split: _renderer(config, parts, split) for split in counts}
+        data_yaml = synthesise(scenes_dir, renderers, counts, seed=config.seed)
+        stamp.write_text(build_key)
+    return DatasetBuild(out_dir, data_yaml, parts, manifests, frozenset(dropped))
