@@ -8,6 +8,7 @@ Only the standard library and the protocol package load at start; each stage imp
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -28,7 +29,10 @@ def _config_schema() -> tuple[type[BaseModel], str]:
     return TrainingConfig, ENV_PREFIX
 
 
-def _stage(run: Callable[[BaseModel], dict[str, object]]) -> Callable[[argparse.Namespace], int]:
+Stage = Callable[[BaseModel, argparse.Namespace], dict[str, object]]
+
+
+def _stage(run: Stage) -> Callable[[argparse.Namespace], int]:
     """Wrap a stage: build the config, run, print its summary; known failures exit 1."""
 
     def handler(args: argparse.Namespace) -> int:
@@ -37,7 +41,13 @@ def _stage(run: Callable[[BaseModel], dict[str, object]]) -> Callable[[argparse.
         model, env_prefix = _config_schema()
         try:
             config = load_config(model, args.config, env=os.environ, env_prefix=env_prefix)
-            summary = run(config)
+            if getattr(args, "tracking_uri", None):
+                mlflow = config.mlflow.model_copy(update={"tracking_uri": args.tracking_uri})  # type: ignore[attr-defined]
+                config = config.model_copy(update={"mlflow": mlflow})
+            # Libraries (ultralytics, NNCF) print progress to stdout; stdout carries only the
+            # JSON summary, so their output goes to stderr with ours.
+            with contextlib.redirect_stdout(sys.stderr):
+                summary = run(config, args)
         except (ConfigFileError, TrainingError) as e:
             sys.stderr.write(f"roadsign-train {args.command}: {e}\n")
             return 1
@@ -47,12 +57,108 @@ def _stage(run: Callable[[BaseModel], dict[str, object]]) -> Callable[[argparse.
     return handler
 
 
-def _data(config: BaseModel) -> dict[str, object]:
+def _data(config: BaseModel, args: argparse.Namespace) -> dict[str, object]:
     from training.config import TrainingConfig
     from training.data.build import build_datasets
 
     assert isinstance(config, TrainingConfig)
     return build_datasets(config.data, config.data.out_dir / config.name).summary()
+
+
+def _classifier(config: BaseModel, args: argparse.Namespace) -> dict[str, object]:
+    from training.classifier.stage import run_classifier_stage
+    from training.config import TrainingConfig
+    from training.data.build import build_datasets
+
+    assert isinstance(config, TrainingConfig)
+    build = build_datasets(config.data, config.data.out_dir / config.name, scenes=False)
+    return run_classifier_stage(config, build, resume=args.resume)
+
+
+def _detector(config: BaseModel, args: argparse.Namespace) -> dict[str, object]:
+    from training.config import TrainingConfig
+    from training.data.build import build_datasets
+    from training.detector.stage import run_detector_stage
+
+    assert isinstance(config, TrainingConfig)
+    build = build_datasets(config.data, config.data.out_dir / config.name)
+    return run_detector_stage(config, build, resume=args.resume)
+
+
+def _bundle(config: BaseModel, args: argparse.Namespace) -> dict[str, object]:
+    from edge_agent.bundle import load_metadata
+    from training.bundle import assemble_bundle, measure_bundle, write_model_card
+    from training.config import TrainingConfig
+    from training.data.build import build_datasets
+    from training.data.shared_sets import ensure_unpacked, read_gtsdb_real_world
+    from training.detector.export import ARTIFACTS
+    from training.exceptions import TrainingError
+
+    assert isinstance(config, TrainingConfig)
+    work = config.data.out_dir / config.name
+    exports = {
+        fmt: work / "detector" / "export" / fmt / name
+        for fmt, name in ARTIFACTS.items()
+        if (work / "detector" / "export" / fmt / name).is_file()
+    }
+    classifier = work / "classifier" / "export" / "classifier.onnx"
+    report = work / "detector" / "export" / "detector_metrics.json"
+    if not exports or not classifier.is_file() or not report.is_file():
+        raise TrainingError(f"run the classifier and detector stages first (nothing in {work})")
+    detector_meta = load_metadata(next(iter(exports.values())))
+    out = args.out or Path("models") / config.name
+    bundle = assemble_bundle(
+        out,
+        name=f"roadsign-{config.name}",
+        version=detector_meta.version,
+        detector_exports=exports,
+        classifier=classifier,
+    )
+    build = build_datasets(config.data, work, scenes=False)
+    photos = read_gtsdb_real_world(
+        ensure_unpacked(config.data.shared_data_dir, "gtsdb_speed", config.data.cache_dir)
+    )
+    metrics = measure_bundle(bundle, build.parts, photos, threads=config.export.threads)
+    detector = {k: v for k, v in json.loads(report.read_text()).items() if not isinstance(v, dict)}
+    detector["onnx_fp32.map50"] = json.loads(report.read_text())["onnx_fp32"]["map50"]
+    runs = {
+        "detector": str(detector_meta.source_run_id),
+        "classifier": str(load_metadata(classifier).source_run_id),
+    }
+    command = f"roadsign-train pipeline --config {args.config} --out {out}"
+    write_model_card(bundle, metrics, detector=detector, command=command, runs=runs)
+    return {
+        "bundle": str(bundle),
+        **{k: v for k, v in metrics.items() if k != "gtsdb_realworld_readings"},
+    }
+
+
+def _pipeline(config: BaseModel, args: argparse.Namespace) -> dict[str, object]:
+    return {
+        "classifier": _classifier(config, args),
+        "detector": _detector(config, args),
+        "bundle": _bundle(config, args),
+    }
+
+
+def _promote(config: BaseModel, args: argparse.Namespace) -> dict[str, object]:
+    from training.config import TrainingConfig
+    from training.registry import promote, registered_name
+
+    assert isinstance(config, TrainingConfig)
+    floors = {}
+    for item in args.min or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            from training.exceptions import TrainingError
+
+            raise TrainingError(f"--min takes METRIC=VALUE, got {item!r}")
+        floors[key] = float(value)
+    name = registered_name(config.mlflow.registered_model, args.format)
+    version = promote(
+        config.mlflow.tracking_uri, name, args.version, floors=floors, tolerance=args.tolerance
+    )
+    return {"promoted": f"{version.name}/{version.version}", "metrics": version.metrics}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,16 +171,67 @@ def build_parser() -> argparse.ArgumentParser:
     add_validate_config_command(
         commands, _config_schema, what="a training config", example="training/configs/smoke.yaml"
     )
-    stages: dict[str, tuple[Callable[[BaseModel], dict[str, object]], str]] = {
+    stages: dict[str, tuple[Stage, str]] = {
         "data": (
             _data,
             "Unpack the real sets, split them without leaks, write manifests and "
             "render the synthetic detector scenes.",
         ),
+        "classifier": (
+            _classifier,
+            "Train the crop classifier (sign class and speed value), export it to ONNX and "
+            "score it on held-out real crops with the edge runtime; tracked in MLflow.",
+        ),
+        "detector": (
+            _detector,
+            "Train the YOLOv8 detector on the rendered scenes, export ONNX and OpenVINO in FP32 "
+            "and INT8, score them with the edge runtime, gate INT8, register the versions.",
+        ),
+        "bundle": (
+            _bundle,
+            "Assemble the model bundle (INT8 detectors and the classifier), measure it with the "
+            "edge agent's code on held-out real images, write metrics.json and model_card.md.",
+        ),
+        "pipeline": (
+            _pipeline,
+            "Run every stage: data, classifier, detector (export, gate, register), bundle.",
+        ),
+        "promote": (
+            _promote,
+            "Move the champion alias of one format's registered model to a version whose "
+            "metrics pass the floors and do not trail the current champion.",
+        ),
     }
     for name, (run, text) in stages.items():
         sub = commands.add_parser(name, help=text, description=text)
         sub.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="training config")
+        sub.add_argument("--tracking-uri", help="MLflow store or server (overrides the config)")
+        if name == "promote":
+            sub.add_argument(
+                "--format",
+                required=True,
+                choices=["onnx_fp32", "onnx_int8", "openvino_fp32", "openvino_int8"],
+                help="which export",
+            )
+            sub.add_argument("--version", default="candidate", help="version number or alias")
+            sub.add_argument(
+                "--min",
+                action="append",
+                metavar="METRIC=VALUE",
+                help="floor a metric must reach, e.g. map50=0.8 (repeatable)",
+            )
+            sub.add_argument(
+                "--tolerance",
+                type=float,
+                default=0.0,
+                help="how far a metric may trail the current champion's",
+            )
+        else:
+            sub.add_argument(
+                "--resume", action="store_true", help="continue from the last checkpoint, if any"
+            )
+        if name in {"bundle", "pipeline"}:
+            sub.add_argument("--out", type=Path, help="bundle folder (default models/<name>)")
         sub.set_defaults(handler=_stage(run))
     return parser
 

@@ -77,6 +77,53 @@ class DetectorTrainingConfig(StrictConfigModel):
     )
     workers: int = Field(default=2, ge=0, le=64, description="Data-loader workers.")
     patience: int = Field(default=20, ge=1, description="Epochs without improvement to stop.")
+    threads: int = Field(
+        default=2, ge=1, le=256, description="torch CPU threads (ultralytics would take cores-1)."
+    )
+    cache: bool = Field(default=False, description="Keep decoded training images in RAM.")
+
+
+class ClassifierTrainingConfig(StrictConfigModel):
+    """The crop classifier (sign class and speed value), trained with torch on the CPU."""
+
+    input_size: int = Field(default=32, ge=16, le=128, description="Square crop side, pixels.")
+    crop_margin: float = Field(
+        default=0.1, ge=0, le=0.5, description="Box widening per side when cutting a crop."
+    )
+    width: int = Field(default=32, ge=8, le=128, description="Channels of the first layer.")
+    epochs: int = Field(default=12, ge=1, le=500, description="Training epochs.")
+    batch: int = Field(default=128, ge=8, le=4096, description="Batch size.")
+    lr: float = Field(default=3e-3, gt=0, lt=1, description="Peak learning rate (one-cycle).")
+    weight_decay: float = Field(default=5e-4, ge=0, lt=1, description="AdamW weight decay.")
+    label_smoothing: float = Field(default=0.1, ge=0, lt=1, description="Label smoothing.")
+    threads: int = Field(default=2, ge=1, le=256, description="torch CPU threads.")
+    rendered_faces: int = Field(
+        default=12000, ge=0, description="Procedural faces added to the training crops."
+    )
+    max_train_images: int | None = Field(
+        default=None, ge=1, description="Cap on real training images per set (smoke runs)."
+    )
+    max_val_images: int | None = Field(
+        default=None, ge=1, description="Cap on real validation images per set (smoke runs)."
+    )
+    eval_backend: Literal["onnxruntime", "openvino"] = Field(
+        default="onnxruntime", description="Edge runtime that scores the exported model."
+    )
+
+
+class ExportConfig(StrictConfigModel):
+    """Export of the detector: formats, INT8 calibration and the INT8 quality gate."""
+
+    calibration_images: int = Field(
+        default=200, ge=1, description="Training scenes (never val/test) that calibrate INT8."
+    )
+    int8_max_map50_drop: float = Field(
+        default=1.5, ge=0, le=100, description="Largest mAP50 loss, in points, INT8 may cost."
+    )
+    eval_images: int | None = Field(
+        default=None, ge=1, description="Cap on validation scenes scored per artifact."
+    )
+    threads: int = Field(default=2, ge=1, le=256, description="Threads of the scoring runtime.")
 
 
 class MlflowConfig(StrictConfigModel):
@@ -103,4 +150,8 @@ class TrainingConfig(StrictConfigModel):
     detector: DetectorTrainingConfig = Field(
         default_factory=DetectorTrainingConfig, description="Detector training."
     )
+    classifier: ClassifierTrainingConfig = Field(
+        default_factory=ClassifierTrainingConfig, description="Crop classifier training."
+    )
+    export: ExportConfig = Field(default_factory=ExportConfig, description="Detector export.")
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig, description="Tracking.")

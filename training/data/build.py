@@ -38,7 +38,8 @@ class DatasetBuild:
     """What the data stage produced."""
 
     out_dir: Path
-    data_yaml: Path
+    data_yaml: Path | None
+    """The YOLO dataset of rendered scenes; None when the build skipped scenes."""
     parts: dict[str, list[LabeledImage]]
     """Real records by ``<set>/<split>``: ``gtsrb/train``, ``tt100k/test``, ``gtsdb/test``..."""
     manifests: dict[str, DatasetManifest]
@@ -47,7 +48,7 @@ class DatasetBuild:
     def summary(self) -> dict[str, object]:
         """Counts and hashes, for logs and MLflow."""
         return {
-            "data_yaml": str(self.data_yaml),
+            "data_yaml": str(self.data_yaml) if self.data_yaml else None,
             "dropped_groups": sorted(self.dropped_groups),
             "manifests": {k: m.manifest_sha256 for k, m in sorted(self.manifests.items())},
             "images": {k: len(v) for k, v in sorted(self.parts.items())},
@@ -102,14 +103,19 @@ def _renderer(
     return SceneRenderer(settings, faces, backgrounds)
 
 
-def build_datasets(config: DataConfig, out_dir: Path) -> DatasetBuild:
-    """Run the data stage into `out_dir`; scenes are re-rendered only when their inputs changed."""
+def build_datasets(config: DataConfig, out_dir: Path, *, scenes: bool = True) -> DatasetBuild:
+    """Run the data stage into `out_dir`; scenes are re-rendered only when their inputs changed.
+
+    Without `scenes` only the real sets are split and manifested (what the classifier needs).
+    """
     parts, dropped = split_real_sets(config)
     manifests = {
         key: build_manifest(key, config.cache_dir, records) for key, records in parts.items()
     }
     for key, manifest in manifests.items():
         manifest.write(out_dir / "manifests" / f"{key.replace('/', '.')}.json")
+    if not scenes:
+        return DatasetBuild(out_dir, None, parts, manifests, frozenset(dropped))
     counts = {"train": config.synthetic_scenes, "val": config.synthetic_val_scenes}
     key_source = json.dumps(
         {

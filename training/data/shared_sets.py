@@ -20,6 +20,9 @@ from training.data.records import LabeledImage
 from training.exceptions import DatasetError
 
 TT100K_NEGATIVE = "negative"
+# Signs whose number is a speed: limits, ends of limits and minimum speeds (blue discs).
+_TT100K_SPEED_KINDS = frozenset({"speed_limit", "end_speed_limit", "min_speed"})
+TT100K_SPEED_LIMIT_PREFIX = "pl"
 
 
 def ensure_unpacked(shared_dir: Path, name: str, cache_dir: Path) -> Path:
@@ -82,7 +85,7 @@ def _tt100k_crop(row: Row) -> CropLabel:
     code = row["tt100k_class"]
     if code == TT100K_NEGATIVE:
         return CropLabel(None)
-    if row["number_kind"] == "speed_limit":
+    if row["number_kind"] in _TT100K_SPEED_KINDS:
         value, unit = _speed(row["number"], "km/h")
         return CropLabel(code, _TT100K_TO_GTSRB.get(code), value, unit)
     return CropLabel(code, _TT100K_TO_GTSRB.get(code))

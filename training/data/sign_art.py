@@ -207,8 +207,13 @@ def draw_stop(text: str = "STOP") -> SignFace:
     return SignFace(_finish(image), Category.STOP, "stop", text=text)
 
 
-def _bordered(shape: Shape, border: tuple[int, int, int], field: tuple[int, int, int],
-              category: Category, label: str) -> SignFace:  # fmt: skip
+def _bordered(
+    shape: Shape,
+    border: tuple[int, int, int],
+    field: tuple[int, int, int],
+    category: Category,
+    label: str,
+) -> SignFace:
     """A plain sign: `shape` in `border` colour around a `field` of the same shape."""
     image, draw = _canvas()
     _polygon(draw, shape, ART * 4, 1.0, border)

@@ -1,0 +1,157 @@
+"""The sign detector: letterbox, run the model, decode YOLOv8 output, NMS, all in numpy.
+
+A YOLOv8 detection model outputs ``(batch, 4 + classes, anchors)``: per anchor a box centre and
+size in input pixels, then one sigmoid score per class. Frames are letterboxed to the square
+input (scaled to fit, padded with grey 114 as in training), and boxes are mapped back to the
+original frame's pixels.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edge_agent.bundle import ModelMetadata, load_metadata
+from edge_agent.exceptions import ModelError
+from edge_agent.inference import CompiledModel, get_backend
+
+PAD_VALUE = 114
+MAX_DETECTIONS = 100
+_MAX_SIDE = 8192.0  # offsets boxes per class so one NMS pass never merges two classes
+
+
+@dataclass(frozen=True, slots=True)
+class Detection:
+    """One detected sign, box in pixels of the original frame."""
+
+    box: tuple[float, float, float, float]
+    category: str
+    score: float
+
+
+@dataclass(frozen=True, slots=True)
+class Letterbox:
+    """How a frame was fitted into the square input."""
+
+    scale: float
+    pad_x: float
+    pad_y: float
+
+    def to_frame(self, boxes: np.ndarray, width: int, height: int) -> np.ndarray:
+        """Input-pixel xyxy boxes back in frame pixels, clipped to the frame."""
+        out = boxes.copy()
+        out[:, [0, 2]] = ((out[:, [0, 2]] - self.pad_x) / self.scale).clip(0, width)
+        out[:, [1, 3]] = ((out[:, [1, 3]] - self.pad_y) / self.scale).clip(0, height)
+        return out
+
+
+def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, Letterbox]:
+    """`image` scaled to fit size x size, centred on grey padding."""
+    height, width = image.shape[:2]
+    scale = min(size / width, size / height)
+    new_w, new_h = max(round(width * scale), 1), max(round(height * scale), 1)
+    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
+    resized = cv2.resize(image, (new_w, new_h), interpolation=interpolation)
+    canvas = np.full((size, size, 3), PAD_VALUE, np.uint8)
+    pad_x, pad_y = (size - new_w) // 2, (size - new_h) // 2
+    canvas[pad_y : pad_y + new_h, pad_x : pad_x + new_w] = resized
+    return canvas, Letterbox(scale, float(pad_x), float(pad_y))
+
+
+def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
+    """Indices of the boxes greedy NMS keeps, best first."""
+    order = np.argsort(-scores, kind="stable")
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    keep: list[int] = []
+    while order.size:
+        best, rest = order[0], order[1:]
+        keep.append(int(best))
+        x1 = np.maximum(boxes[best, 0], boxes[rest, 0])
+        y1 = np.maximum(boxes[best, 1], boxes[rest, 1])
+        x2 = np.minimum(boxes[best, 2], boxes[rest, 2])
+        y2 = np.minimum(boxes[best, 3], boxes[rest, 3])
+        inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+        iou = inter / np.maximum(areas[best] + areas[rest] - inter, 1e-9)
+        order = rest[iou <= iou_threshold]
+    return np.array(keep, dtype=np.int64)
+
+
+def decode(
+    output: np.ndarray,
+    confidence: float,
+    iou_threshold: float,
+    max_detections: int = MAX_DETECTIONS,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One image's ``(4 + classes, anchors)`` output to xyxy boxes, scores and class indices."""
+    predictions = output.T
+    class_scores = predictions[:, 4:]
+    classes = class_scores.argmax(axis=1)
+    scores = class_scores[np.arange(len(classes)), classes]
+    mask = scores >= confidence
+    if not mask.any():
+        empty = np.zeros((0, 4), np.float32)
+        return empty, np.zeros(0, np.float32), np.zeros(0, np.int64)
+    cx, cy, w, h = predictions[mask, :4].T
+    boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
+    scores, classes = scores[mask], classes[mask]
+    keep = nms(boxes + classes[:, None] * _MAX_SIDE, scores, iou_threshold)[:max_detections]
+    return boxes[keep], scores[keep], classes[keep]
+
+
+class Detector:
+    """Runs a YOLOv8 detection model on RGB frames."""
+
+    def __init__(self, model: CompiledModel, metadata: ModelMetadata) -> None:
+        if metadata.task != "detector":
+            raise ModelError(f"{metadata.artifact} is a {metadata.task}, not a detector")
+        if "boxes" not in metadata.outputs:
+            raise ModelError(f"{metadata.artifact}: sidecar names no 'boxes' output labels")
+        self.metadata = metadata
+        self.categories = metadata.outputs["boxes"]
+        self._model = model
+        self._output = model.output_names[0]
+
+    @classmethod
+    def load(cls, artifact: Path, *, backend: str = "auto", threads: int = 1) -> Detector:
+        """Verify and load the detector artifact with the chosen backend."""
+        metadata = load_metadata(artifact)
+        return cls(get_backend(backend).load(artifact, threads=threads), metadata)
+
+    def detect(
+        self, image: np.ndarray, *, confidence: float = 0.25, iou_threshold: float = 0.45
+    ) -> list[Detection]:
+        """Signs in one RGB frame, best first."""
+        return self.detect_batch([image], confidence=confidence, iou_threshold=iou_threshold)[0]
+
+    def detect_batch(
+        self, images: Sequence[np.ndarray], *, confidence: float = 0.25, iou_threshold: float = 0.45
+    ) -> list[list[Detection]]:
+        """Signs in each of several RGB frames (one inference call per frame)."""
+        results = []
+        size = self.metadata.input_size
+        for image in images:
+            canvas, fit = letterbox(image, size)
+            batch = canvas.astype(np.float32).transpose(2, 0, 1)[None] * self.metadata.scale
+            output = self._model.infer(np.ascontiguousarray(batch))[self._output][0]
+            if output.shape[0] != 4 + len(self.categories):
+                raise ModelError(
+                    f"{self.metadata.artifact}: output has {output.shape[0] - 4} classes, the "
+                    f"sidecar names {len(self.categories)}"
+                )
+            boxes, scores, classes = decode(output, confidence, iou_threshold)
+            boxes = fit.to_frame(boxes, image.shape[1], image.shape[0])
+            results.append(
+                [
+                    Detection(
+                        (float(b[0]), float(b[1]), float(b[2]), float(b[3])),
+                        self.categories[int(c)],
+                        float(s),
+                    )
+                    for b, s, c in zip(boxes, scores, classes, strict=True)
+                ]
+            )
+        return results

@@ -1,0 +1,159 @@
+"""From a frame to sign readings: detect, cut crops, classify, and decide what each sign says.
+
+The detector's category says what kind of sign it is (a round red prohibition, a rectangular
+mph plate...), the classifier says which GTSRB sign it is and what number it carries. Where the
+two sources can disagree (the GTSRB class implies 30 km/h, the speed head reads 80), the reading
+says so and its confidence drops: neither source is silently preferred.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edge_agent.bundle import load_bundle, pick_detector
+from edge_agent.detection import Detection, Detector
+from edge_agent.reading.classifier import CropClassifier, CropReading
+from fleet_protocol.taxonomy import SignType, SpeedUnit, gtsrb_class
+
+DISAGREEMENT_PENALTY = 0.5
+
+_TYPE_OF_CATEGORY: dict[str, SignType] = {
+    "prohibitory": SignType.PROHIBITORY,
+    "end_of_restriction": SignType.END_OF_RESTRICTIONS,
+    "warning": SignType.WARNING,
+    "yield": SignType.YIELD,
+    "stop": SignType.STOP,
+    "priority": SignType.PRIORITY_ROAD,
+    "mandatory": SignType.MANDATORY,
+    "info_square": SignType.PEDESTRIAN_CROSSING,
+    "speed_rect": SignType.SPEED_LIMIT,
+    "text_plate": SignType.SUPPLEMENTARY_TEXT,
+}
+# Categories whose class the crop classifier may refine (GTSRB has signs of these shapes).
+_REFINED = {"prohibitory", "end_of_restriction", "warning", "mandatory"}
+
+
+@dataclass(frozen=True, slots=True)
+class SignReading:
+    """What one detected sign says."""
+
+    box: tuple[float, float, float, float]
+    category: str
+    sign_type: SignType
+    gtsrb_class_id: int | None
+    value: float | None
+    unit: SpeedUnit | None
+    confidence: float
+    sources_disagree: bool
+
+
+def interpret(detection: Detection, crop: CropReading, *, round_unit: SpeedUnit) -> SignReading:
+    """One reading from a detection and the classifier's view of its crop."""
+    category = detection.category
+    sign_type = _TYPE_OF_CATEGORY.get(category, SignType.OTHER)
+    gtsrb_id = crop.gtsrb_id
+    confidence = detection.score
+    if gtsrb_id is not None and category in _REFINED:
+        refined = gtsrb_class(gtsrb_id).sign_type
+        # Keep the classifier's finer type only where it fits the detected shape.
+        if (
+            (
+                category == "prohibitory"
+                and refined
+                in {
+                    SignType.SPEED_LIMIT,
+                    SignType.NO_PASSING,
+                    SignType.NO_ENTRY,
+                    SignType.PROHIBITORY,
+                }
+            )
+            or (
+                category == "end_of_restriction"
+                and refined
+                in {
+                    SignType.END_OF_SPEED_LIMIT,
+                    SignType.END_OF_RESTRICTIONS,
+                }
+            )
+            or (category == "warning" and refined in {SignType.WARNING, SignType.RIGHT_OF_WAY})
+        ):
+            sign_type = refined
+        confidence *= crop.sign_confidence
+    value: float | None = None
+    unit: SpeedUnit | None = None
+    disagree = False
+    if category in {"prohibitory", "end_of_restriction", "speed_rect"} and crop.speed_value:
+        value = float(crop.speed_value)
+        unit = "mph" if category == "speed_rect" else round_unit
+        if category == "prohibitory":
+            sign_type = SignType.SPEED_LIMIT
+        elif category == "end_of_restriction":
+            sign_type = SignType.END_OF_SPEED_LIMIT
+        confidence = detection.score * crop.speed_confidence
+        implied = gtsrb_class(gtsrb_id).speed_value if gtsrb_id is not None else None
+        if implied is not None and implied != crop.speed_value:
+            disagree = True
+            confidence *= DISAGREEMENT_PENALTY
+    elif sign_type is SignType.SPEED_LIMIT and category == "prohibitory" and gtsrb_id is not None:
+        # The class says speed limit but the speed head read no number: report the class's.
+        implied = gtsrb_class(gtsrb_id).speed_value
+        if implied is not None:
+            value, unit = float(implied), "km/h"
+            disagree = True
+            confidence *= DISAGREEMENT_PENALTY
+    if sign_type is SignType.SPEED_LIMIT and value is None:
+        sign_type = SignType.PROHIBITORY if category == "prohibitory" else SignType.OTHER
+    if sign_type is SignType.END_OF_SPEED_LIMIT and value is None:
+        sign_type = SignType.END_OF_RESTRICTIONS
+    return SignReading(
+        detection.box, category, sign_type, gtsrb_id, value, unit, float(confidence), disagree
+    )
+
+
+class SignReader:
+    """Detector plus classifier: frames in, sign readings out."""
+
+    def __init__(
+        self, detector: Detector, classifier: CropClassifier, *, round_unit: SpeedUnit = "km/h"
+    ) -> None:
+        self.detector = detector
+        self.classifier = classifier
+        self.round_unit = round_unit
+
+    def read(
+        self, image: np.ndarray, *, confidence: float = 0.25, iou_threshold: float = 0.45
+    ) -> list[SignReading]:
+        """Every sign read in one RGB frame, most confident first."""
+        detections = self.detector.detect(image, confidence=confidence, iou_threshold=iou_threshold)
+        if not detections:
+            return []
+        crops = [self.classifier.crop(image, d.box) for d in detections]
+        readings = [
+            interpret(d, c, round_unit=self.round_unit)
+            for d, c in zip(detections, self.classifier.classify(crops), strict=True)
+        ]
+        return sorted(readings, key=lambda r: -r.confidence)
+
+
+def load_reader(
+    bundle_dir: Path,
+    *,
+    backend: str = "auto",
+    model_format: str = "auto",
+    threads: int = 1,
+    round_unit: SpeedUnit = "km/h",
+) -> SignReader:
+    """A `SignReader` from a model bundle folder, every artifact verified before it loads."""
+    from edge_agent.inference import resolve_backend_name
+
+    index = load_bundle(bundle_dir)
+    runtime = resolve_backend_name(backend)
+    artifact, _ = pick_detector(bundle_dir, index, runtime, model_format)
+    detector = Detector.load(artifact, backend=runtime, threads=threads)
+    classifier = CropClassifier.load(
+        bundle_dir / index.classifier, backend=runtime, threads=threads
+    )
+    return SignReader(detector, classifier, round_unit=round_unit)

@@ -1,0 +1,141 @@
+"""Tiny real model artifacts for the agent's tests, built with the onnx package (no torch)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from edge_agent.bundle import ModelMetadata, file_sha256, write_metadata
+
+SIGNS = [*(str(i) for i in range(43)), "other"]
+SPEEDS = ["none", "30", "50"]
+
+
+def tiny_classifier_onnx(path: Path, size: int = 8) -> Path:
+    """A real two-output ONNX classifier: global average pool, then one linear layer per head."""
+    rng = np.random.default_rng(0)
+    weights = {
+        "w_sign": rng.normal(0, 1, (3, len(SIGNS))).astype(np.float32),
+        "w_speed": rng.normal(0, 1, (3, len(SPEEDS))).astype(np.float32),
+    }
+    nodes = [
+        helper.make_node("GlobalAveragePool", ["images"], ["pooled"]),
+        helper.make_node("Flatten", ["pooled"], ["flat"]),
+        helper.make_node("MatMul", ["flat", "w_sign"], ["sign"]),
+        helper.make_node("MatMul", ["flat", "w_speed"], ["speed"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "tiny",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", 3, size, size])],
+        [
+            helper.make_tensor_value_info("sign", TensorProto.FLOAT, ["batch", len(SIGNS)]),
+            helper.make_tensor_value_info("speed", TensorProto.FLOAT, ["batch", len(SPEEDS)]),
+        ],
+        [numpy_helper.from_array(v, k) for k, v in weights.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, path)
+    return path
+
+
+def tiny_classifier_bundle(directory: Path, size: int = 8) -> Path:
+    """The tiny classifier with its sidecar, as training exports it."""
+    artifact = tiny_classifier_onnx(directory / "classifier.onnx", size)
+    write_metadata(
+        ModelMetadata(
+            name="tiny",
+            version="0.0.1",
+            task="classifier",
+            format="onnx_fp32",
+            artifact=artifact.name,
+            sha256=file_sha256(artifact),
+            input_size=size,
+            outputs={"sign": SIGNS, "speed": SPEEDS},
+        ),
+        directory,
+    )
+    return artifact
+
+
+CATEGORIES = ["prohibitory", "warning", "stop"]
+
+
+def constant_detector_onnx(
+    path: Path, size: int, boxes: list[tuple[float, float, float, float, int]], anchors: int = 16
+) -> Path:
+    """A real ONNX detector that always outputs the given boxes (input pixels, xyxy, class).
+
+    Its graph has YOLOv8's shape: a convolution, then a Detect-like head scope ``/model.22/``
+    whose Sigmoid scores are concatenated with box coordinates into (1, 4 + classes, anchors).
+    """
+    rng = np.random.default_rng(0)
+    xywh = np.zeros((1, 4, anchors), np.float32)
+    logits = np.full((1, len(CATEGORIES), anchors), -12.0, np.float32)
+    for i, (x1, y1, x2, y2, cls) in enumerate(boxes):
+        xywh[0, :, i] = [(x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1]
+        logits[0, cls, i] = 4.0  # sigmoid ~0.98
+    # The other anchors hold boxes anywhere on the input, as a real head's do: coordinates up to
+    # the input size share the head's output tensor with the 0-1 scores.
+    xywh[0, :, len(boxes) :] = rng.uniform(size / 2, size, (4, anchors - len(boxes)))
+    conv = rng.normal(0, 0.1, (4, 3, 3, 3)).astype(np.float32)
+    inits = {
+        "conv_w": conv,
+        "box_const": xywh,
+        "logit_const": logits,
+        "zero": np.zeros((1,), np.float32),
+    }
+    nodes = [
+        helper.make_node(
+            "Conv", ["images", "conv_w"], ["features"], name="/model.0/conv/Conv", pads=[1, 1, 1, 1]
+        ),
+        helper.make_node(
+            "ReduceMean", ["features"], ["mean"], name="/model.0/ReduceMean", keepdims=0
+        ),
+        helper.make_node("Mul", ["mean", "zero"], ["nothing"], name="/model.22/Mul"),
+        helper.make_node("Add", ["box_const", "nothing"], ["box"], name="/model.22/Add"),
+        helper.make_node("Add", ["logit_const", "nothing"], ["logit"], name="/model.22/Add_1"),
+        helper.make_node("Sigmoid", ["logit"], ["score"], name="/model.22/Sigmoid"),
+        helper.make_node("Concat", ["box", "score"], ["output0"], name="/model.22/Concat", axis=1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "constant-detector",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, size, size])],
+        [
+            helper.make_tensor_value_info(
+                "output0", TensorProto.FLOAT, [1, 4 + len(CATEGORIES), anchors]
+            )
+        ],
+        [numpy_helper.from_array(v, k) for k, v in inits.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, path)
+    return path
+
+
+def detector_sidecar(artifact: Path, size: int, model_format: str = "onnx_fp32") -> Path:
+    """Give `artifact` the sidecar training writes for detectors."""
+    write_metadata(
+        ModelMetadata(
+            name="constant",
+            version="0.0.1",
+            task="detector",
+            format=model_format,
+            artifact=artifact.name,
+            sha256=file_sha256(artifact),
+            input_size=size,
+            outputs={"boxes": CATEGORIES},
+        ),
+        artifact.parent,
+    )
+    return artifact

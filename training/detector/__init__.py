@@ -1,0 +1,1 @@
+"""The sign detector: YOLOv8 trained with ultralytics offline, exported, quantised and scored."""

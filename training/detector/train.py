@@ -1,0 +1,123 @@
+"""Training the YOLOv8 detector with ultralytics, offline, resumable, with per-epoch metrics.
+
+The model is built from its YAML (``pretrained=False``: no weights are downloaded, ever).
+Ultralytics' trainer keeps ``last.pt`` after every epoch; ``resume`` continues from it. Each
+epoch's losses and validation metrics go to `log_metrics` (MLflow in the stage).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from training.config import DetectorTrainingConfig
+from training.detector.offline import disable_integrations, prepare_ultralytics
+from training.exceptions import TrainingError
+
+MetricsSink = Callable[[dict[str, float], int], None]
+
+
+@dataclass(frozen=True)
+class TrainedDetector:
+    """Weights of a finished training run."""
+
+    best: Path
+    last: Path
+    run_dir: Path
+
+
+def _metric_name(key: str) -> str:
+    # "metrics/mAP50(B)" -> "val_mAP50"; "train/box_loss" -> "train_box_loss"
+    key = re.sub(r"\(B\)$", "", key.replace("metrics/", "val_"))
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", key.replace("/", "_"))
+
+
+def _device(choice: str) -> str:
+    if choice != "auto":
+        return "0" if choice == "cuda" else "cpu"
+    import torch
+
+    return "0" if torch.cuda.is_available() else "cpu"
+
+
+def _finished(checkpoint: Path) -> bool:
+    """Whether ultralytics marked the run done (it strips the optimiser and sets epoch -1)."""
+    import torch
+
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    return int(state.get("epoch", -1)) == -1
+
+
+def train_detector(
+    data_yaml: Path,
+    config: DetectorTrainingConfig,
+    out_dir: Path,
+    *,
+    seed: int,
+    resume: bool = False,
+    log_metrics: MetricsSink | None = None,
+) -> TrainedDetector:
+    """Train (or resume) into ``out_dir/train``; ultralytics' ``best.pt`` and ``last.pt``."""
+    prepare_ultralytics(out_dir / ".ultralytics")
+    import torch
+    from ultralytics import YOLO
+
+    disable_integrations(out_dir)
+
+    run_dir = out_dir / "train"
+    last, best = run_dir / "weights" / "last.pt", run_dir / "weights" / "best.pt"
+    resuming = resume and last.is_file()
+    if resuming and best.is_file() and _finished(last):
+        return TrainedDetector(best, last, run_dir)
+    model = YOLO(str(last) if resuming else config.architecture, task="detect")
+
+    def on_fit_epoch_end(trainer: Any) -> None:
+        # Ultralytics pins torch to (cores - 1) threads on the CPU; keep the configured count.
+        torch.set_num_threads(config.threads)
+        if log_metrics is None:
+            return
+        values = {
+            **trainer.label_loss_items(trainer.tloss, prefix="train"),
+            **trainer.metrics,
+        }
+        metrics = {_metric_name(k): float(v) for k, v in values.items()}
+        metrics["lr"] = float(trainer.optimizer.param_groups[0]["lr"])
+        log_metrics(metrics, int(trainer.epoch))
+
+    def on_train_start(trainer: Any) -> None:
+        torch.set_num_threads(config.threads)
+
+    model.add_callback("on_fit_epoch_end", on_fit_epoch_end)
+    model.add_callback("on_train_start", on_train_start)
+    try:
+        if resuming:
+            model.train(resume=True)
+        else:
+            model.train(
+                data=str(data_yaml),
+                epochs=config.epochs,
+                imgsz=config.imgsz,
+                batch=config.batch,
+                device=_device(config.device),
+                workers=config.workers,
+                patience=config.patience,
+                project=str(out_dir.resolve()),
+                name="train",
+                exist_ok=True,
+                pretrained=False,
+                seed=seed,
+                deterministic=True,
+                plots=False,
+                amp=False,
+                cache=config.cache,
+                close_mosaic=min(10, max(config.epochs // 5, 0)),
+                verbose=False,
+            )
+    except (RuntimeError, ValueError, FileNotFoundError) as e:
+        raise TrainingError(f"detector training failed: {e}") from e
+    if not best.is_file():
+        raise TrainingError(f"detector training left no {best}")
+    return TrainedDetector(best, last, run_dir)
