@@ -66,8 +66,9 @@ class DetectorTrainingConfig(StrictConfigModel):
 
     architecture: str = Field(
         default="yolov8n.yaml",
-        pattern=r"^yolov8[nsmlx]\.yaml$",
-        description="Ultralytics model YAML; built from scratch (pretrained=False).",
+        pattern=r"^(yolov8[nsmlx]\.yaml|training/configs/models/[\w.-]+\.yaml)$",
+        description="Ultralytics model YAML (a built-in name or one of training/configs/models); "
+        "built from scratch, pretrained=False.",
     )
     imgsz: int = Field(default=640, ge=64, le=1280, multiple_of=32, description="Input size.")
     epochs: int = Field(default=50, ge=1, le=1000, description="Training epochs.")

@@ -14,6 +14,16 @@ SIGNS = [*(str(i) for i in range(43)), "other"]
 SPEEDS = ["none", "30", "50"]
 
 
+def _save(graph: onnx.GraphProto, path: Path) -> Path:
+    """Check and write a graph as an opset-17 model any runtime a device carries can read."""
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, path)
+    return path
+
+
 def tiny_classifier_onnx(path: Path, size: int = 8) -> Path:
     """A real two-output ONNX classifier: global average pool, then one linear layer per head."""
     rng = np.random.default_rng(0)
@@ -37,12 +47,7 @@ def tiny_classifier_onnx(path: Path, size: int = 8) -> Path:
         ],
         [numpy_helper.from_array(v, k) for k, v in weights.items()],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, path)
-    return path
+    return _save(graph, path)
 
 
 def tiny_classifier_bundle(directory: Path, size: int = 8) -> Path:
@@ -115,12 +120,7 @@ def constant_detector_onnx(
         ],
         [numpy_helper.from_array(v, k) for k, v in inits.items()],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, path)
-    return path
+    return _save(graph, path)
 
 
 def detector_sidecar(artifact: Path, size: int, model_format: str = "onnx_fp32") -> Path:
@@ -139,3 +139,20 @@ def detector_sidecar(artifact: Path, size: int, model_format: str = "onnx_fp32")
         artifact.parent,
     )
     return artifact
+
+
+def write_tiny_bundle(directory: Path, size: int = 64) -> Path:
+    """A bundle folder: a constant ONNX INT8 detector (a prohibitory sign) and a tiny classifier."""
+    detector_sidecar(
+        constant_detector_onnx(
+            directory / "detector" / "onnx_int8" / "model.onnx", size, [(8, 24, 24, 40, 0)]
+        ),
+        size,
+        "onnx_int8",
+    )
+    tiny_classifier_bundle(directory / "classifier")
+    (directory / "bundle.json").write_text(
+        '{"name": "tiny", "version": "1", "classifier": "classifier/classifier.onnx", '
+        '"detector": {"onnx_int8": "detector/onnx_int8/model.onnx"}}'
+    )
+    return directory

@@ -8,40 +8,30 @@ from pathlib import Path
 import pytest
 
 from edge_agent.bundle import ModelFormat, load_bundle, load_metadata
-from tests.edge_agent.conftest import (
-    constant_detector_onnx,
-    detector_sidecar,
-    tiny_classifier_bundle,
-)
+from tests.edge_agent.conftest import write_tiny_bundle
 from tests.training.data.conftest import write_image
 from training.bundle import assemble_bundle, real_world_correct, write_model_card
 from training.data.shared_sets import RealWorldPhoto
 from training.exceptions import TrainingError
 
 
-def _exports(tmp_path: Path) -> tuple[dict[ModelFormat, Path], Path]:
-    onnx = detector_sidecar(
-        constant_detector_onnx(
-            tmp_path / "export" / "onnx_int8" / "model.onnx", 64, [(8, 24, 24, 40, 0)]
-        ),
-        64,
-        "onnx_int8",
-    )
-    classifier = tiny_classifier_bundle(tmp_path / "cls")
-    exports: dict[ModelFormat, Path] = {"onnx_int8": onnx}
-    return exports, classifier
-
-
-def test_bundle_copies_artifacts_and_indexes_them(tmp_path: Path) -> None:
-    exports, classifier = _exports(tmp_path)
-    bundle = assemble_bundle(
+@pytest.fixture
+def bundle(tmp_path: Path) -> Path:
+    source = write_tiny_bundle(tmp_path / "exports")
+    exports: dict[ModelFormat, Path] = {
+        "onnx_int8": source / "detector" / "onnx_int8" / "model.onnx"
+    }
+    return assemble_bundle(
         tmp_path / "bundle",
         name="roadsign-t",
         version="1",
         detector_exports=exports,
-        classifier=classifier,
+        classifier=source / "classifier" / "classifier.onnx",
         formats=["onnx_int8"],
     )
+
+
+def test_bundle_copies_artifacts_and_indexes_them(bundle: Path, tmp_path: Path) -> None:
     index = load_bundle(bundle)
     assert index.detector == {"onnx_int8": "detector/onnx_int8/model.onnx"}
     load_metadata(bundle / index.detector["onnx_int8"])  # checksum holds after the copy
@@ -51,21 +41,12 @@ def test_bundle_copies_artifacts_and_indexes_them(tmp_path: Path) -> None:
             tmp_path / "b2",
             name="x",
             version="1",
-            detector_exports=exports,
-            classifier=classifier,
+            detector_exports={},
+            classifier=bundle / index.classifier,
         )
 
 
-def test_real_world_check_and_model_card(tmp_path: Path) -> None:
-    exports, classifier = _exports(tmp_path)
-    bundle = assemble_bundle(
-        tmp_path / "bundle",
-        name="roadsign-t",
-        version="1",
-        detector_exports=exports,
-        classifier=classifier,
-        formats=["onnx_int8"],
-    )
+def test_real_world_check_and_model_card(bundle: Path, tmp_path: Path) -> None:
     photos = [RealWorldPhoto(write_image(tmp_path / "p" / "30-a.jpg", 100, 80), 30)]
     correct, details = real_world_correct(bundle, photos, backend="onnxruntime", threads=1)
     assert correct in (0, 1)

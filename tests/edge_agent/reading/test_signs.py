@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from edge_agent.bundle import BUNDLE_INDEX
 from edge_agent.detection import Detection
 from edge_agent.reading.classifier import CropReading
 from edge_agent.reading.signs import DISAGREEMENT_PENALTY, interpret, load_reader
 from fleet_protocol.taxonomy import SignType
-from tests.edge_agent.conftest import (
-    constant_detector_onnx,
-    detector_sidecar,
-    tiny_classifier_bundle,
-)
+from tests.edge_agent.conftest import write_tiny_bundle
 
 BOX = (10.0, 10.0, 50.0, 50.0)
 
@@ -69,27 +63,7 @@ def test_round_signs_take_the_regions_unit() -> None:
 
 @pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
 def test_reader_loads_a_bundle_and_reads_a_frame(tmp_path: Path, backend: str) -> None:
-    detector = detector_sidecar(
-        constant_detector_onnx(
-            tmp_path / "detector" / "onnx_int8" / "model.onnx", 64, [(8, 24, 24, 40, 0)]
-        ),
-        64,
-        "onnx_int8",
-    )
-    classifier = tiny_classifier_bundle(tmp_path / "classifier")
-    (tmp_path / BUNDLE_INDEX).write_text(
-        json.dumps(
-            {
-                "name": "t",
-                "version": "1",
-                "detector": {"onnx_int8": "detector/onnx_int8/model.onnx"},
-                "classifier": "classifier/classifier.onnx",
-            }
-        )
-    )
-    assert detector.is_file()
-    assert classifier.is_file()
-    reader = load_reader(tmp_path, backend=backend)
+    reader = load_reader(write_tiny_bundle(tmp_path), backend=backend)
     [reading] = reader.read(np.zeros((100, 200, 3), np.uint8))
     assert reading.category == "prohibitory"
     np.testing.assert_allclose(reading.box, (25, 25, 75, 75), atol=1e-3)
