@@ -5,7 +5,8 @@ OCR (Tesseract, digits only, on the inner disc after upscaling and Otsu binarisa
 learned head? Both read the same held-out real crops (GTSDB >= 30 px, TT100K test speed limits
 >= 30 px); the exact-read rate and the time per crop of each are reported side by side.
 
-    python bench/speed_reading.py --classifier .cache/datasets/default/classifier/export/classifier.onnx \\
+    python bench/speed_reading.py \\
+        --classifier .cache/datasets/default/classifier/export/classifier.onnx \\
         --output bench/results/speed_reading.json
 """
 
@@ -32,7 +33,7 @@ MIN_PX = 30
 
 def _ocr_input(rgb: np.ndarray, box: Box) -> np.ndarray:
     """The inner disc of a round sign, 4x, grey, Otsu-binarised: the digits on white."""
-    x1, y1, x2, y2 = (int(round(v)) for v in (box.x1, box.y1, box.x2, box.y2))
+    x1, y1, x2, y2 = (round(v) for v in (box.x1, box.y1, box.x2, box.y2))
     w, h = x2 - x1, y2 - y1
     inner = rgb[y1 + int(0.2 * h) : y2 - int(0.2 * h), x1 + int(0.15 * w) : x2 - int(0.15 * w)]
     grey = cv2.cvtColor(inner, cv2.COLOR_RGB2GRAY)
@@ -80,8 +81,12 @@ def main() -> int:
                 read.append(int(digits) if digits else None)
             results[name] = {
                 "crops": len(pairs),
-                "speed_head_exact": float(np.mean([a == b for a, b in zip(head, truth, strict=True)])),
-                "tesseract_exact": float(np.mean([a == b for a, b in zip(read, truth, strict=True)])),
+                "speed_head_exact": float(
+                    np.mean([a == b for a, b in zip(head, truth, strict=True)])
+                ),
+                "tesseract_exact": float(
+                    np.mean([a == b for a, b in zip(read, truth, strict=True)])
+                ),
                 "speed_head_ms_per_crop": head_ms,
                 "tesseract_ms_per_crop": 1000 * statistics.median(times),
             }

@@ -39,6 +39,9 @@ class SynthSettings:
     max_signs: int = 4
     empty_fraction: float = 0.08
     """Share of scenes with no sign at all (background only)."""
+    closeup_fraction: float = 0.2
+    """Share of scenes showing one sign close up: from a third of the frame's height to past its
+    edges (at least half of it in view), as in photos taken of a sign rather than of a road."""
     real_face_fraction: float = 0.7
     """Share of faces cut from real photos where the category has any; the rest are drawn."""
     real_background_fraction: float = 0.4
@@ -367,7 +370,14 @@ class SceneRenderer:
             canvas = procedural_background(rng, s.width, s.height)
         canvas = canvas.astype(np.float32)
         placed: list[PlacedSign] = []
-        wanted = 0 if rng.random() < s.empty_fraction else int(rng.integers(1, s.max_signs + 1))
+        if rng.random() < s.closeup_fraction:
+            size = int(rng.uniform(0.35, 1.2) * s.height)
+            face, real = self._face(rng, size)
+            sign = self._paste(canvas, face, size, real, placed, rng, min_visible=0.5)
+            placed.extend([sign] if sign is not None else [])
+            wanted = 0
+        else:
+            wanted = 0 if rng.random() < s.empty_fraction else int(rng.integers(1, s.max_signs + 1))
         for _ in range(wanted):
             size = round(math.exp(rng.uniform(math.log(s.min_sign_px), math.log(s.max_sign_px))))
             face, real = self._face(rng, size)
@@ -387,6 +397,8 @@ class SceneRenderer:
         real: bool,
         placed: Sequence[PlacedSign],
         rng: np.random.Generator,
+        *,
+        min_visible: float = 0.6,
     ) -> PlacedSign | None:
         warped = _warp_face(face.rgba, size, rng)
         alpha = warped[..., 3].astype(np.float32) / 255
@@ -407,7 +419,7 @@ class SceneRenderer:
             visible = (box[2] - box[0]) * (box[3] - box[1])
             full = (xs.max() + 1 - xs.min()) * (ys.max() + 1 - ys.min())
             if (
-                visible >= 0.6 * full
+                visible >= min_visible * full
                 and box[2] - box[0] >= 4
                 and box[3] - box[1] >= 4
                 and all(_iou(box, other.box) < 0.05 for other in placed)

@@ -8,6 +8,7 @@ epoch's losses and validation metrics go to `log_metrics` (MLflow in the stage).
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,15 +78,21 @@ def train_detector(
     def on_fit_epoch_end(trainer: Any) -> None:
         # Ultralytics pins torch to (cores - 1) threads on the CPU; keep the configured count.
         torch.set_num_threads(config.threads)
-        if log_metrics is None:
-            return
         values = {
             **trainer.label_loss_items(trainer.tloss, prefix="train"),
             **trainer.metrics,
         }
         metrics = {_metric_name(k): float(v) for k, v in values.items()}
         metrics["lr"] = float(trainer.optimizer.param_groups[0]["lr"])
-        log_metrics(metrics, int(trainer.epoch))
+        sys.stderr.write(
+            f"detector epoch {trainer.epoch + 1}/{trainer.epochs}: "
+            f"box {metrics.get('train_box_loss', 0):.3f} "
+            f"cls {metrics.get('train_cls_loss', 0):.3f} "
+            f"val mAP50 {metrics.get('val_mAP50', 0):.4f} mAP50-95 "
+            f"{metrics.get('val_mAP50-95', 0):.4f}\n"
+        )
+        if log_metrics is not None:
+            log_metrics(metrics, int(trainer.epoch))
 
     def on_train_start(trainer: Any) -> None:
         torch.set_num_threads(config.threads)
