@@ -12,6 +12,7 @@ import json
 import sys
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
 from pydantic import BaseModel
 
@@ -40,6 +41,26 @@ def _config_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def _predict(args: argparse.Namespace) -> int:
+    from edge_agent.exceptions import AgentError
+    from edge_agent.predict import predict_files
+
+    try:
+        for line in predict_files(
+            args.images,
+            model_dir=args.model,
+            backend=args.backend,
+            threads=args.threads,
+            confidence=args.confidence,
+        ):
+            sys.stdout.write(json.dumps(line) + "\n")
+            sys.stdout.flush()
+    except AgentError as e:
+        sys.stderr.write(f"roadsign-agent predict: {e}\n")
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(
@@ -58,6 +79,23 @@ def build_parser() -> argparse.ArgumentParser:
         description="Print the device-profile JSON schema.",
     )
     schema.set_defaults(handler=_config_schema)
+    predict = commands.add_parser(
+        "predict",
+        help="Read the signs in image files; one JSON line per image.",
+        description="Read the signs in image files with a model bundle; print one JSON line per "
+        'image: {"source": PATH, "readings": [...]}, boxes in pixels of the original image.',
+    )
+    predict.add_argument("images", nargs="+", type=Path, help="image files")
+    predict.add_argument(
+        "--model",
+        type=Path,
+        default=Path("models/default"),
+        help="model bundle folder (default models/default)",
+    )
+    predict.add_argument("--backend", default="auto", choices=["auto", "openvino", "onnxruntime"])
+    predict.add_argument("--threads", type=int, default=2, help="inference threads")
+    predict.add_argument("--confidence", type=float, default=0.25, help="detection score threshold")
+    predict.set_defaults(handler=_predict)
     return parser
 
 

@@ -82,15 +82,20 @@ def test_sign_sizes_stay_in_the_configured_range() -> None:
 
 
 def test_close_ups_fill_the_frame_and_may_be_cut_off() -> None:
-    settings = SynthSettings(width=320, height=240, closeup_fraction=1.0, effects=False,
-                             plain_background=True, real_face_fraction=0)  # fmt: skip
+    settings = SynthSettings(
+        width=320,
+        height=240,
+        closeup_fraction=1.0,
+        effects=False,
+        plain_background=True,
+        real_face_fraction=0,
+    )
     renderer = _renderer(settings)
     signs = [s for i in range(20) for s in renderer.render(scene_rng(3, "train", i))[1]]
     assert all(len(renderer.render(scene_rng(3, "train", i))[1]) <= 1 for i in range(5))
     heights = [s.box[3] - s.box[1] for s in signs]
     assert min(heights) >= 0.3 * 240 * 0.5  # a third of the frame, at worst half cut off
-    assert any(s.box[0] == 0 or s.box[1] == 0 or s.box[2] == 320 or s.box[3] == 240
-               for s in signs)  # fmt: skip
+    assert any(s.box[0] == 0 or s.box[1] == 0 or s.box[2] == 320 or s.box[3] == 240 for s in signs)
 
 
 def test_real_faces_and_backgrounds_are_used_when_given(tmp_path: Path) -> None:

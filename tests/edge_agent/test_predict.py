@@ -1,0 +1,40 @@
+"""``roadsign-agent predict``: a JSON line per image, boxes in original pixels, bad files named."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from edge_agent.cli import main
+from tests.edge_agent.conftest import write_tiny_bundle
+from tests.training.data.conftest import write_image
+
+
+def test_each_image_gives_one_json_line_with_protocol_fields(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bundle = write_tiny_bundle(tmp_path / "bundle")
+    wide = write_image(tmp_path / "wide.jpg", 200, 100)
+    junk = tmp_path / "junk.jpg"
+    junk.write_bytes(b"not an image")
+    code = main(
+        ["predict", str(wide), str(junk), "--model", str(bundle), "--backend", "onnxruntime"]
+    )
+    assert code == 0
+    first, second = (json.loads(line) for line in capsys.readouterr().out.splitlines())
+    assert first["source"] == str(wide)
+    [reading] = first["readings"]
+    assert reading["bbox"] == pytest.approx([25, 25, 75, 75], abs=0.1)
+    assert reading["category"] == "prohibitory"
+    assert {"sign_type", "value", "unit", "confidence", "gtsrb_class_id"} <= set(reading)
+    assert second == {"source": str(junk), "readings": [], "error": "not a readable image"}
+
+
+def test_a_missing_bundle_fails_with_a_clear_message(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    image = write_image(tmp_path / "a.png", 20, 20)
+    assert main(["predict", str(image), "--model", str(tmp_path / "nowhere")]) == 1
+    assert "no model bundle" in capsys.readouterr().err

@@ -1,0 +1,107 @@
+"""The tracker: one reading per physical sign, voted over its frames, whatever the detections do."""
+
+from __future__ import annotations
+
+import pytest
+
+from edge_agent.reading.signs import SignReading
+from edge_agent.tracking import SignTracker
+from fleet_protocol.taxonomy import SignType
+
+
+def _sign(
+    box: tuple[float, float, float, float],
+    value: float | None = 50,
+    *,
+    confidence: float = 0.9,
+    category: str = "prohibitory",
+) -> SignReading:
+    sign_type = SignType.SPEED_LIMIT if value else SignType.STOP
+    return SignReading(
+        box, category, sign_type, None, value, "km/h" if value else None, confidence, False
+    )
+
+
+def _approach(
+    start: float, frames: int, growth: float = 1.08
+) -> list[tuple[float, float, float, float]]:
+    """Boxes of a sign the vehicle approaches: it grows and drifts right, as from a car."""
+    boxes, size, x = [], 12.0, start
+    for _ in range(frames):
+        boxes.append((x, 100.0, x + size, 100.0 + size))
+        x += size * 0.15
+        size *= growth
+    return boxes
+
+
+def test_one_sign_seen_over_many_frames_yields_one_reading() -> None:
+    tracker = SignTracker(confirm_frames=3)
+    emitted = []
+    for i, box in enumerate(_approach(300, 25)):
+        emitted += tracker.update([_sign(box)], timestamp=i / 30)
+    emitted += tracker.flush()
+    assert len(emitted) == 1
+    assert emitted[0].reading.value == 50
+    assert emitted[0].frames_seen == 3  # emitted once confirmed; later frames add nothing
+
+
+def test_two_signs_side_by_side_are_two_tracks() -> None:
+    tracker = SignTracker(confirm_frames=3)
+    left, right = _approach(100, 10), _approach(400, 10)
+    emitted = []
+    for i, (a, b) in enumerate(zip(left, right, strict=True)):
+        emitted += tracker.update([_sign(a, 50), _sign(b, 80)], timestamp=i)
+    assert sorted(e.reading.value or 0 for e in emitted) == [50, 80]
+
+
+def test_the_vote_outweighs_a_misread_frame() -> None:
+    tracker = SignTracker(confirm_frames=4)
+    boxes = _approach(300, 4)
+    readings = [
+        _sign(boxes[0], 50),
+        _sign(boxes[1], 80, confidence=0.6),
+        _sign(boxes[2], 50),
+        _sign(boxes[3], 50),
+    ]
+    emitted = [e for i, r in enumerate(readings) for e in tracker.update([r], timestamp=i)]
+    [result] = emitted
+    assert result.reading.value == 50
+    assert result.agreement == pytest.approx(2.7 / 3.3)
+
+
+def test_short_gaps_keep_the_track_and_long_ones_end_it() -> None:
+    tracker = SignTracker(confirm_frames=5, min_frames=2, max_misses=2)
+    boxes = _approach(300, 12, growth=1.0)
+    emitted = []
+    for i, box in enumerate(boxes):
+        seen = i not in (2, 3)  # a two-frame dropout
+        emitted += tracker.update([_sign(box)] if seen else [], timestamp=i)
+    assert len(emitted) == 1
+    assert tracker.active_tracks == 1
+
+
+def test_a_track_too_short_to_confirm_is_reported_when_it_ends_if_seen_enough() -> None:
+    tracker = SignTracker(confirm_frames=5, min_frames=2, max_misses=1)
+    boxes = _approach(300, 2)
+    emitted = [e for i, b in enumerate(boxes) for e in tracker.update([_sign(b)], timestamp=i)]
+    assert emitted == []
+    emitted += tracker.update([], timestamp=2)
+    emitted += tracker.update([], timestamp=3)
+    assert len(emitted) == 1
+    flicker = SignTracker(confirm_frames=5, min_frames=2, max_misses=1)
+    flicker.update([_sign((0, 0, 10, 10))], timestamp=0)
+    assert flicker.flush() == []  # one frame is noise, not a sign
+
+
+def test_categories_never_share_a_track() -> None:
+    tracker = SignTracker(confirm_frames=2)
+    box = (100.0, 100.0, 130.0, 130.0)
+    emitted = []
+    for i in range(2):
+        emitted += tracker.update([_sign(box, 50), _sign(box, None, category="stop")], timestamp=i)
+    assert sorted(e.reading.category for e in emitted) == ["prohibitory", "stop"]
+
+
+def test_min_frames_above_confirm_frames_is_refused() -> None:
+    with pytest.raises(ValueError, match="min_frames"):
+        SignTracker(confirm_frames=2, min_frames=3)
