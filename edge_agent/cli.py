@@ -61,6 +61,34 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run(args: argparse.Namespace) -> int:
+    import logging
+    import os
+
+    from pydantic import ValidationError
+
+    from edge_agent.exceptions import AgentError
+    from edge_agent.profile import ENV_PREFIX, DeviceProfile
+    from edge_agent.runner import apply_overrides, run_agent
+    from fleet_protocol.config_files import load_config
+    from fleet_protocol.exceptions import ConfigFileError
+
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        profile = load_config(DeviceProfile, args.config, env=os.environ, env_prefix=ENV_PREFIX)
+        profile = apply_overrides(profile, source=args.source, sink=args.sink, output=args.output)
+        summary = run_agent(profile, agent_version=agent_version(), max_frames=args.max_frames)
+    except (ConfigFileError, ValidationError, AgentError) as e:
+        sys.stderr.write(f"roadsign-agent run: {e}\n")
+        return 1
+    sys.stderr.write(json.dumps(summary) + "\n")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(
@@ -96,6 +124,18 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--threads", type=int, default=2, help="inference threads")
     predict.add_argument("--confidence", type=float, default=0.25, help="detection score threshold")
     predict.set_defaults(handler=_predict)
+    run = commands.add_parser(
+        "run",
+        help="Run the agent: camera or video to readings, reported to the fleet.",
+        description="Run the agent with a device profile until SIGTERM/SIGINT (or the end of a "
+        "recorded source); SIGTERM flushes the outbox and publishes the offline status.",
+    )
+    run.add_argument("--config", type=Path, required=True, help="device profile YAML")
+    run.add_argument("--source", help="override camera.source (index, URL, file or folder)")
+    run.add_argument("--sink", choices=["mqtt", "stdout", "file"], help="override reporting.sink")
+    run.add_argument("--output", type=Path, help="JSON-lines file for --sink file")
+    run.add_argument("--max-frames", type=int, help="stop after this many frames")
+    run.set_defaults(handler=_run)
     return parser
 
 

@@ -26,11 +26,12 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from edge_agent.exceptions import AgentError
 from edge_agent.outbox import Outbox
+from fleet_protocol.messages import StatusReason
 from fleet_protocol.topics import MessageKind, device_subscriptions, device_topic
 
 log = logging.getLogger(__name__)
 
-StatusFactory = Callable[[str], bytes]
+StatusFactory = Callable[[StatusReason], bytes]
 """Builds an encoded status message for a reason: connected, shutdown, connection_lost."""
 
 
@@ -200,7 +201,7 @@ class MqttLink:
         self._connected_event.set()
         self._wake.set()
 
-    def _publish_status(self, reason: str) -> mqtt.MQTTMessageInfo:
+    def _publish_status(self, reason: StatusReason) -> mqtt.MQTTMessageInfo:
         with self._lock:
             info = self._client.publish(
                 self._status_topic, self._status(reason), qos=1, retain=True

@@ -154,8 +154,16 @@ class ReadingConfig(StrictConfigModel):
 
 
 class ReportingConfig(StrictConfigModel):
-    """What the device sends and how often."""
+    """What the device sends, where and how often."""
 
+    sink: Literal["mqtt", "stdout", "file"] = Field(
+        default="mqtt",
+        description="mqtt: through the outbox to the broker; stdout or file: JSON lines, no "
+        "broker needed.",
+    )
+    output_file: Path | None = Field(
+        default=None, description="JSON-lines file for the file sink (appended to)."
+    )
     health_interval_s: float = Field(
         default=30, ge=1, le=3600, description="Seconds between health reports."
     )
@@ -163,6 +171,12 @@ class ReportingConfig(StrictConfigModel):
     crop_max_px: int = Field(
         default=96, ge=16, le=256, description="Longest side of attached crops, pixels."
     )
+
+    @model_validator(mode="after")
+    def _file_sink_has_a_file(self) -> Self:
+        if self.sink == "file" and self.output_file is None:
+            raise ValueError("the file sink needs output_file")
+        return self
 
 
 class OutboxConfig(StrictConfigModel):

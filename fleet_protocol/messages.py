@@ -116,7 +116,8 @@ class Envelope(WireModel):
     seq: int = Field(
         ge=0,
         le=MAX_SEQ,
-        description="Per-device, per-kind sequence number that only grows; receivers drop a "
+        description="Per-device sequence number (one counter for all kinds) that only grows; "
+        "receivers drop a "
         "(device_id, seq) they have already stored.",
     )
     timestamp: AwareDatetime = Field(
@@ -251,6 +252,9 @@ class HealthReport(Envelope):
     )
 
 
+StatusReason = Literal["connected", "shutdown", "connection_lost"]
+
+
 class DeviceState(StrEnum):
     """Whether a device is connected."""
 
@@ -262,7 +266,7 @@ class StatusMessage(Envelope):
     """Birth (on connect) or death (clean shutdown, or the last will) of a device."""
 
     state: Annotated[DeviceState, Lax] = Field(description="Online or offline.")
-    reason: Literal["connected", "shutdown", "connection_lost"] = Field(
+    reason: StatusReason = Field(
         description="connected: birth; shutdown: clean exit; connection_lost: the last will."
     )
     agent_version: ModelVersion = Field(description="Version of the agent software.")

@@ -8,7 +8,8 @@ says so and its confidence drops: neither source is silently preferred.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ import numpy as np
 from edge_agent.bundle import load_bundle, pick_detector
 from edge_agent.detection import Detection, Detector
 from edge_agent.reading.classifier import CropClassifier, CropReading
+from fleet_protocol.messages import PipelineStage
 from fleet_protocol.taxonomy import SignType, SpeedUnit, gtsrb_class
 
 DISAGREEMENT_PENALTY = 0.5
@@ -48,6 +50,8 @@ class SignReading:
     unit: SpeedUnit | None
     confidence: float
     sources_disagree: bool
+    view: np.ndarray | None = field(default=None, compare=False, repr=False)
+    """The sign's pixels, where the caller keeps them (for OCR and the attached crop)."""
 
 
 def interpret(detection: Detection, crop: CropReading, *, round_unit: SpeedUnit) -> SignReading:
@@ -122,19 +126,29 @@ class SignReader:
         self.detector = detector
         self.classifier = classifier
         self.round_unit = round_unit
+        self.last_timings: dict[PipelineStage, float] = {}
 
     def read(
         self, image: np.ndarray, *, confidence: float = 0.25, iou_threshold: float = 0.45
     ) -> list[SignReading]:
-        """Every sign read in one RGB frame, most confident first."""
+        """Every sign read in one RGB frame, most confident first.
+
+        `last_timings` then holds the seconds the detect and classify stages took.
+        """
+        started = time.perf_counter()
         detections = self.detector.detect(image, confidence=confidence, iou_threshold=iou_threshold)
-        if not detections:
-            return []
-        crops = [self.classifier.crop(image, d.box) for d in detections]
-        readings = [
-            interpret(d, c, round_unit=self.round_unit)
-            for d, c in zip(detections, self.classifier.classify(crops), strict=True)
-        ]
+        detected = time.perf_counter()
+        readings: list[SignReading] = []
+        if detections:
+            crops = [self.classifier.crop(image, d.box) for d in detections]
+            readings = [
+                interpret(d, c, round_unit=self.round_unit)
+                for d, c in zip(detections, self.classifier.classify(crops), strict=True)
+            ]
+        self.last_timings = {
+            PipelineStage.DETECT: detected - started,
+            PipelineStage.CLASSIFY: time.perf_counter() - detected,
+        }
         return sorted(readings, key=lambda r: -r.confidence)
 
 

@@ -19,7 +19,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from edge_agent.mqtt_link import LinkError, LinkSettings, MqttLink
 from edge_agent.outbox import Outbox
 from fleet_protocol.codec import decode_device_message, encode
-from fleet_protocol.messages import DeviceState, Envelope, Reading, StatusMessage
+from fleet_protocol.messages import DeviceState, Envelope, Reading, StatusMessage, StatusReason
 from fleet_protocol.topics import MessageKind, device_topic
 from tests.conftest import make_reading
 from tests.mosquitto import Broker
@@ -65,8 +65,8 @@ class Subscriber:
         self.client.disconnect()
 
 
-def _status_factory(outbox: Outbox) -> Callable[[str], bytes]:
-    def build(reason: str) -> bytes:
+def _status_factory(outbox: Outbox) -> Callable[[StatusReason], bytes]:
+    def build(reason: StatusReason) -> bytes:
         state = DeviceState.ONLINE if reason == "connected" else DeviceState.OFFLINE
         return encode(
             StatusMessage(
@@ -74,7 +74,7 @@ def _status_factory(outbox: Outbox) -> Callable[[str], bytes]:
                 seq=outbox.next_seq(),
                 timestamp=datetime.now(UTC),
                 state=state,
-                reason=reason,  # type: ignore[arg-type]
+                reason=reason,
                 agent_version="0.1.0",
             )
         )

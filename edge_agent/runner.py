@@ -1,0 +1,186 @@
+"""``roadsign-agent run``: everything a device runs, built from its one profile.
+
+The profile (file plus ``ROADSIGN_AGENT__*`` overrides) is loaded once in ``main()`` and passed
+here; this wires the model bundle, the OCR engine, the frame source, the sink (outbox plus MQTT
+link, or JSON lines) and the health monitor, runs until SIGTERM/SIGINT or the end of a recorded
+source, then flushes: pending tracks are reported, the outbox drains as far as the broker allows,
+and the offline status goes out before exit.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import signal
+import socket
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+from edge_agent.agent import Agent, JsonLinesSink, OutboxSink, Sink, open_output
+from edge_agent.exceptions import AgentError
+from edge_agent.health import HealthMonitor
+from edge_agent.mqtt_link import LinkSettings, MqttLink
+from edge_agent.ocr import create_ocr
+from edge_agent.outbox import Outbox
+from edge_agent.profile import DeviceProfile
+from edge_agent.reading.signs import load_reader
+from edge_agent.sources import FrameGrabber, create_source
+from fleet_protocol.codec import decode_device_message, encode
+from fleet_protocol.exceptions import ProtocolError
+from fleet_protocol.messages import DeviceState, ModelRef, StatusMessage, StatusReason
+from fleet_protocol.topics import validate_device_id
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device_id(profile: DeviceProfile, hostname: str | None = None) -> str:
+    """The profile's device id, else the host name made into a valid one."""
+    if profile.identity.device_id:
+        return profile.identity.device_id
+    raw = hostname or socket.gethostname()
+    cleaned = re.sub(r"[^A-Za-z0-9._-]", "-", raw).strip("-._")[:64] or "device"
+    return validate_device_id(cleaned if cleaned[0].isalnum() else f"d{cleaned}"[:64])
+
+
+def _password(profile: DeviceProfile) -> str | None:
+    path = profile.broker.password_file
+    if path is None:
+        return None
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except OSError as e:
+        raise AgentError(f"cannot read broker.password_file {path}: {e}") from e
+
+
+def _server_message(topic: str, payload: bytes) -> None:
+    try:
+        where, message = decode_device_message(topic, payload)
+    except ProtocolError as e:
+        log.warning("dropped a malformed server message on %s: %s (%s)", topic, e, e.reason)
+        return
+    # OTA commands and desired configs are acted on by their own components (later issues).
+    log.info("server message %s seq %d", where.kind.value, message.seq)
+
+
+def build_sink(
+    profile: DeviceProfile, device_id: str, agent_version: str, model: ModelRef
+) -> tuple[Sink, Outbox | None]:
+    """The sink the profile asks for, started."""
+    reporting = profile.reporting
+    if reporting.sink in {"stdout", "file"}:
+        stream, owned = open_output(reporting.output_file if reporting.sink == "file" else None)
+        return JsonLinesSink(stream, device_id, owns_stream=owned), None
+    outbox = Outbox(
+        profile.outbox.path,
+        max_messages=profile.outbox.max_messages,
+        max_bytes=int(profile.outbox.max_mb * 2**20),
+    )
+
+    def status(reason: StatusReason) -> bytes:
+        state = DeviceState.ONLINE if reason == "connected" else DeviceState.OFFLINE
+        return encode(
+            StatusMessage(
+                device_id=device_id,
+                seq=outbox.next_seq(),
+                timestamp=datetime.now(UTC),
+                state=state,
+                reason=reason,
+                agent_version=agent_version,
+                profile=profile.profile,
+                model=model,
+            )
+        )
+
+    broker, tls = profile.broker, profile.broker.tls
+    link = MqttLink(
+        LinkSettings(
+            url=broker.url,
+            device_id=device_id,
+            username=broker.username or device_id,
+            password=_password(profile),
+            ca_file=tls.ca_file,
+            cert_file=tls.cert_file,
+            key_file=tls.key_file,
+            keepalive_s=broker.keepalive_s,
+        ),
+        outbox,
+        status,
+        on_message=_server_message,
+    )
+    link.start()
+    return OutboxSink(outbox, link, device_id), outbox
+
+
+def run_agent(
+    profile: DeviceProfile,
+    *,
+    agent_version: str,
+    max_frames: int | None = None,
+    stop: threading.Event | None = None,
+) -> dict[str, object]:
+    """Run the device pipeline; returns what it did."""
+    stop = stop or threading.Event()
+    device_id = resolve_device_id(profile)
+    reader = load_reader(
+        profile.detector.model_dir,
+        backend=profile.detector.backend,
+        model_format=profile.detector.model_format,
+        threads=profile.detector.threads,
+        round_unit=profile.reading.speed_unit,
+    )
+    ocr = create_ocr(profile.reading.ocr_backend, languages=profile.reading.ocr_languages)
+    metadata = reader.detector.metadata
+    sink, outbox = build_sink(
+        profile,
+        device_id,
+        agent_version,
+        ModelRef(version=metadata.version, sha256=metadata.sha256),
+    )
+    grabber = FrameGrabber(create_source(profile.camera), fps_cap=profile.camera.fps_cap).start()
+    disk = profile.outbox.path.parent if outbox else Path.cwd()
+    agent = Agent(
+        profile,
+        device_id=device_id,
+        agent_version=agent_version,
+        reader=reader,
+        sink=sink,
+        ocr=ocr,
+        health=HealthMonitor(disk),
+    )
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            previous[signum] = signal.signal(signum, lambda *_: stop.set())
+    try:
+        frames = agent.run(grabber, stop, outbox=outbox, max_frames=max_frames)
+    finally:
+        grabber.stop()
+        ocr.close()
+        sink.close()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    return {
+        "device_id": device_id,
+        "frames": frames,
+        "readings": agent.readings_sent,
+        "frames_dropped": grabber.dropped,
+    }
+
+
+SinkChoice = Literal["mqtt", "stdout", "file"]
+
+
+def apply_overrides(
+    profile: DeviceProfile, *, source: str | None, sink: SinkChoice | None, output: Path | None
+) -> DeviceProfile:
+    """The profile with command-line overrides, validated again as a whole."""
+    data = profile.model_dump(mode="json")
+    if source is not None:
+        data["camera"] = {**data["camera"], "source": source, "kind": "auto"}
+    if sink is not None:
+        data["reporting"] = {**data["reporting"], "sink": sink}
+    if output is not None:
+        data["reporting"] = {**data["reporting"], "output_file": str(output)}
+    return DeviceProfile.model_validate(data)

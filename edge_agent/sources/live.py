@@ -1,0 +1,102 @@
+"""The reconnecting capture that live sources (camera, stream) share.
+
+Both are OpenCV captures that can drop out: a read failure closes the capture and reopens it
+after a delay that doubles up to `max_backoff_s`, while `state` says ``reconnecting``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import cv2
+
+from edge_agent.sources.base import Frame
+from fleet_protocol.messages import CameraState
+
+
+class Capture(Protocol):
+    """What live sources need of an OpenCV capture."""
+
+    def isOpened(self) -> bool:  # noqa: N802 - OpenCV's name
+        """Whether the device or stream opened."""
+        ...
+
+    def read(self) -> tuple[bool, Any]:
+        """One frame, or False."""
+        ...
+
+    def release(self) -> None:
+        """Close it."""
+        ...
+
+
+class ReconnectingCapture:
+    """An OpenCV capture reopened with backoff; timestamps from the wall clock."""
+
+    name = "live"
+    live = True
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        width: int,
+        height: int,
+        max_backoff_s: float,
+        opener: Callable[[str], Capture] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._target = target
+        self._width, self._height = width, height
+        self._max_backoff = max_backoff_s
+        self._opener = opener or self._open
+        self._sleep = sleep
+        self._capture: Capture | None = None
+        self._backoff = 0.5
+        self._index = 0
+        self._closed = False
+        self._state = CameraState.RECONNECTING
+        self.reconnects = 0
+
+    def _open(self, target: str) -> Capture:
+        raise NotImplementedError("each live source opens its own kind of capture")
+
+    def read(self) -> Frame | None:
+        """The next frame; blocks through reconnects until one comes or the source is closed."""
+        while not self._closed:
+            if self._capture is None:
+                capture = self._opener(self._target)
+                if not capture.isOpened():
+                    self._wait()
+                    continue
+                self._capture = capture
+            ok, bgr = self._capture.read()
+            if ok:
+                self._state = CameraState.OK
+                self._backoff = 0.5
+                frame = Frame(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), time.time(), self._index)
+                self._index += 1
+                return frame
+            self._capture.release()
+            self._capture = None
+            self._wait()
+        return None
+
+    def _wait(self) -> None:
+        self._state = CameraState.RECONNECTING
+        self.reconnects += 1
+        self._sleep(self._backoff)
+        self._backoff = min(self._backoff * 2, self._max_backoff)
+
+    @property
+    def state(self) -> CameraState:
+        """OK while frames flow, reconnecting between attempts, stopped once closed."""
+        return CameraState.STOPPED if self._closed else self._state
+
+    def close(self) -> None:
+        """Stop reading and release the device."""
+        self._closed = True
+        if self._capture is not None:
+            self._capture.release()

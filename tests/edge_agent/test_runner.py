@@ -1,0 +1,147 @@
+"""``roadsign-agent run``: a recorded drive through the whole pipeline to each kind of sink."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import yaml
+
+from edge_agent.cli import main
+from edge_agent.outbox import Outbox
+from edge_agent.profile import DeviceProfile
+from edge_agent.runner import apply_overrides, resolve_device_id
+from fleet_protocol.codec import decode_device_message
+from fleet_protocol.messages import HealthReport, Reading
+from tests.edge_agent.conftest import write_tiny_bundle
+from tests.edge_agent.test_mqtt_link import DEVICE, Subscriber, _wait
+from tests.mosquitto import Broker
+
+
+def _drive(path: Path, frames: int = 30) -> Path:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), 15, (200, 100))
+    rng = np.random.default_rng(0)
+    for _ in range(frames):
+        writer.write(rng.integers(0, 255, (100, 200, 3), dtype=np.uint8))
+    writer.release()
+    return path
+
+
+def _profile(tmp_path: Path, **reporting: object) -> Path:
+    bundle = write_tiny_bundle(tmp_path / "bundle")
+    profile = {
+        "profile": "test",
+        "identity": {"device_id": DEVICE},
+        "detector": {"backend": "onnxruntime", "model_dir": str(bundle), "threads": 1},
+        "camera": {"source": str(_drive(tmp_path / "drive.mp4")), "fps_cap": 240},
+        "reading": {"min_confidence": 0.0, "confirm_frames": 3},
+        "reporting": {"health_interval_s": 1, "include_crops": True, **reporting},
+        "outbox": {"path": str(tmp_path / "outbox.sqlite3")},
+    }
+    path = tmp_path / "profile.yaml"
+    path.write_text(yaml.safe_dump(profile))
+    return path
+
+
+def test_a_drive_to_a_jsonl_file_gives_one_reading_per_sign_and_health(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    assert (
+        main(["run", "--config", str(_profile(tmp_path)), "--sink", "file", "--output", str(out)])
+        == 0
+    )
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    messages = [
+        decode_device_message(line["topic"], json.dumps(line["message"]).encode())[1]
+        for line in lines
+    ]
+    readings = [m for m in messages if isinstance(m, Reading)]
+    health = [m for m in messages if isinstance(m, HealthReport)]
+    assert len(readings) == 1  # the constant detector shows one sign for the whole drive
+    assert readings[0].frames_seen == 3
+    assert readings[0].crop_jpeg is not None
+    assert health
+    assert health[-1].camera_state == "stopped"
+    assert set(health[-1].stage_latency_ms) >= {"detect", "classify", "total"}
+    seqs = [m.seq for m in messages]
+    assert seqs == sorted(seqs)
+    assert len(set(seqs)) == len(seqs)
+
+
+def test_a_drive_over_mqtt_arrives_and_the_agent_says_goodbye(tmp_path: Path) -> None:
+    broker = Broker(tmp_path / "broker").start()
+    subscriber = Subscriber(broker)
+    try:
+        profile = _profile(tmp_path)
+        data = yaml.safe_load(profile.read_text())
+        data["broker"] = {"url": broker.url}
+        profile.write_text(yaml.safe_dump(data))
+        assert main(["run", "--config", str(profile), "--sink", "mqtt"]) == 0
+        assert _wait(lambda: len(subscriber.readings()) >= 1)
+        assert _wait(lambda: subscriber.last_reason() == "shutdown")
+        assert Outbox(tmp_path / "outbox.sqlite3", max_messages=10, max_bytes=10**6).depth == 0
+    finally:
+        subscriber.close()
+        broker.stop()
+
+
+def test_sigterm_flushes_and_publishes_offline(tmp_path: Path) -> None:
+    broker = Broker(tmp_path / "broker").start()
+    subscriber = Subscriber(broker)
+    profile = _profile(tmp_path)
+    data = yaml.safe_load(profile.read_text())
+    data["broker"] = {"url": broker.url}
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(3000):  # long enough to be running when the signal comes
+        if i < 2:
+            cv2.imwrite(str(frames / f"{i:05d}.png"), np.zeros((50, 50, 3), np.uint8))
+        else:
+            (frames / f"{i:05d}.png").hardlink_to(frames / "00001.png")
+    data["camera"] = {"source": str(frames), "fps_cap": 30}
+    profile.write_text(yaml.safe_dump(data))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "edge_agent.cli", "run", "--config", str(profile)],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert _wait(lambda: any(s.state == "online" for s in subscriber.statuses()), 30)
+        time.sleep(1)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0
+        assert _wait(lambda: subscriber.last_reason() == "shutdown")
+        assert len(subscriber.readings()) == 1
+    finally:
+        if process.poll() is None:
+            process.kill()
+        assert process.stderr is not None
+        process.stderr.close()
+        subscriber.close()
+        broker.stop()
+
+
+def test_device_id_falls_back_to_a_cleaned_host_name() -> None:
+    assert resolve_device_id(DeviceProfile(), "cam box #3.local") == "cam-box--3.local"
+    assert resolve_device_id(DeviceProfile(), "_x") == "x"
+
+
+def test_overrides_are_validated_with_the_profile(tmp_path: Path) -> None:
+    profile = DeviceProfile()
+    changed = apply_overrides(profile, source="clip.mp4", sink="stdout", output=None)
+    assert (changed.camera.source, changed.reporting.sink) == ("clip.mp4", "stdout")
+    with pytest.raises(ValueError, match="output_file"):
+        apply_overrides(profile, source=None, sink="file", output=None)
+
+
+def test_a_bad_profile_fails_clearly(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "p.yaml"
+    bad.write_text("camera:\n  fps_cap: 0\n")
+    assert main(["run", "--config", str(bad)]) == 1
+    assert "camera.fps_cap" in capsys.readouterr().err
