@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 
 from edge_agent.health import HealthMonitor
+from edge_agent.metrics import Metric
 from edge_agent.mqtt_link import MqttLink
 from edge_agent.ocr import OcrEngine, prepare_for_ocr
 from edge_agent.outbox import Outbox
@@ -188,6 +189,8 @@ class Agent:
         metadata = reader.detector.metadata
         self.model = ModelRef(version=metadata.version, sha256=metadata.sha256)
         self.readings_sent = 0
+        self.frames_total = 0
+        self.last_health: HealthReport | None = None
         location = profile.location
         self._location = GeoPoint(lat=location.lat, lon=location.lon) if location else None
 
@@ -207,6 +210,7 @@ class Agent:
         timings[PipelineStage.OCR] = time.perf_counter() - ocr_started
         timings[PipelineStage.TOTAL] = time.perf_counter() - started + decode_seconds
         self.health.frame(timings)
+        self.frames_total += 1
         return [reading for reading in sent if reading is not None]
 
     def _emit(self, tracked: TrackedReading) -> Reading | None:
@@ -253,7 +257,7 @@ class Agent:
     ) -> HealthReport:
         """The health message of the interval that ends now."""
         snap = self.health.snapshot()
-        return HealthReport(
+        self.last_health = HealthReport(
             device_id=self.device_id,
             seq=self.sink.next_seq(),
             timestamp=self.clock(),
@@ -271,6 +275,7 @@ class Agent:
             outbox_depth=outbox.depth if outbox else 0,
             outbox_dropped=outbox.dropped if outbox else 0,
         )
+        return self.last_health
 
     def run(
         self,
@@ -309,6 +314,79 @@ class Agent:
             ),
         )
         return frames
+
+
+def agent_metrics(
+    agent: Agent, *, outbox: Outbox | None, frames_dropped: int, link: MqttLink | None
+) -> list[Metric]:
+    """The agent's Prometheus metrics."""
+    device = {"device_id": agent.device_id}
+    metrics = [
+        Metric(
+            "roadsign_frames_total", "counter", "Frames processed.", [(device, agent.frames_total)]
+        ),
+        Metric(
+            "roadsign_readings_total",
+            "counter",
+            "Readings sent (one per sign).",
+            [(device, agent.readings_sent)],
+        ),
+        Metric(
+            "roadsign_frames_dropped_total",
+            "counter",
+            "Frames dropped under load.",
+            [(device, frames_dropped)],
+        ),
+        Metric(
+            "roadsign_outbox_depth",
+            "gauge",
+            "Messages waiting in the outbox.",
+            [(device, outbox.depth if outbox else 0)],
+        ),
+        Metric(
+            "roadsign_outbox_dropped_total",
+            "counter",
+            "Messages dropped from a full outbox.",
+            [(device, outbox.dropped if outbox else 0)],
+        ),
+    ]
+    if link is not None:
+        metrics.append(
+            Metric(
+                "roadsign_broker_connected",
+                "gauge",
+                "1 while connected.",
+                [(device, 1.0 if link.connected else 0.0)],
+            )
+        )
+    health = agent.last_health
+    if health is not None:
+        metrics.append(
+            Metric(
+                "roadsign_fps", "gauge", "Frames per second, last interval.", [(device, health.fps)]
+            )
+        )
+        metrics.append(
+            Metric(
+                "roadsign_rss_megabytes",
+                "gauge",
+                "Resident memory, MiB.",
+                [(device, health.rss_mb)],
+            )
+        )
+        metrics.append(
+            Metric(
+                "roadsign_stage_latency_ms",
+                "gauge",
+                "Stage latency percentiles, last interval.",
+                [
+                    ({**device, "stage": stage.value, "quantile": q}, value)
+                    for stage, stats in health.stage_latency_ms.items()
+                    for q, value in (("0.5", stats.p50_ms), ("0.95", stats.p95_ms))
+                ],
+            )
+        )
+    return metrics
 
 
 def open_output(path: Path | None) -> tuple[IO[str], bool]:

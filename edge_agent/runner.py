@@ -9,6 +9,7 @@ and the offline status goes out before exit.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import signal
@@ -18,9 +19,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
-from edge_agent.agent import Agent, JsonLinesSink, OutboxSink, Sink, open_output
+from edge_agent.agent import (
+    Agent,
+    JsonLinesSink,
+    OutboxSink,
+    Sink,
+    agent_metrics,
+    open_output,
+)
+from edge_agent.api import LocalApi
 from edge_agent.exceptions import AgentError
 from edge_agent.health import HealthMonitor
+from edge_agent.metrics import render
 from edge_agent.mqtt_link import LinkSettings, MqttLink
 from edge_agent.ocr import create_ocr
 from edge_agent.outbox import Outbox
@@ -140,6 +150,7 @@ def run_agent(
     )
     grabber = FrameGrabber(create_source(profile.camera), fps_cap=profile.camera.fps_cap).start()
     disk = profile.outbox.path.parent if outbox else Path.cwd()
+    link = sink.link if isinstance(sink, OutboxSink) else None
     agent = Agent(
         profile,
         device_id=device_id,
@@ -149,6 +160,36 @@ def run_agent(
         ocr=ocr,
         health=HealthMonitor(disk),
     )
+    api = None
+    if profile.api.enabled:
+
+        def health() -> dict[str, object]:
+            report = agent.last_health
+            return {
+                "device_id": device_id,
+                "frames": agent.frames_total,
+                "readings": agent.readings_sent,
+                "camera_state": grabber.source.state.value,
+                "outbox_depth": outbox.depth if outbox else 0,
+                "broker_connected": link.connected if link else None,
+                "last_report": json.loads(encode(report)) if report else None,
+            }
+
+        api = LocalApi(
+            profile.api.host,
+            profile.api.port,
+            reader=lambda: load_reader(
+                profile.detector.model_dir,
+                backend=profile.detector.backend,
+                threads=1,
+                round_unit=profile.reading.speed_unit,
+            ),
+            health=health,
+            metrics=lambda: render(
+                agent_metrics(agent, outbox=outbox, link=link, frames_dropped=grabber.dropped)
+            ),
+            max_upload_bytes=int(profile.api.max_upload_mb * 2**20),
+        ).start()
     previous = {}
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -156,6 +197,8 @@ def run_agent(
     try:
         frames = agent.run(grabber, stop, outbox=outbox, max_frames=max_frames)
     finally:
+        if api is not None:
+            api.stop()
         grabber.stop()
         ocr.close()
         sink.close()

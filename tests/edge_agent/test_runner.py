@@ -44,6 +44,7 @@ def _profile(tmp_path: Path, **reporting: object) -> Path:
         "reading": {"min_confidence": 0.0, "confirm_frames": 3},
         "reporting": {"health_interval_s": 1, "include_crops": True, **reporting},
         "outbox": {"path": str(tmp_path / "outbox.sqlite3")},
+        "api": {"enabled": False},
     }
     path = tmp_path / "profile.yaml"
     path.write_text(yaml.safe_dump(profile))
