@@ -89,6 +89,28 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _simulate(args: argparse.Namespace) -> int:
+    from edge_agent.exceptions import AgentError
+    from edge_agent.simulate import SimulationSettings, simulate
+
+    settings = SimulationSettings(
+        devices=args.devices,
+        broker_url=args.broker,
+        rate=args.rate,
+        duration_s=args.duration,
+        health_interval_s=args.health_interval,
+        outbox_dir=args.outbox_dir,
+        prefix=args.prefix,
+    )
+    try:
+        summary = simulate(settings)
+    except AgentError as e:
+        sys.stderr.write(f"roadsign-agent simulate: {e}\n")
+        return 1
+    sys.stdout.write(json.dumps(summary) + "\n")
+    return 0 if summary["all_delivered"] else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(
@@ -136,6 +158,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--output", type=Path, help="JSON-lines file for --sink file")
     run.add_argument("--max-frames", type=int, help="stop after this many frames")
     run.set_defaults(handler=_run)
+    sim = commands.add_parser(
+        "simulate",
+        help="Run N virtual devices (real outbox, MQTT link and health; synthetic readings).",
+        description="Run N virtual devices in one process against a broker: each with its own "
+        "outbox, MQTT link and health reports, sending synthetic readings at --rate per second.",
+    )
+    sim.add_argument("--devices", type=int, required=True, help="how many devices")
+    sim.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="broker URL")
+    sim.add_argument("--rate", type=float, default=1.0, help="readings per second per device")
+    sim.add_argument("--duration", type=float, default=10.0, help="seconds to run")
+    sim.add_argument("--health-interval", type=float, default=5.0, help="seconds between reports")
+    sim.add_argument("--outbox-dir", type=Path, default=Path(".cache/simulate"))
+    sim.add_argument("--prefix", default="sim", help="device ids are <prefix>-00000...")
+    sim.set_defaults(handler=_simulate)
     return parser
 
 

@@ -51,7 +51,9 @@ class OutboxMessage:
 class Outbox:
     """A bounded, durable FIFO of MQTT messages; safe to share between threads."""
 
-    def __init__(self, path: Path, *, max_messages: int, max_bytes: int) -> None:
+    def __init__(
+        self, path: Path, *, max_messages: int, max_bytes: int, durable: bool = True
+    ) -> None:
         if max_messages < 1 or max_bytes < 1:
             raise OutboxError("the outbox needs room for at least one message")
         self.path = path
@@ -62,7 +64,9 @@ class Outbox:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
+            # FULL syncs every commit (survives power loss); NORMAL only survives process death,
+            # which is enough for simulated devices sharing one disk.
+            self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
             self._db.executescript(_SCHEMA)
             self._resync()
         except (OSError, sqlite3.Error) as e:
