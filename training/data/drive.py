@@ -87,13 +87,13 @@ def render_drive(path: Path, count: int, *, settings: DriveSettings | None = Non
             depth = sign.distance_m - travelled
             if depth < 2.0:
                 continue
-            size = int(round(s.focal_px * s.sign_diameter_m / depth))
+            size = round(s.focal_px * s.sign_diameter_m / depth)
             if size < 6:
                 continue
             x = cx + s.focal_px * sign.side / depth
             y = cy - s.focal_px * s.sign_height_m / depth
             small = cv2.resize(face, (size, size), interpolation=cv2.INTER_AREA)
-            x0, y0 = int(round(x - size / 2)), int(round(y - size / 2))
+            x0, y0 = round(x - size / 2), round(y - size / 2)
             xs0, ys0 = max(x0, 0), max(y0, 0)
             xs1, ys1 = min(x0 + size, s.width), min(y0 + size, s.height)
             if xs1 <= xs0 or ys1 <= ys0:
