@@ -7,6 +7,7 @@ no class for (5, 40, 90, 110 km/h, mph plates), which is what generalises across
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,6 +58,8 @@ class CropClassifier:
         self.metadata = metadata
         self._model = model
         self._signs = metadata.outputs["sign"]
+        self.infer_seconds = 0.0
+        """Time spent inside the runtime so far."""
         self._speeds = metadata.outputs["speed"]
 
     @classmethod
@@ -78,9 +81,10 @@ class CropClassifier:
         """Readings of square RGB crops (from `crop`), in order."""
         readings: list[CropReading] = []
         for start in range(0, len(crops), batch_size):
-            outputs = self._model.infer(
-                to_batch(crops[start : start + batch_size], self.metadata.scale)
-            )
+            batch = to_batch(crops[start : start + batch_size], self.metadata.scale)
+            began = time.perf_counter()
+            outputs = self._model.infer(batch)
+            self.infer_seconds += time.perf_counter() - began
             signs, speeds = _softmax(outputs["sign"]), _softmax(outputs["speed"])
             for sign_p, speed_p in zip(signs, speeds, strict=True):
                 s, v = int(sign_p.argmax()), int(speed_p.argmax())
