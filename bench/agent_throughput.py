@@ -40,16 +40,26 @@ from training.data.sign_art import draw_speed_round, draw_text_plate
 
 def run_agent(bundle: Path, video: Path, threads: int) -> dict[str, float]:
     """Frames per second of the whole agent on the video, and where its time went."""
-    profile = DeviceProfile.model_validate({
-        "detector": {"backend": "openvino", "model_dir": str(bundle), "threads": threads},
-        "reading": {"confirm_frames": 3}, "reporting": {"sink": "stdout", "health_interval_s": 3600},
-        "api": {"enabled": False},
-    })  # fmt: skip
+    profile = DeviceProfile.model_validate(
+        {
+            "detector": {"backend": "openvino", "model_dir": str(bundle), "threads": threads},
+            "reading": {"confirm_frames": 3},
+            "reporting": {"sink": "stdout", "health_interval_s": 3600},
+            "api": {"enabled": False},
+        }
+    )
     reader = load_reader(bundle, backend="openvino", threads=threads)
     sink = JsonLinesSink(io.StringIO(), "bench-0001")
     ocr = create_ocr("tesserocr")
-    agent = Agent(profile, device_id="bench-0001", agent_version="bench", reader=reader,
-                  sink=sink, ocr=ocr, health=HealthMonitor(Path(tempfile.gettempdir())))  # fmt: skip
+    agent = Agent(
+        profile,
+        device_id="bench-0001",
+        agent_version="bench",
+        reader=reader,
+        sink=sink,
+        ocr=ocr,
+        health=HealthMonitor(Path(tempfile.gettempdir())),
+    )
     # Warm up on a few frames so one-time compilation is not counted.
     warm = VideoFileSource(video)
     for _ in range(5):
@@ -64,8 +74,13 @@ def run_agent(bundle: Path, video: Path, threads: int) -> dict[str, float]:
     elapsed = time.perf_counter() - started
     grabber.stop()
     inference = reader.detector.infer_seconds + reader.classifier.infer_seconds
-    return {"fps": frames / elapsed, "frames": frames, "readings": agent.readings_sent,
-            "overhead_fraction": 1 - inference / elapsed, "rss_mb": rss_mb()}  # fmt: skip
+    return {
+        "fps": frames / elapsed,
+        "frames": frames,
+        "readings": agent.readings_sent,
+        "overhead_fraction": 1 - inference / elapsed,
+        "rss_mb": rss_mb(),
+    }
 
 
 def run_ultralytics(weights: Path, video: Path, imgsz: int) -> float:
@@ -80,20 +95,24 @@ def run_ultralytics(weights: Path, video: Path, imgsz: int) -> float:
     model = YOLO(str(weights), task="detect")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for _ in model.predict(source=str(video), imgsz=imgsz, stream=True, verbose=False,
-                               vid_stride=30):  # fmt: skip
+        for _ in model.predict(
+            source=str(video), imgsz=imgsz, stream=True, verbose=False, vid_stride=30
+        ):
             pass  # warm-up pass over a few frames
         started = time.perf_counter()
-        frames = sum(1 for _ in model.predict(source=str(video), imgsz=imgsz, stream=True,
-                                              verbose=False))  # fmt: skip
+        frames = sum(
+            1 for _ in model.predict(source=str(video), imgsz=imgsz, stream=True, verbose=False)
+        )
     return frames / (time.perf_counter() - started)
 
 
 def ocr_ms(engine: str, repeats: int = 40) -> float:
     """Median milliseconds of one OCR call on a prepared sign crop."""
     ocr = create_ocr(engine)
-    crops = [prepare_for_ocr(_rgb(draw_speed_round(80).rgba), scale=0.5, inner=0.2),
-             prepare_for_ocr(_rgb(draw_text_plate("SCHOOL").rgba), scale=0.5)]  # fmt: skip
+    crops = [
+        prepare_for_ocr(_rgb(draw_speed_round(80).rgba), scale=0.5, inner=0.2),
+        prepare_for_ocr(_rgb(draw_text_plate("SCHOOL").rgba), scale=0.5),
+    ]
     times = []
     for i in range(repeats):
         started = time.perf_counter()

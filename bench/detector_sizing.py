@@ -77,8 +77,12 @@ def main() -> int:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)
                 onnx = Path(model.export(format="onnx", imgsz=size, simplify=True, verbose=False))
-            row = {"arch": Path(arch).stem, "imgsz": size, "params": int(params),
-                   "gflops": round(float(gflops), 2)}  # fmt: skip
+            row = {
+                "arch": Path(arch).stem,
+                "imgsz": size,
+                "params": int(params),
+                "gflops": round(float(gflops), 2),
+            }
             calibration = calibration_batches(scenes[:16], size) if scenes else None
             for precision, calib in (("fp32", None), ("int8", calibration)):
                 if precision == "int8" and calib is None:

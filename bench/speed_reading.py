@@ -53,23 +53,34 @@ def main() -> int:
 
     parts, _ = split_real_sets(DataConfig())
     items: dict[str, list[tuple[LabeledImage, Box]]] = {
-        "gtsdb": [(i, b) for i in parts["gtsdb/test"] for b in i.boxes
-                  if b.speed_value and b.height >= MIN_PX],
-        "tt100k": [(i, b) for i in parts["tt100k/test"] for b in i.boxes
-                   if b.speed_value and b.height >= MIN_PX and b.label.startswith("pl")],
-    }  # fmt: skip
+        "gtsdb": [
+            (i, b)
+            for i in parts["gtsdb/test"]
+            for b in i.boxes
+            if b.speed_value and b.height >= MIN_PX
+        ],
+        "tt100k": [
+            (i, b)
+            for i in parts["tt100k/test"]
+            for b in i.boxes
+            if b.speed_value and b.height >= MIN_PX and b.label.startswith("pl")
+        ],
+    }
     classifier = CropClassifier.load(args.classifier, backend="openvino", threads=1)
     results: dict[str, dict[str, float]] = {}
     tessdata = sorted(Path("/usr/share/tesseract-ocr").glob("*/tessdata"))[-1]
-    with tesserocr.PyTessBaseAPI(path=f"{tessdata}/", lang="eng",
-                                 psm=tesserocr.PSM.SINGLE_LINE) as ocr:  # fmt: skip
+    with tesserocr.PyTessBaseAPI(
+        path=f"{tessdata}/", lang="eng", psm=tesserocr.PSM.SINGLE_LINE
+    ) as ocr:
         ocr.SetVariable("tessedit_char_whitelist", "0123456789")
         for name, pairs in items.items():
             images = [load_rgb(i.path) for i, _ in pairs]
             truth = [int(b.speed_value or 0) for _, b in pairs]
             started = time.perf_counter()
-            crops = [classifier.crop(img, (b.x1, b.y1, b.x2, b.y2)) for img, (_, b) in
-                     zip(images, pairs, strict=True)]  # fmt: skip
+            crops = [
+                classifier.crop(img, (b.x1, b.y1, b.x2, b.y2))
+                for img, (_, b) in zip(images, pairs, strict=True)
+            ]
             head = [r.speed_value for r in classifier.classify(crops, batch_size=1)]
             head_ms = 1000 * (time.perf_counter() - started) / len(pairs)
             read, times = [], []

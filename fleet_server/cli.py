@@ -7,17 +7,89 @@ when it runs.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
 from fleet_protocol.config_files import add_validate_config_command, run_command
+
+if TYPE_CHECKING:
+    from fleet_server.settings import ServerSettings
 
 
 def _settings_schema() -> tuple[type[BaseModel], str]:
     from fleet_server.settings import ENV_PREFIX, ServerSettings
 
     return ServerSettings, ENV_PREFIX
+
+
+def _settings(args: argparse.Namespace) -> ServerSettings:
+    from fleet_protocol.config_files import load_config
+    from fleet_server.settings import ENV_PREFIX, ServerSettings
+
+    return load_config(ServerSettings, args.config, env=os.environ, env_prefix=ENV_PREFIX)
+
+
+def _command(
+    run: Callable[[ServerSettings, argparse.Namespace], int],
+) -> Callable[[argparse.Namespace], int]:
+    """Build the settings once, run; configuration and storage errors exit 1 with a message."""
+
+    def handler(args: argparse.Namespace) -> int:
+        from fleet_protocol.exceptions import ConfigFileError
+        from fleet_server.exceptions import FleetError
+
+        try:
+            return run(_settings(args), args)
+        except (ConfigFileError, FleetError) as e:
+            sys.stderr.write(f"roadsign-fleet {args.command}: {e}\n")
+            return 1
+
+    return handler
+
+
+def _migrate(settings: ServerSettings, args: argparse.Namespace) -> int:
+    from fleet_server.migrate import upgrade
+
+    upgrade(settings.database, args.revision)
+    sys.stdout.write(f"database at {args.revision}\n")
+    return 0
+
+
+def _ingest(settings: ServerSettings, args: argparse.Namespace) -> int:
+    import logging
+    import signal
+    import socket
+    import threading
+
+    from prometheus_client import start_http_server
+
+    from fleet_server.db import make_engine
+    from fleet_server.ingest.metrics import IngestMetrics
+    from fleet_server.ingest.worker import IngestWorker
+
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    metrics = IngestMetrics()
+    if settings.ingest.metrics_port:
+        start_http_server(settings.ingest.metrics_port, registry=metrics.registry)
+    client_id = args.client_id or f"ingest-{socket.gethostname()}"
+    worker = IngestWorker(
+        settings, make_engine(settings.database), metrics, client_id=client_id
+    ).start()
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    stop.wait()
+    worker.stop()
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,6 +102,19 @@ def build_parser() -> argparse.ArgumentParser:
     add_validate_config_command(
         commands, _settings_schema, what="a server settings file", example="fleet.yaml"
     )
+    migrate = commands.add_parser("migrate", help="Bring the database schema up to date.")
+    migrate.add_argument("--config", type=Path, help="settings YAML (default: built-in)")
+    migrate.add_argument("--revision", default="head", help="target revision")
+    migrate.set_defaults(handler=_command(_migrate))
+    ingest = commands.add_parser(
+        "ingest",
+        help="Run an ingestion worker: MQTT (shared subscription) into the database.",
+        description="Consume readings, health and status from the broker into the database; "
+        "run several for more throughput (they share one MQTT v5 subscription group).",
+    )
+    ingest.add_argument("--config", type=Path, help="settings YAML (default: built-in)")
+    ingest.add_argument("--client-id", help="MQTT client id; stable ids keep sessions")
+    ingest.set_defaults(handler=_command(_ingest))
     return parser
 
 

@@ -81,6 +81,24 @@ class BrokerSettings(StrictConfigModel):
         return value
 
 
+class IngestSettings(StrictConfigModel):
+    """How the ingestion worker batches and keeps its broker session."""
+
+    batch_size: int = Field(default=500, ge=1, le=50_000, description="Messages per transaction.")
+    batch_interval_s: float = Field(
+        default=0.2, gt=0, le=60, description="Longest wait to fill a batch, seconds."
+    )
+    session_expiry_s: int = Field(
+        default=3600, ge=0, description="Broker keeps unacknowledged messages this long."
+    )
+    max_payload_bytes: int = Field(
+        default=64 * 1024, ge=1024, description="Larger messages are rejected unparsed."
+    )
+    metrics_port: int = Field(
+        default=9101, ge=0, le=65535, description="Prometheus /metrics of the worker; 0: none."
+    )
+
+
 class AuthSettings(StrictConfigModel):
     """Secrets of the API and dashboard."""
 
@@ -103,6 +121,7 @@ class ServerSettings(StrictConfigModel):
     database: DatabaseSettings = Field(default_factory=DatabaseSettings, description="Database.")
     broker: BrokerSettings = Field(default_factory=BrokerSettings, description="MQTT broker.")
     auth: AuthSettings = Field(default_factory=AuthSettings, description="API secrets.")
+    ingest: IngestSettings = Field(default_factory=IngestSettings, description="Ingestion.")
 
     @model_validator(mode="after")
     def _production_has_real_secrets(self) -> Self:

@@ -67,8 +67,9 @@ def _face(sign: DriveSign) -> np.ndarray:
     return draw_speed_round(sign.value or 50).rgba
 
 
-def render_drive(path: Path, count: int, *, settings: DriveSettings | None = None,
-                 seed: int = 0) -> list[DriveSign]:  # fmt: skip
+def render_drive(
+    path: Path, count: int, *, settings: DriveSettings | None = None, seed: int = 0
+) -> list[DriveSign]:
     """Write the drive video to `path` (and its signs to a ``.json`` beside it)."""
     s = settings or DriveSettings()
     signs = plan_signs(count, s, seed)
@@ -76,8 +77,7 @@ def render_drive(path: Path, count: int, *, settings: DriveSettings | None = Non
     background = procedural_background(np.random.default_rng(seed), s.width, s.height)
     total_m = signs[-1].distance_m + s.lead_out_m if signs else s.lead_out_m
     frames = int(total_m / s.speed_mps * s.fps)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), s.fps,
-                             (s.width, s.height))  # fmt: skip
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), s.fps, (s.width, s.height))
     noise = np.random.default_rng(seed + 1)
     cx, cy = s.width / 2, s.height * 0.45
     for index in range(frames):

@@ -1,0 +1,1 @@
+"""MQTT ingestion of readings, health and status into the database (``roadsign-fleet ingest``)."""

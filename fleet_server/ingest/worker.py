@@ -1,0 +1,285 @@
+"""The ingestion worker: MQTT in, PostgreSQL rows out, nothing lost, nothing counted twice.
+
+Replicas share the load through an MQTT v5 shared subscription. Every message is validated by
+`fleet_protocol`; a bad one is counted by reason and dropped (acknowledged, so the broker forgets
+it) and never stops the worker. Good messages are batched; a batch is inserted in one
+transaction that skips (device_id, seq) pairs already stored, and only after it commits are its
+messages acknowledged to the broker (paho manual acks). A worker killed mid-batch has
+acknowledged nothing of it: the broker redelivers, the unique key drops what was already stored.
+New readings are then republished once on the fleet-wide topic.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+from sqlalchemy import Engine
+
+from fleet_protocol.codec import decode_device_message, encode
+from fleet_protocol.exceptions import ProtocolError
+from fleet_protocol.messages import Envelope, HealthReport, Reading, StatusMessage
+from fleet_protocol.topics import FLEET_READINGS_TOPIC, server_subscriptions, status_snapshot_filter
+from fleet_server import crud
+from fleet_server.db import session_scope
+from fleet_server.exceptions import StorageError
+from fleet_server.ingest.metrics import IngestMetrics
+from fleet_server.settings import ServerSettings
+
+log = logging.getLogger(__name__)
+
+UNKNOWN_DEVICE = "unknown_device"
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    """A decoded message waiting for its batch to commit before it is acknowledged."""
+
+    mid: int
+    qos: int
+    message: Envelope
+    received: float
+
+
+@dataclass
+class Batch:
+    """Rows of one transaction, and the messages to acknowledge once it commits."""
+
+    readings: list[dict[str, Any]] = field(default_factory=list)
+    reading_messages: dict[tuple[str, int], Reading] = field(default_factory=dict)
+    health: list[dict[str, Any]] = field(default_factory=list)
+    statuses: list[StatusMessage] = field(default_factory=list)
+    last_seen: dict[str, datetime] = field(default_factory=dict)
+    models: dict[str, tuple[str, str]] = field(default_factory=dict)
+    acks: list[tuple[int, int]] = field(default_factory=list)
+    oldest: float = 0.0
+
+
+def reading_row(message: Reading) -> dict[str, Any]:
+    """A reading message as a row of the readings table."""
+    x1, y1, x2, y2 = message.bbox
+    return {
+        "device_id": message.device_id,
+        "seq": message.seq,
+        "observed_at": message.timestamp,
+        "sign_type": message.sign_type.value,
+        "gtsrb_class_id": message.gtsrb_class_id,
+        "value": message.value,
+        "unit": message.unit,
+        "text": message.text,
+        "confidence": message.confidence,
+        "sources_disagree": message.sources_disagree,
+        "x1": x1,
+        "y1": y1,
+        "x2": x2,
+        "y2": y2,
+        "track_id": message.track_id,
+        "frames_seen": message.frames_seen,
+        "model_version": message.model.version,
+        "model_sha256": message.model.sha256,
+        "lat": message.location.lat if message.location else None,
+        "lon": message.location.lon if message.location else None,
+        "crop_jpeg": message.crop_jpeg,
+        "received_at": datetime.now(UTC),
+    }
+
+
+def health_row(message: HealthReport) -> dict[str, Any]:
+    """A health report as a row of the health table."""
+    return {
+        "device_id": message.device_id,
+        "seq": message.seq,
+        "observed_at": message.timestamp,
+        "received_at": datetime.now(UTC),
+        "fps": message.fps,
+        "cpu_percent": message.cpu_percent,
+        "rss_mb": message.rss_mb,
+        "temperature_c": message.temperature_c,
+        "disk_free_mb": message.disk_free_mb,
+        "camera_state": message.camera_state.value,
+        "outbox_depth": message.outbox_depth,
+        "outbox_dropped": message.outbox_dropped,
+        "frames_dropped": message.frames_dropped,
+        "uptime_s": message.uptime_s,
+        "stage_latency_ms": {k.value: v.model_dump() for k, v in message.stage_latency_ms.items()},
+    }
+
+
+class IngestWorker:
+    """One ingestion replica."""
+
+    def __init__(
+        self, settings: ServerSettings, engine: Engine, metrics: IngestMetrics, *, client_id: str
+    ) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.metrics = metrics
+        self._queue: queue.Queue[Pending] = queue.Queue()
+        self._stop = threading.Event()
+        self._known: set[str] = set()
+        self._known_at = 0.0
+        broker = settings.broker
+        parts = urlsplit(broker.url)
+        self._host, self._port = (
+            parts.hostname or "127.0.0.1",
+            parts.port or (8883 if parts.scheme == "mqtts" else 1883),
+        )
+        self._client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5, manual_ack=True
+        )
+        self._client.username_pw_set(broker.username, broker.password.get_secret_value())
+        if parts.scheme == "mqtts":
+            self._client.tls_set(ca_certs=str(broker.ca_file) if broker.ca_file else None)
+        self._client.on_connect = self._connected
+        self._client.on_message = self._received
+        self._client.max_inflight_messages_set(1000)
+        self._flusher = threading.Thread(target=self._flush_loop, name="ingest-flush", daemon=True)
+
+    def start(self) -> IngestWorker:
+        """Connect (keeping the session across restarts) and start flushing."""
+        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        properties.SessionExpiryInterval = self.settings.ingest.session_expiry_s
+        self._client.connect_async(
+            self._host, self._port, keepalive=30, clean_start=False, properties=properties
+        )
+        self._client.loop_start()
+        self._flusher.start()
+        return self
+
+    def stop(self) -> None:
+        """Flush what is pending, then disconnect."""
+        self._stop.set()
+        self._flusher.join(30)
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    def _connected(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: Any,
+        reason: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        if reason.is_failure:
+            log.error("broker refused the ingest connection: %s", reason)
+            return
+        self.metrics.connected.set(1)
+        group = self.settings.broker.share_group
+        for topic_filter in server_subscriptions(group):
+            client.subscribe(topic_filter, qos=1)
+        # Retained statuses are not delivered on shared subscriptions: read them directly.
+        client.subscribe(status_snapshot_filter(), qos=1)
+
+    def _received(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        try:
+            _, decoded = decode_device_message(
+                message.topic,
+                bytes(message.payload),
+                max_bytes=self.settings.ingest.max_payload_bytes,
+            )
+        except ProtocolError as e:
+            self.metrics.rejected.labels(reason=e.reason).inc()
+            client.ack(message.mid, message.qos)
+            return
+        self._queue.put(Pending(message.mid, message.qos, decoded, time.monotonic()))
+
+    def _known_devices(self, device_ids: set[str]) -> set[str]:
+        # Refresh on a miss (a device enrolled a moment ago) but at most once a second.
+        if not device_ids <= self._known and time.monotonic() - self._known_at > 1.0:
+            with session_scope(self.engine) as session:
+                self._known = crud.enrolled_device_ids(session)
+            self._known_at = time.monotonic()
+        return self._known
+
+    def _collect(self) -> list[Pending]:
+        ingest = self.settings.ingest
+        items: list[Pending] = []
+        deadline = time.monotonic() + ingest.batch_interval_s
+        while len(items) < ingest.batch_size:
+            timeout = deadline - time.monotonic()
+            if timeout <= 0:
+                break
+            try:
+                items.append(self._queue.get(timeout=timeout))
+            except queue.Empty:
+                break
+        return items
+
+    def _batch(self, items: list[Pending]) -> Batch:
+        batch = Batch(oldest=min(p.received for p in items))
+        known = self._known_devices({p.message.device_id for p in items})
+        for pending in items:
+            message = pending.message
+            batch.acks.append((pending.mid, pending.qos))
+            if message.device_id not in known:
+                self.metrics.rejected.labels(reason=UNKNOWN_DEVICE).inc()
+                continue
+            seen = batch.last_seen.get(message.device_id)
+            if seen is None or message.timestamp > seen:
+                batch.last_seen[message.device_id] = message.timestamp
+            if isinstance(message, Reading):
+                batch.readings.append(reading_row(message))
+                batch.reading_messages[(message.device_id, message.seq)] = message
+                batch.models[message.device_id] = (message.model.version, message.model.sha256)
+            elif isinstance(message, HealthReport):
+                batch.health.append(health_row(message))
+            elif isinstance(message, StatusMessage):
+                batch.statuses.append(message)
+        return batch
+
+    def _commit(self, batch: Batch) -> list[Reading]:
+        with session_scope(self.engine) as session:
+            new_readings = crud.insert_readings(session, rows=batch.readings)
+            new_health = crud.insert_health(session, rows=batch.health)
+            for status in sorted(batch.statuses, key=lambda s: s.timestamp):
+                crud.set_status(
+                    session,
+                    device_id=status.device_id,
+                    status=status.state.value,
+                    at=status.timestamp,
+                    agent_version=status.agent_version,
+                )
+            crud.mark_seen(session, last_seen=batch.last_seen, models=batch.models)
+        self.metrics.ingested.labels(kind="readings").inc(len(new_readings))
+        self.metrics.ingested.labels(kind="health").inc(len(new_health))
+        self.metrics.duplicates.inc(
+            len(batch.readings) - len(new_readings) + len(batch.health) - len(new_health)
+        )
+        return [batch.reading_messages[key] for key in new_readings]
+
+    def _flush_loop(self) -> None:
+        while not (self._stop.is_set() and self._queue.empty()):
+            items = self._collect()
+            if not items:
+                continue
+            started = time.monotonic()
+            batch = self._batch(items)
+            while True:
+                try:
+                    new = self._commit(batch)
+                    break
+                except StorageError as e:
+                    # Nothing is acknowledged: retry; if this process dies, the broker resends.
+                    self.metrics.storage_errors.inc()
+                    log.error("batch of %d not stored, retrying: %s", len(items), e)
+                    time.sleep(1.0)
+            for mid, qos in batch.acks:
+                self._client.ack(mid, qos)
+            for reading in new:
+                self._client.publish(FLEET_READINGS_TOPIC, encode(reading), qos=1)
+            now = time.monotonic()
+            self.metrics.batch_seconds.observe(now - started)
+            self.metrics.lag_seconds.set(now - batch.oldest)
+            self.metrics.queue_depth.set(self._queue.qsize())

@@ -1,0 +1,158 @@
+"""The fleet's tables (SQLModel) and their API shapes (XBase / XCreate / XPublic).
+
+Readings and health samples are unique by (device_id, seq): a message redelivered after a crash
+or reconnect is stored once. Timestamps are UTC (``timestamptz``).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, LargeBinary, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from fleet_protocol.topics import DEVICE_ID_PATTERN
+
+
+def utcnow() -> datetime:
+    """Now, in UTC."""
+    return datetime.now(UTC)
+
+
+def _timestamp(*, nullable: bool, now: bool = False) -> Any:
+    """A UTC timestamp column: set to now when `now`, else required (or None where nullable)."""
+    column = Column(DateTime(timezone=True), nullable=nullable)
+    if now:
+        return Field(default_factory=utcnow, sa_column=column)
+    return Field(default=None, sa_column=column) if nullable else Field(sa_column=column)
+
+
+class DeviceBase(SQLModel):
+    """What an operator says about a device."""
+
+    device_id: str = Field(
+        max_length=64,
+        regex=DEVICE_ID_PATTERN,
+        unique=True,
+        index=True,
+        description="Device id; also its MQTT user and topic level.",
+    )
+    profile: str | None = Field(default=None, max_length=64, description="Device profile name.")
+    tags: list[str] = Field(
+        default_factory=list,
+        sa_column=Column(JSON, nullable=False),
+        description="Free tags for filtering (route, depot, region).",
+    )
+
+
+class Device(DeviceBase, table=True):
+    """A device of the fleet and its last known state."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    status: str = Field(
+        default="unknown",
+        max_length=16,
+        index=True,
+        description="online, offline, unknown or decommissioned.",
+    )
+    created_at: datetime = _timestamp(nullable=False, now=True)
+    last_seen_at: datetime | None = _timestamp(nullable=True)
+    agent_version: str | None = Field(default=None, max_length=64)
+    model_version: str | None = Field(default=None, max_length=64)
+    model_sha256: str | None = Field(default=None, max_length=64)
+
+
+class DeviceCreate(DeviceBase):
+    """Body of an enrolment."""
+
+
+class DevicePublic(DeviceBase):
+    """A device as the API shows it."""
+
+    id: int
+    status: str
+    created_at: datetime
+    last_seen_at: datetime | None
+    agent_version: str | None
+    model_version: str | None
+
+
+class ReadingBase(SQLModel):
+    """One physical sign a device read."""
+
+    device_id: str = Field(max_length=64, index=True)
+    seq: int = Field(sa_column=Column(BigInteger, nullable=False))
+    observed_at: datetime = _timestamp(nullable=False)
+    sign_type: str = Field(max_length=32)
+    gtsrb_class_id: int | None = None
+    value: float | None = None
+    unit: str | None = Field(default=None, max_length=8)
+    text: str | None = Field(default=None, max_length=256)
+    confidence: float
+    sources_disagree: bool = False
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+    track_id: int = Field(sa_column=Column(BigInteger, nullable=False))
+    frames_seen: int
+    model_version: str = Field(max_length=64)
+    model_sha256: str = Field(max_length=64)
+    lat: float | None = None
+    lon: float | None = None
+
+
+class Reading(ReadingBase, table=True):
+    """A stored reading."""
+
+    __table_args__ = (
+        UniqueConstraint("device_id", "seq", name="uq_reading_device_seq"),
+        Index("ix_reading_observed", "observed_at"),
+        Index("ix_reading_device_observed", "device_id", "observed_at"),
+        Index("ix_reading_type_observed", "sign_type", "observed_at"),
+        Index("ix_reading_position", "lat", "lon"),
+    )
+
+    id: int | None = Field(
+        default=None, sa_column=Column(BigInteger, primary_key=True, autoincrement=True)
+    )
+    received_at: datetime = _timestamp(nullable=False, now=True)
+    crop_jpeg: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
+
+
+class ReadingPublic(ReadingBase):
+    """A reading as the API shows it."""
+
+    id: int
+    received_at: datetime
+
+
+class HealthSample(SQLModel, table=True):
+    """One health report of a device."""
+
+    __table_args__ = (
+        UniqueConstraint("device_id", "seq", name="uq_health_device_seq"),
+        Index("ix_health_device_observed", "device_id", "observed_at"),
+    )
+
+    id: int | None = Field(
+        default=None, sa_column=Column(BigInteger, primary_key=True, autoincrement=True)
+    )
+    device_id: str = Field(max_length=64)
+    seq: int = Field(sa_column=Column(BigInteger, nullable=False))
+    observed_at: datetime = _timestamp(nullable=False)
+    received_at: datetime = _timestamp(nullable=False, now=True)
+    fps: float
+    cpu_percent: float
+    rss_mb: float
+    temperature_c: float | None = None
+    disk_free_mb: float
+    camera_state: str = Field(max_length=16)
+    outbox_depth: int
+    outbox_dropped: int
+    frames_dropped: int
+    uptime_s: float
+    stage_latency_ms: dict[str, Any] = Field(
+        default_factory=dict, sa_column=Column(JSON, nullable=False)
+    )

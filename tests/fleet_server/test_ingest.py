@@ -1,0 +1,232 @@
+"""Ingestion with the real Mosquitto and PostgreSQL: rows for good messages, rejects by reason."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from paho.mqtt.enums import CallbackAPIVersion
+from sqlalchemy import Engine, inspect, text
+
+from fleet_protocol.codec import decode_as, encode
+from fleet_protocol.messages import (
+    CameraState,
+    DeviceState,
+    HealthReport,
+    Reading,
+    StatusMessage,
+)
+from fleet_protocol.topics import FLEET_READINGS_TOPIC, MessageKind, device_topic
+from fleet_server import crud
+from fleet_server.db import make_engine, session_scope
+from fleet_server.ingest.metrics import IngestMetrics
+from fleet_server.ingest.worker import IngestWorker
+from fleet_server.models import DeviceCreate
+from fleet_server.settings import BrokerSettings, DatabaseSettings, IngestSettings, ServerSettings
+from tests.conftest import MODEL, make_reading
+from tests.mosquitto import Broker
+
+NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+
+
+def _wait(condition: Callable[[], bool], timeout: float = 20) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    broker = Broker(tmp_path / "broker").start()
+    yield broker
+    broker.stop()
+
+
+def _settings(database: DatabaseSettings, broker: Broker) -> ServerSettings:
+    return ServerSettings(
+        database=database,
+        broker=BrokerSettings(url=broker.url),
+        ingest=IngestSettings(batch_size=50, batch_interval_s=0.05, metrics_port=0),
+    )
+
+
+def _publisher(broker: Broker) -> mqtt.Client:
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.connect("127.0.0.1", broker.port)
+    client.loop_start()
+    return client
+
+
+@pytest.fixture
+def engine(database: DatabaseSettings) -> Iterator[Engine]:
+    engine = make_engine(database)
+    yield engine
+    engine.dispose()
+
+
+def _enrol(engine: Engine, *device_ids: str) -> None:
+    with session_scope(engine) as session:
+        for device_id in device_ids:
+            crud.create_device(session, device=DeviceCreate(device_id=device_id, profile="test"))
+
+
+def _count(engine: Engine, table: str) -> int:
+    with engine.connect() as connection:
+        return int(connection.execute(text(f"SELECT count(*) FROM {table}")).scalar_one())  # noqa: S608
+
+
+def test_migration_creates_the_tables(engine: Engine) -> None:
+    tables = set(inspect(engine).get_table_names())
+    assert {"device", "reading", "healthsample", "alembic_version"} <= tables
+
+
+def test_good_messages_become_rows_once_and_bad_ones_are_counted_by_reason(
+    database: DatabaseSettings, engine: Engine, broker: Broker
+) -> None:
+    _enrol(engine, "veh-1", "veh-2")
+    metrics = IngestMetrics()
+    worker = IngestWorker(
+        _settings(database, broker), engine, metrics, client_id="ingest-test"
+    ).start()
+    fleet: list[Reading] = []
+    watcher = _publisher(broker)
+    watcher.on_message = lambda c, u, m: fleet.append(decode_as(Reading, bytes(m.payload)))
+    watcher.subscribe(FLEET_READINGS_TOPIC, qos=1)
+    publisher = _publisher(broker)
+    try:
+        assert _wait(lambda: metrics.value("roadsign_ingest_broker_connected") == 1)
+        time.sleep(0.3)  # subscriptions settle
+        readings_topic = device_topic("veh-1", MessageKind.READINGS)
+        for seq in range(20):
+            publisher.publish(readings_topic, encode(make_reading(device_id="veh-1", seq=seq)), 1)
+        publisher.publish(readings_topic, encode(make_reading(device_id="veh-1", seq=3)), 1)
+        publisher.publish(readings_topic, b"{not json", 1)
+        publisher.publish(readings_topic, encode(make_reading(device_id="veh-2", seq=1)), 1)
+        publisher.publish(
+            device_topic("ghost-9", MessageKind.READINGS),
+            encode(make_reading(device_id="ghost-9", seq=1)),
+            1,
+        )
+        publisher.publish(readings_topic, b"{" + b" " * 70_000 + b"}", 1)
+        publisher.publish(
+            device_topic("veh-2", MessageKind.HEALTH),
+            encode(
+                HealthReport(
+                    device_id="veh-2",
+                    seq=5,
+                    timestamp=NOW,
+                    agent_version="0.1.0",
+                    uptime_s=10,
+                    fps=30,
+                    cpu_percent=50,
+                    rss_mb=200,
+                    disk_free_mb=1000,
+                    camera_state=CameraState.OK,
+                    outbox_depth=0,
+                    outbox_dropped=0,
+                )
+            ),
+            1,
+        )
+        publisher.publish(
+            device_topic("veh-2", MessageKind.STATUS),
+            encode(
+                StatusMessage(
+                    device_id="veh-2",
+                    seq=6,
+                    timestamp=NOW,
+                    state=DeviceState.ONLINE,
+                    reason="connected",
+                    agent_version="0.1.0",
+                )
+            ),
+            1,
+            retain=True,
+        )
+        assert _wait(
+            lambda: (
+                _count(engine, "reading") == 20
+                and metrics.value("roadsign_ingest_rejected_total", reason="too_large") == 1
+            )
+        )
+        assert _wait(lambda: _count(engine, "healthsample") == 1)
+        assert metrics.value("roadsign_ingest_rejected_total", reason="malformed") == 1
+        assert metrics.value("roadsign_ingest_rejected_total", reason="device_mismatch") == 1
+        assert metrics.value("roadsign_ingest_rejected_total", reason="unknown_device") == 1
+        assert metrics.value("roadsign_ingest_duplicates_total") == 1
+        assert metrics.value("roadsign_ingested_total", kind="readings") == 20
+        with session_scope(engine) as session:
+            device = crud.get_device(session, device_id="veh-2")
+            assert device is not None
+            assert device.status == "online"
+            assert device.last_seen_at == NOW
+            veh1 = crud.get_device(session, device_id="veh-1")
+            assert veh1 is not None
+            assert veh1.model_version == MODEL.version
+        assert _wait(lambda: len(fleet) >= 20)
+        time.sleep(0.3)
+        assert sorted(r.seq for r in fleet) == list(range(20))  # each new reading once
+    finally:
+        publisher.loop_stop()
+        watcher.loop_stop()
+        worker.stop()
+
+
+class _FakeClient:
+    """Records acknowledgements (our own stand-in for the paho client in a unit test)."""
+
+    def __init__(self) -> None:
+        self.acked = 0
+
+    def ack(self, mid: int, qos: int) -> None:
+        self.acked += 1
+
+
+REASONS = ("malformed", "schema", "unsupported_version", "too_large", "device_mismatch")
+
+
+def test_ten_thousand_fuzzed_payloads_crash_nothing_and_are_all_rejected() -> None:
+    metrics = IngestMetrics()
+    server = ServerSettings(
+        database=DatabaseSettings(url="sqlite://"), ingest=IngestSettings(metrics_port=0)
+    )
+    worker = IngestWorker(server, make_engine(server.database), metrics, client_id="fuzz")
+    client = _FakeClient()
+    topic = device_topic("veh-1", MessageKind.READINGS).encode()
+    examples = 0
+
+    @settings(
+        max_examples=10_000, deadline=None, suppress_health_check=list(HealthCheck), database=None
+    )
+    @given(
+        payload=st.binary(max_size=300)
+        | st.text(max_size=200).map(str.encode)
+        | st.dictionaries(
+            st.sampled_from(["device_id", "seq", "timestamp", "bbox", "value"]),
+            st.none() | st.integers() | st.text(max_size=5),
+            max_size=5,
+        ).map(lambda d: json.dumps(d).encode())
+    )
+    def one(payload: bytes) -> None:
+        nonlocal examples
+        examples += 1
+        message = mqtt.MQTTMessage(mid=examples, topic=topic)
+        message.payload = payload
+        worker._received(client, None, message)  # type: ignore[arg-type]
+
+    one()
+    rejected = sum(metrics.value("roadsign_ingest_rejected_total", reason=r) for r in REASONS)
+    assert examples >= 10_000
+    assert rejected == examples  # every payload counted as a reject, none queued for storage
+    assert client.acked == examples  # and each dropped from the broker
+    assert worker._queue.empty()
