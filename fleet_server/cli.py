@@ -92,6 +92,17 @@ def _ingest(settings: ServerSettings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(settings: ServerSettings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from fleet_server.api.main import create_app
+    from fleet_server.db import make_engine
+
+    app = create_app(settings, make_engine(settings.database))
+    uvicorn.run(app, host=settings.http.host, port=settings.http.port, log_level="info")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(
@@ -115,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--config", type=Path, help="settings YAML (default: built-in)")
     ingest.add_argument("--client-id", help="MQTT client id; stable ids keep sessions")
     ingest.set_defaults(handler=_command(_ingest))
+    serve = commands.add_parser("serve", help="Serve the API and dashboard over HTTP.")
+    serve.add_argument("--config", type=Path, help="settings YAML (default: built-in)")
+    serve.set_defaults(handler=_command(_serve))
     return parser
 
 

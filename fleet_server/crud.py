@@ -7,14 +7,15 @@ only what was new, so redeliveries are neither counted nor republished twice.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, func, select, update
+from sqlalchemy import Table, and_, func, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, SQLModel, col
 
-from fleet_server.models import Device, DeviceCreate, Reading
+from fleet_server.models import ApiToken, Device, DeviceCreate, HealthSample, Reading
 
 
 def _table(name: str) -> Table:
@@ -109,3 +110,130 @@ def count_readings(session: Session, *, device_ids: Iterable[str] | None = None)
 def get_device(session: Session, *, device_id: str) -> Device | None:
     """One device by id."""
     return session.execute(select(Device).where(Device.device_id == device_id)).scalar_one_or_none()  # type: ignore[arg-type]
+
+
+def create_token(session: Session, *, name: str, role: str, token_hash: str) -> ApiToken:
+    """Store an API token's hash."""
+    row = ApiToken(name=name, role=role, token_hash=token_hash)
+    session.add(row)
+    session.flush()
+    return row
+
+
+def find_token(session: Session, *, token_hash: str) -> ApiToken | None:
+    """The live (not revoked) token with this hash."""
+    statement = select(ApiToken).where(
+        col(ApiToken.token_hash) == token_hash, col(ApiToken.revoked_at).is_(None)
+    )
+    return session.execute(statement).scalar_one_or_none()
+
+
+def list_devices(
+    session: Session,
+    *,
+    tag: str | None = None,
+    profile: str | None = None,
+    status: str | None = None,
+) -> list[Device]:
+    """Devices, filtered by a tag, a profile and a status, in id order."""
+    statement = select(Device).order_by(col(Device.device_id))
+    if profile is not None:
+        statement = statement.where(col(Device.profile) == profile)
+    if status is not None:
+        statement = statement.where(col(Device.status) == status)
+    devices = list(session.execute(statement).scalars())
+    # Tags are a short JSON list: filtering here keeps the query portable across databases.
+    return [d for d in devices if tag is None or tag in d.tags]
+
+
+def set_tags(session: Session, *, device_id: str, tags: list[str]) -> Device | None:
+    """Replace a device's tags."""
+    device = get_device(session, device_id=device_id)
+    if device is not None:
+        device.tags = sorted(set(tags))
+        session.add(device)
+        session.flush()
+    return device
+
+
+def decommission(session: Session, *, device_id: str) -> Device | None:
+    """Mark a device decommissioned: its messages are rejected from now on."""
+    device = get_device(session, device_id=device_id)
+    if device is not None:
+        device.status = "decommissioned"
+        session.add(device)
+        session.flush()
+    return device
+
+
+@dataclass(frozen=True)
+class ReadingFilter:
+    """What a readings query asks for."""
+
+    device_id: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    sign_type: str | None = None
+    value: float | None = None
+    min_lat: float | None = None
+    max_lat: float | None = None
+    min_lon: float | None = None
+    max_lon: float | None = None
+
+
+def query_readings(
+    session: Session,
+    *,
+    where: ReadingFilter,
+    limit: int,
+    before: tuple[datetime, int] | None = None,
+) -> list[Reading]:
+    """Newest first; `before` (observed_at, id) continues after the last row of a page."""
+    statement = select(Reading).order_by(col(Reading.observed_at).desc(), col(Reading.id).desc())
+    conditions = []
+    if where.device_id is not None:
+        conditions.append(col(Reading.device_id) == where.device_id)
+    if where.since is not None:
+        conditions.append(col(Reading.observed_at) >= where.since)
+    if where.until is not None:
+        conditions.append(col(Reading.observed_at) < where.until)
+    if where.sign_type is not None:
+        conditions.append(col(Reading.sign_type) == where.sign_type)
+    if where.value is not None:
+        conditions.append(col(Reading.value) == where.value)
+    if where.min_lat is not None:
+        conditions.append(col(Reading.lat) >= where.min_lat)
+    if where.max_lat is not None:
+        conditions.append(col(Reading.lat) <= where.max_lat)
+    if where.min_lon is not None:
+        conditions.append(col(Reading.lon) >= where.min_lon)
+    if where.max_lon is not None:
+        conditions.append(col(Reading.lon) <= where.max_lon)
+    if before is not None:
+        observed, row_id = before
+        conditions.append(
+            tuple_(col(Reading.observed_at), col(Reading.id)) < tuple_(observed, row_id)
+        )
+    if conditions:
+        statement = statement.where(and_(*conditions))
+    return list(session.execute(statement.limit(limit)).scalars())
+
+
+def health_series(
+    session: Session, *, device_id: str, since: datetime | None, until: datetime | None, limit: int
+) -> list[HealthSample]:
+    """A device's health samples, oldest first."""
+    statement = select(HealthSample).where(col(HealthSample.device_id) == device_id)
+    if since is not None:
+        statement = statement.where(col(HealthSample.observed_at) >= since)
+    if until is not None:
+        statement = statement.where(col(HealthSample.observed_at) < until)
+    return list(
+        session.execute(statement.order_by(col(HealthSample.observed_at)).limit(limit)).scalars()
+    )
+
+
+def count_devices_by_status(session: Session) -> dict[str, int]:
+    """How many devices are in each status."""
+    rows = session.execute(select(Device.status, func.count()).group_by(Device.status))  # type: ignore[call-overload]
+    return {str(status): int(count) for status, count in rows}

@@ -9,10 +9,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from pydantic import field_validator
 from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, LargeBinary, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from fleet_protocol.topics import DEVICE_ID_PATTERN
+from fleet_protocol.topics import DEVICE_ID_PATTERN, validate_device_id
 
 
 def utcnow() -> datetime:
@@ -33,7 +34,7 @@ class DeviceBase(SQLModel):
 
     device_id: str = Field(
         max_length=64,
-        regex=DEVICE_ID_PATTERN,
+        schema_extra={"pattern": DEVICE_ID_PATTERN},
         unique=True,
         index=True,
         description="Device id; also its MQTT user and topic level.",
@@ -44,6 +45,11 @@ class DeviceBase(SQLModel):
         sa_column=Column(JSON, nullable=False),
         description="Free tags for filtering (route, depot, region).",
     )
+
+    @field_validator("device_id")
+    @classmethod
+    def _one_topic_level(cls, value: str) -> str:
+        return validate_device_id(value)
 
 
 class Device(DeviceBase, table=True):
@@ -156,3 +162,39 @@ class HealthSample(SQLModel, table=True):
     stage_latency_ms: dict[str, Any] = Field(
         default_factory=dict, sa_column=Column(JSON, nullable=False)
     )
+
+
+class ApiToken(SQLModel, table=True):
+    """An API token: only its hash is stored."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    name: str = Field(max_length=64, description="Who or what holds the token.")
+    role: str = Field(max_length=16, description="admin or reader.")
+    token_hash: str = Field(max_length=64, unique=True, index=True)
+    created_at: datetime = _timestamp(nullable=False, now=True)
+    revoked_at: datetime | None = _timestamp(nullable=True)
+
+
+class HealthPublic(SQLModel):
+    """A health sample as the API shows it."""
+
+    device_id: str
+    seq: int
+    observed_at: datetime
+    fps: float
+    cpu_percent: float
+    rss_mb: float
+    temperature_c: float | None
+    disk_free_mb: float
+    camera_state: str
+    outbox_depth: int
+    outbox_dropped: int
+    frames_dropped: int
+    uptime_s: float
+    stage_latency_ms: dict[str, Any]
+
+
+class DeviceTagsUpdate(SQLModel):
+    """New tags of a device."""
+
+    tags: list[str] = Field(description="The device's complete tag list.")

@@ -1,0 +1,63 @@
+"""The FastAPI application: routers, the bootstrap admin token, Prometheus /metrics."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.responses import PlainTextResponse
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
+from sqlalchemy import Engine
+
+from fleet_server import crud
+from fleet_server.api.routes import devices, health, readings
+from fleet_server.db import session_scope
+from fleet_server.security import hash_token
+from fleet_server.settings import ServerSettings
+
+
+def ensure_bootstrap_token(engine: Engine, settings: ServerSettings) -> None:
+    """Store the configured bootstrap admin token's hash once."""
+    digest = hash_token(settings.auth.bootstrap_admin_token.get_secret_value())
+    with session_scope(engine) as session:
+        if crud.find_token(session, token_hash=digest) is None:
+            crud.create_token(session, name="bootstrap-admin", role="admin", token_hash=digest)
+
+
+def create_app(settings: ServerSettings, engine: Engine) -> FastAPI:
+    """The app, bound to one settings object and one engine."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        ensure_bootstrap_token(engine, settings)
+        yield
+
+    app = FastAPI(
+        title="RoadSign Fleet API",
+        version="1.0.0",
+        lifespan=lifespan,
+        description="Devices, readings and health of a RoadSign fleet. Authenticate "
+        "with an API token as an OAuth2 bearer token.",
+    )
+    app.state.engine = engine
+    app.state.settings = settings
+    for module in (devices, readings, health):
+        app.include_router(module.router)
+    registry = CollectorRegistry()
+    devices_gauge = Gauge("roadsign_devices", "Devices by status.", ["status"], registry=registry)
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics() -> PlainTextResponse:
+        with session_scope(engine) as session:
+            for device_status, count in crud.count_devices_by_status(session).items():
+                devices_gauge.labels(status=device_status).set(count)
+        return PlainTextResponse(
+            generate_latest(registry).decode(), media_type="text/plain; version=0.0.4"
+        )
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app
