@@ -237,3 +237,25 @@ def count_devices_by_status(session: Session) -> dict[str, int]:
     """How many devices are in each status."""
     rows = session.execute(select(Device.status, func.count()).group_by(Device.status))  # type: ignore[call-overload]
     return {str(status): int(count) for status, count in rows}
+
+
+def latest_health(session: Session, *, device_id: str) -> HealthSample | None:
+    """The newest health sample of a device."""
+    statement = (
+        select(HealthSample)
+        .where(col(HealthSample.device_id) == device_id)
+        .order_by(col(HealthSample.observed_at).desc())
+        .limit(1)
+    )
+    return session.execute(statement).scalar_one_or_none()
+
+
+def max_reading_id(session: Session) -> int:
+    """The highest reading id stored (0 when none)."""
+    return int(session.execute(select(func.coalesce(func.max(Reading.id), 0))).scalar_one())
+
+
+def readings_after(session: Session, *, after_id: int, limit: int) -> list[Reading]:
+    """Readings stored after `after_id`, in storage order."""
+    statement = select(Reading).where(col(Reading.id) > after_id).order_by(col(Reading.id))
+    return list(session.execute(statement.limit(limit)).scalars())

@@ -4,7 +4,7 @@
 set -euo pipefail
 
 packages=(tesseract-ocr tesseract-ocr-eng tesseract-ocr-deu mosquitto mosquitto-clients
-  fonts-dejavu-core)
+  fonts-dejavu-core chromium)
 command -v node >/dev/null && command -v npm >/dev/null || packages+=(nodejs npm)
 python3 -c 'import ensurepip, venv' 2>/dev/null || packages+=(python3-venv)
 

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import html
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import HTMLResponse, PlainTextResponse
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from sqlalchemy import Engine
 
 from fleet_server import crud
-from fleet_server.api.routes import devices, health, readings
+from fleet_server.api.routes import dashboard, devices, health, readings
 from fleet_server.db import session_scope
 from fleet_server.security import hash_token
 from fleet_server.settings import ServerSettings
@@ -37,13 +38,30 @@ def create_app(settings: ServerSettings, engine: Engine) -> FastAPI:
         title="RoadSign Fleet API",
         version="1.0.0",
         lifespan=lifespan,
+        docs_url=None,  # Swagger UI and ReDoc load from a CDN: /docs below needs none
+        redoc_url=None,
         description="Devices, readings and health of a RoadSign fleet. Authenticate "
         "with an API token as an OAuth2 bearer token.",
     )
     app.state.engine = engine
     app.state.settings = settings
-    for module in (devices, readings, health):
+    for module in (devices, readings, health, dashboard):
         app.include_router(module.router)
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        rows = "".join(
+            f"<tr><td><code>{method.upper()} {html.escape(path)}</code></td>"
+            f"<td>{html.escape(op.get('summary', ''))}</td></tr>"
+            for path, item in app.openapi()["paths"].items()
+            for method, op in item.items()
+        )
+        return HTMLResponse(
+            "<!doctype html><html><head><meta charset='utf-8'><title>RoadSign Fleet API</title>"
+            f"</head><body><h1>RoadSign Fleet API</h1><table>{rows}</table><p>Machine-readable:"
+            " <a href='/openapi.json'>/openapi.json</a></p></body></html>"
+        )
+
     registry = CollectorRegistry()
     devices_gauge = Gauge("roadsign_devices", "Devices by status.", ["status"], registry=registry)
 

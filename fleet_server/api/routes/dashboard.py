@@ -1,0 +1,317 @@
+"""The dashboard: server-rendered pages with a little inline script, no CDN, no framework.
+
+``/login`` takes an API token and keeps it in an HttpOnly cookie; ``/`` is the fleet overview,
+``/devices/{id}`` a device's health charts and recent readings with their crops, ``/live`` the
+live readings feed (server-sent events from ``/api/v1/readings/stream``), ``/alerts`` what needs
+attention. Every page needs a token of the reader role at least.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import json
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Form, HTTPException, Request, status
+from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from sqlmodel import Session
+
+from fleet_server import crud
+from fleet_server.api.deps import ReaderDep, SessionDep
+from fleet_server.models import Device, HealthSample, Reading
+from fleet_server.security import hash_token
+
+router = APIRouter(tags=["dashboard"])
+COOKIE = "roadsign_token"
+OFFLINE_AFTER = timedelta(minutes=5)
+LOW_FPS = 5.0
+HOT_C = 85.0
+
+STYLE = """
+body{font-family:system-ui,sans-serif;margin:0;color:#1d2430}
+header{background:#1d2430;color:#fff;padding:.6em 1.2em;display:flex;gap:1.5em;align-items:center}
+header a{color:#cfe3ff;text-decoration:none}main{padding:1em 1.2em}
+table{border-collapse:collapse;width:100%}td,th{border-bottom:1px solid #dde;padding:.35em .5em;
+text-align:left}.online{color:#0a7d32;font-weight:600}.offline{color:#b3261e;font-weight:600}
+.card{display:inline-block;border:1px solid #dde;border-radius:6px;padding:.6em 1em;margin:.3em}
+.big{font-size:1.8em;font-weight:700}img.crop{height:40px}svg{background:#f6f8fb}
+"""
+
+
+def _page(title: str, body: str) -> HTMLResponse:
+    return HTMLResponse(
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)} · "
+        f"RoadSign Fleet</title><style>{STYLE}</style></head><body><header>"
+        "<strong>RoadSign Fleet</strong><a href='/'>Fleet</a><a href='/live'>Live</a>"
+        "<a href='/alerts'>Alerts</a><a href='/docs'>API</a><a href='/logout'>Log out</a>"
+        f"</header><main><h1>{html.escape(title)}</h1>{body}</main></body></html>"
+    )
+
+
+def _ago(moment: datetime | None) -> str:
+    if moment is None:
+        return "never"
+    seconds = int((datetime.now(UTC) - moment).total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size:
+            return f"{seconds // size} {unit} ago"
+    return f"{max(seconds, 0)} s ago"
+
+
+def _status(device: Device) -> str:
+    return f"<span class='{html.escape(device.status)}'>{html.escape(device.status)}</span>"
+
+
+def _logged_in(request: Request, session: Session) -> bool:
+    token = request.cookies.get(COOKIE)
+    return bool(token) and crud.find_token(session, token_hash=hash_token(token or "")) is not None
+
+
+@router.get("/login", response_class=HTMLResponse, include_in_schema=False)
+def login_page(error: str | None = None) -> HTMLResponse:
+    """The login form."""
+    message = "<p class='offline'>That token is not valid.</p>" if error else ""
+    return _page(
+        "Log in",
+        f"{message}<form method='post' action='/login'>"
+        "<label>API token <input type='password' name='token' autofocus "
+        "size='50'></label> <button>Log in</button></form>",
+    )
+
+
+@router.post("/login", include_in_schema=False)
+def login(token: Annotated[str, Form()], session: SessionDep) -> Response:
+    """Check the token; keep it in an HttpOnly cookie."""
+    if crud.find_token(session, token_hash=hash_token(token)) is None:
+        return RedirectResponse("/login?error=1", status_code=status.HTTP_303_SEE_OTHER)
+    response = RedirectResponse("/", status_code=status.HTTP_303_SEE_OTHER)
+    response.set_cookie(COOKIE, token, httponly=True, samesite="strict", max_age=8 * 3600)
+    return response
+
+
+@router.get("/logout", include_in_schema=False)
+def logout() -> Response:
+    """Forget the cookie."""
+    response = RedirectResponse("/login", status_code=status.HTTP_303_SEE_OTHER)
+    response.delete_cookie(COOKIE)
+    return response
+
+
+def _guard(request: Request, session: Session) -> Response | None:
+    return None if _logged_in(request, session) else RedirectResponse("/login", status_code=303)
+
+
+@router.get("/", response_class=HTMLResponse, include_in_schema=False)
+def overview(request: Request, session: SessionDep) -> Response:
+    """Every device: status, model, last seen, fps."""
+    if (redirect := _guard(request, session)) is not None:
+        return redirect
+    devices = crud.list_devices(session)
+    counts = crud.count_devices_by_status(session)
+    fps = {}
+    for device in devices:
+        health = crud.latest_health(session, device_id=device.device_id)
+        fps[device.device_id] = health.fps if health else 0.0
+    cards = "".join(
+        f"<div class='card'><div class='big'>{counts.get(s, 0)}</div>{s}</div>"
+        for s in ("online", "offline", "unknown", "decommissioned")
+    )
+    rows = "".join(
+        f"<tr><td><a href='/devices/{html.escape(d.device_id)}'>{html.escape(d.device_id)}</a>"
+        f"</td><td>{_status(d)}</td><td>{html.escape(d.profile or '')}</td>"
+        f"<td>{html.escape(d.model_version or '-')}</td><td>{_ago(d.last_seen_at)}</td>"
+        f"<td>{fps[d.device_id]:.1f}</td></tr>"
+        for d in devices
+    )
+    return _page(
+        "Fleet",
+        f"{cards}<table><tr><th>device</th><th>status</th><th>profile</th>"
+        f"<th>model</th><th>last seen</th><th>fps</th></tr>{rows}</table>",
+    )
+
+
+def _chart(samples: Sequence[HealthSample], field: str, label: str) -> str:
+    values = [float(getattr(s, field) or 0) for s in samples]
+    if not values:
+        return ""
+    top = max(max(values), 1e-9)
+    width, height = 480, 120
+    points = " ".join(
+        f"{i * width / max(len(values) - 1, 1):.1f},{height - v / top * (height - 10):.1f}"
+        for i, v in enumerate(values)
+    )
+    return (
+        f"<figure><figcaption>{html.escape(label)} (max {top:.1f})</figcaption>"
+        f"<svg width='{width}' height='{height}' role='img' aria-label='{html.escape(label)}'>"
+        f"<polyline fill='none' stroke='#2b6cb0' stroke-width='2' points='{points}'/>"
+        "</svg></figure>"
+    )
+
+
+def _reading_row(reading: Reading) -> str:
+    value = f"{reading.value:g} {reading.unit}" if reading.value is not None else ""
+    crop = (
+        f"<img class='crop' alt='crop' src='/api/v1/readings/{reading.id}/crop'>"
+        if reading.crop_jpeg
+        else ""
+    )
+    return (
+        f"<tr><td>{reading.observed_at:%Y-%m-%d %H:%M:%S}</td>"
+        f"<td>{html.escape(reading.sign_type)}</td><td>{html.escape(value)}</td>"
+        f"<td>{reading.confidence:.2f}</td><td>{crop}</td></tr>"
+    )
+
+
+@router.get("/devices/{device_id}", response_class=HTMLResponse, include_in_schema=False)
+def device_page(device_id: str, request: Request, session: SessionDep) -> Response:
+    """Health charts and recent readings of one device."""
+    if (redirect := _guard(request, session)) is not None:
+        return redirect
+    device = crud.get_device(session, device_id=device_id)
+    if device is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no device {device_id!r}")
+    samples = crud.health_series(session, device_id=device_id, since=None, until=None, limit=500)
+    readings = crud.query_readings(session, where=crud.ReadingFilter(device_id=device_id), limit=50)
+    charts = "".join(
+        _chart(samples, f, label)
+        for f, label in (
+            ("fps", "frames per second"),
+            ("cpu_percent", "CPU %"),
+            ("rss_mb", "memory MiB"),
+            ("outbox_depth", "outbox depth"),
+        )
+    )
+    rows = "".join(_reading_row(r) for r in readings)
+    return _page(
+        f"Device {device_id}",
+        f"<p>{_status(device)} · model {html.escape(device.model_version or '-')} · "
+        f"last seen {_ago(device.last_seen_at)}</p>{charts}<h2>Recent readings</h2>"
+        "<table><tr><th>time (UTC)</th><th>sign</th><th>value</th><th>confidence</th>"
+        f"<th>crop</th></tr>{rows}</table>",
+    )
+
+
+@router.get("/live", response_class=HTMLResponse, include_in_schema=False)
+def live_page(request: Request, session: SessionDep) -> Response:
+    """Readings as they arrive."""
+    if (redirect := _guard(request, session)) is not None:
+        return redirect
+    script = """
+const table = document.getElementById('feed');
+const source = new EventSource('/api/v1/readings/stream');
+source.onmessage = (event) => {
+  const r = JSON.parse(event.data);
+  const row = table.insertRow(1);
+  for (const text of [r.observed_at, r.device_id, r.sign_type,
+                      r.value === null ? '' : r.value + ' ' + r.unit, r.confidence.toFixed(2)]) {
+    row.insertCell().textContent = text;
+  }
+};"""
+    return _page(
+        "Live readings",
+        "<table id='feed'><tr><th>time</th><th>device</th><th>sign</th>"
+        f"<th>value</th><th>confidence</th></tr></table><script>{script}</script>",
+    )
+
+
+def alerts_of(session: Session) -> list[tuple[str, str, str]]:
+    """(device, severity, message) of every current alert."""
+    found = []
+    now = datetime.now(UTC)
+    for device in crud.list_devices(session):
+        if device.status == "decommissioned":
+            continue
+        stale = device.last_seen_at is None or now - device.last_seen_at > OFFLINE_AFTER
+        if device.status == "offline" or (device.status == "online" and stale):
+            found.append(
+                (device.device_id, "critical", f"offline, last seen {_ago(device.last_seen_at)}")
+            )
+        health = crud.latest_health(session, device_id=device.device_id)
+        if health is None:
+            continue
+        if health.outbox_dropped > 0:
+            found.append(
+                (device.device_id, "warning", f"outbox dropped {health.outbox_dropped} messages")
+            )
+        if health.fps < LOW_FPS and health.camera_state == "ok":
+            found.append((device.device_id, "warning", f"low frame rate {health.fps:.1f} fps"))
+        if health.camera_state in {"failed", "reconnecting"}:
+            found.append((device.device_id, "critical", f"camera {health.camera_state}"))
+        if health.temperature_c is not None and health.temperature_c > HOT_C:
+            found.append((device.device_id, "warning", f"hot: {health.temperature_c:.0f} °C"))
+    return found
+
+
+@router.get("/alerts", response_class=HTMLResponse, include_in_schema=False)
+def alerts_page(request: Request, session: SessionDep) -> Response:
+    """Devices offline, dropping messages, slow, failing cameras, too hot."""
+    if (redirect := _guard(request, session)) is not None:
+        return redirect
+    rows = "".join(
+        f"<tr><td>{html.escape(d)}</td><td class='{'offline' if s == 'critical' else ''}'>"
+        f"{s}</td><td>{html.escape(m)}</td></tr>"
+        for d, s, m in alerts_of(session)
+    )
+    body = (
+        f"<table><tr><th>device</th><th>severity</th><th>alert</th></tr>{rows}</table>"
+        if rows
+        else "<p>No alerts.</p>"
+    )
+    return _page("Alerts", body)
+
+
+@router.get("/api/v1/alerts", summary="Current alerts")
+def alerts_api(session: SessionDep, _: ReaderDep) -> list[dict[str, str]]:
+    """Offline devices, outbox drops and health thresholds crossed."""
+    return [{"device_id": d, "severity": s, "message": m} for d, s, m in alerts_of(session)]
+
+
+@router.get(
+    "/api/v1/readings/{reading_id}/crop",
+    summary="The crop of a reading",
+    responses={200: {"content": {"image/jpeg": {}}}, 404: {"description": "No crop"}},
+)
+def crop(reading_id: int, session: SessionDep, _: ReaderDep) -> Response:
+    """The small JPEG the device attached to the reading."""
+    reading = session.get(Reading, reading_id)
+    if reading is None or reading.crop_jpeg is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no crop for that reading")
+    return Response(reading.crop_jpeg, media_type="image/jpeg")
+
+
+@router.get(
+    "/api/v1/readings/stream",
+    summary="Live readings (server-sent events)",
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+async def stream(request: Request, session: SessionDep, _: ReaderDep) -> StreamingResponse:
+    """Each new reading as one ``data:`` event, polled from the database once a second."""
+    engine = request.app.state.engine
+    last_id = crud.max_reading_id(session)
+
+    async def events() -> AsyncIterator[str]:
+        nonlocal last_id
+        yield ": connected\n\n"
+        while not await request.is_disconnected():
+            with Session(engine) as poll:
+                rows = crud.readings_after(poll, after_id=last_id, limit=200)
+            for row in rows:
+                last_id = max(last_id, int(row.id or 0))
+                payload = {
+                    "id": row.id,
+                    "device_id": row.device_id,
+                    "sign_type": row.sign_type,
+                    "value": row.value,
+                    "unit": row.unit,
+                    "confidence": row.confidence,
+                    "observed_at": row.observed_at.isoformat(),
+                }
+                yield f"data: {json.dumps(payload)}\n\n"
+            await asyncio.sleep(1.0)
+
+    return StreamingResponse(
+        events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+    )
