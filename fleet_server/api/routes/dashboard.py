@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Form, HTTPException, Request, status
+from fastapi import APIRouter, Form, HTTPException, Path, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
 from sqlmodel import Session
 
@@ -27,6 +27,7 @@ from fleet_server.security import hash_token
 router = APIRouter(tags=["dashboard"])
 COOKIE = "roadsign_token"
 OFFLINE_AFTER = timedelta(minutes=5)
+MAX_ID = 2**63 - 1  # ids are 64-bit; larger ones cannot exist
 LOW_FPS = 5.0
 HOT_C = 85.0
 
@@ -274,7 +275,9 @@ def alerts_api(session: SessionDep, _: ReaderDep) -> list[dict[str, str]]:
     summary="The crop of a reading",
     responses={200: {"content": {"image/jpeg": {}}}, 404: {"description": "No crop"}},
 )
-def crop(reading_id: int, session: SessionDep, _: ReaderDep) -> Response:
+def crop(
+    reading_id: Annotated[int, Path(ge=1, le=MAX_ID)], session: SessionDep, _: ReaderDep
+) -> Response:
     """The small JPEG the device attached to the reading."""
     reading = session.get(Reading, reading_id)
     if reading is None or reading.crop_jpeg is None:
