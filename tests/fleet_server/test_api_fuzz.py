@@ -25,13 +25,13 @@ def test_no_generated_request_makes_the_server_fail(database: DatabaseSettings) 
     operations = 0
     try:
         for result in schema.get_all_operations():
-            operation = result.ok()
+            operation = result.ok()  # type: ignore[union-attr]
             operations += 1
 
             @settings(max_examples=60, deadline=None, database=None,
                       suppress_health_check=list(HealthCheck))
             @given(case=operation.as_strategy())
-            def call(case: schemathesis.Case) -> None:
+            def call(case: schemathesis.Case) -> None:  # type: ignore[type-arg]
                 for headers in ({"Authorization": f"Bearer {ADMIN}"}, {}):
                     response = case.call(headers=headers)
                     if response.status_code >= 500:
