@@ -259,3 +259,11 @@ def readings_after(session: Session, *, after_id: int, limit: int) -> list[Readi
     """Readings stored after `after_id`, in storage order."""
     statement = select(Reading).where(col(Reading.id) > after_id).order_by(col(Reading.id))
     return list(session.execute(statement.limit(limit)).scalars())
+
+
+def broker_users(session: Session) -> dict[str, str]:
+    """Broker user -> password hash of every device still allowed to connect."""
+    statement = select(Device.device_id, Device.broker_password_hash).where(  # type: ignore[call-overload]
+        col(Device.status) != "decommissioned", col(Device.broker_password_hash).is_not(None)
+    )
+    return {str(device_id): str(digest) for device_id, digest in session.execute(statement)}

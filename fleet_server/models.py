@@ -67,6 +67,9 @@ class Device(DeviceBase, table=True):
     agent_version: str | None = Field(default=None, max_length=64)
     model_version: str | None = Field(default=None, max_length=64)
     model_sha256: str | None = Field(default=None, max_length=64)
+    broker_password_hash: str | None = Field(
+        default=None, max_length=256, description="Mosquitto $7$ hash of the device's password."
+    )
 
 
 class DeviceCreate(DeviceBase):
@@ -198,3 +201,14 @@ class DeviceTagsUpdate(SQLModel):
     """New tags of a device."""
 
     tags: list[str] = Field(description="The device's complete tag list.")
+
+
+class DeviceBundle(SQLModel):
+    """What a new device needs to join the fleet; the password is shown only here, once."""
+
+    device: DevicePublic
+    username: str = Field(description="Broker user name (the device id).")
+    password: str | None = Field(description="Broker password; null where the broker is open.")
+    broker_url: str = Field(description="Broker URL the device connects to.")
+    ca_certificate: str | None = Field(description="PEM of the CA that signs the broker.")
+    tuf_root: dict[str, Any] | None = Field(description="TUF root metadata the device trusts.")

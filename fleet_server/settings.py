@@ -99,6 +99,32 @@ class IngestSettings(StrictConfigModel):
     )
 
 
+class EnrolmentSettings(StrictConfigModel):
+    """What enrolment hands a device, and the broker auth files the server keeps."""
+
+    broker_public_url: str = Field(
+        default="mqtt://127.0.0.1:1883", description="Broker URL as devices reach it."
+    )
+    ca_file: Path | None = Field(default=None, description="CA certificate given to devices.")
+    tuf_root_file: Path | None = Field(
+        default=None, description="TUF root metadata given to devices."
+    )
+    password_file: Path | None = Field(
+        default=None, description="Mosquitto password file the server writes; unset: not managed."
+    )
+    acl_file: Path | None = Field(default=None, description="Mosquitto ACL file the server writes.")
+    mosquitto_pid_file: Path | None = Field(
+        default=None, description="PID file of the Mosquitto to SIGHUP after writing the files."
+    )
+
+    @model_validator(mode="after")
+    def _files_together(self) -> Self:
+        managed = [self.password_file, self.acl_file, self.mosquitto_pid_file]
+        if any(managed) and not all(managed):
+            raise ValueError("password_file, acl_file and mosquitto_pid_file come together")
+        return self
+
+
 class AuthSettings(StrictConfigModel):
     """Secrets of the API and dashboard."""
 
@@ -122,6 +148,9 @@ class ServerSettings(StrictConfigModel):
     broker: BrokerSettings = Field(default_factory=BrokerSettings, description="MQTT broker.")
     auth: AuthSettings = Field(default_factory=AuthSettings, description="API secrets.")
     ingest: IngestSettings = Field(default_factory=IngestSettings, description="Ingestion.")
+    enrolment: EnrolmentSettings = Field(
+        default_factory=EnrolmentSettings, description="Device enrolment."
+    )
 
     @model_validator(mode="after")
     def _production_has_real_secrets(self) -> Self:

@@ -6,6 +6,7 @@ start their own on a free port with this.
 
 from __future__ import annotations
 
+import getpass
 import shutil
 import socket
 import subprocess
@@ -36,7 +37,8 @@ class Broker:
         self.config = workdir / "mosquitto.conf"
         self.config.write_text(
             f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-            f"log_dest stderr\n{extra_config}"
+            # Run as whoever started it (root drops to "mosquitto", who cannot read test files).
+            f"log_dest stderr\nuser {getpass.getuser()}\n{extra_config}"
         )
         self.process: subprocess.Popen[bytes] | None = None
 

@@ -13,6 +13,8 @@ from sqlalchemy import Engine
 
 from fleet_server import crud
 from fleet_server.api.routes import dashboard, devices, health, readings
+from fleet_server.broker_admin import MosquittoAuth, reload_by_pid_file
+from fleet_server.credentials import mosquitto_hash
 from fleet_server.db import session_scope
 from fleet_server.security import hash_token
 from fleet_server.settings import ServerSettings
@@ -32,6 +34,11 @@ def create_app(settings: ServerSettings, engine: Engine) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ensure_bootstrap_token(engine, settings)
+        if app.state.broker_auth is not None:  # the broker accepts exactly the fleet, from now
+            with session_scope(engine) as session:
+                users = crud.broker_users(session)
+            users[settings.broker.username] = app.state.server_password_hash
+            app.state.broker_auth.sync(users)
         yield
 
     app = FastAPI(
@@ -45,6 +52,16 @@ def create_app(settings: ServerSettings, engine: Engine) -> FastAPI:
     )
     app.state.engine = engine
     app.state.settings = settings
+    enrolment = settings.enrolment
+    app.state.broker_auth = None
+    if enrolment.password_file and enrolment.acl_file and enrolment.mosquitto_pid_file:
+        app.state.broker_auth = MosquittoAuth(
+            enrolment.password_file,
+            enrolment.acl_file,
+            settings.broker.username,
+            reload_by_pid_file(enrolment.mosquitto_pid_file),
+        )
+        app.state.server_password_hash = mosquitto_hash(settings.broker.password.get_secret_value())
     for module in (devices, readings, health, dashboard):
         app.include_router(module.router)
 

@@ -17,8 +17,9 @@ ADMIN = "rsf_fuzz-admin-token"
 @pytest.mark.slow
 def test_no_generated_request_makes_the_server_fail(database: DatabaseSettings) -> None:
     engine = make_engine(database)
-    server = ServerSettings(database=database,
-                            auth=AuthSettings(bootstrap_admin_token=SecretStr(ADMIN)))
+    server = ServerSettings(
+        database=database, auth=AuthSettings(bootstrap_admin_token=SecretStr(ADMIN))
+    )
     ensure_bootstrap_token(engine, server)
     schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(server, engine))
     failures: list[str] = []
@@ -28,15 +29,21 @@ def test_no_generated_request_makes_the_server_fail(database: DatabaseSettings) 
             operation = result.ok()  # type: ignore[union-attr]
             operations += 1
 
-            @settings(max_examples=60, deadline=None, database=None,
-                      suppress_health_check=list(HealthCheck))
+            @settings(
+                max_examples=60,
+                deadline=None,
+                database=None,
+                suppress_health_check=list(HealthCheck),
+            )
             @given(case=operation.as_strategy())
             def call(case: schemathesis.Case) -> None:  # type: ignore[type-arg]
                 for headers in ({"Authorization": f"Bearer {ADMIN}"}, {}):
                     response = case.call(headers=headers)
                     if response.status_code >= 500:
-                        failures.append(f"{case.method} {case.formatted_path} -> "
-                                        f"{response.status_code}: {response.text[:200]}")
+                        failures.append(
+                            f"{case.method} {case.formatted_path} -> "
+                            f"{response.status_code}: {response.text[:200]}"
+                        )
 
             call()
     finally:

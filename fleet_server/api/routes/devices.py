@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, status
+import json
+
+from fastapi import APIRouter, HTTPException, Request, status
 from sqlalchemy.exc import IntegrityError
 
 from fleet_server import crud
 from fleet_server.api.deps import AdminDep, ReaderDep, SessionDep
-from fleet_server.models import Device, DeviceCreate, DevicePublic, DeviceTagsUpdate
+from fleet_server.broker_admin import BrokerAdminError, MosquittoAuth
+from fleet_server.credentials import mosquitto_hash, new_password
+from fleet_server.models import Device, DeviceBundle, DeviceCreate, DevicePublic, DeviceTagsUpdate
+from fleet_server.settings import ServerSettings
 
 router = APIRouter(prefix="/api/v1/devices", tags=["devices"])
 
@@ -41,21 +46,57 @@ def get_device(device_id: str, session: SessionDep, _: ReaderDep) -> Device:
     return _found(crud.get_device(session, device_id=device_id), device_id)
 
 
+def _sync_broker(request: Request, session: SessionDep) -> None:
+    auth: MosquittoAuth | None = request.app.state.broker_auth
+    if auth is None:
+        return
+    settings: ServerSettings = request.app.state.settings
+    users = crud.broker_users(session)
+    users[settings.broker.username] = request.app.state.server_password_hash
+    try:
+        auth.sync(users)
+    except BrokerAdminError as e:
+        session.rollback()
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(e)) from e
+
+
 @router.post(
     "",
-    response_model=DevicePublic,
+    response_model=DeviceBundle,
     status_code=status.HTTP_201_CREATED,
     summary="Enrol a device",
     responses={409: {"description": "Already enrolled"}},
 )
-def enrol(body: DeviceCreate, session: SessionDep, _: AdminDep) -> Device:
-    """Add a device to the fleet; its messages are accepted from now on."""
+def enrol(body: DeviceCreate, request: Request, session: SessionDep, _: AdminDep) -> DeviceBundle:
+    """Add a device; returns its credentials (shown once) and what it must trust.
+
+    Where the server manages the broker's auth files, the device gets its own password and the
+    broker lets it publish and subscribe under its own topics only, from this moment.
+    """
+    settings: ServerSettings = request.app.state.settings
+    managed = request.app.state.broker_auth is not None
+    password = new_password() if managed else None
     try:
         device = crud.create_device(session, device=body)
     except IntegrityError as e:
         session.rollback()
         raise HTTPException(status.HTTP_409_CONFLICT, f"{body.device_id} is enrolled") from e
-    return device
+    if password is not None:
+        device.broker_password_hash = mosquitto_hash(password)
+        session.add(device)
+        session.flush()
+        _sync_broker(request, session)
+    enrolment = settings.enrolment
+    ca = enrolment.ca_file.read_text() if enrolment.ca_file else None
+    root = json.loads(enrolment.tuf_root_file.read_text()) if enrolment.tuf_root_file else None
+    return DeviceBundle(
+        device=DevicePublic.model_validate(device, from_attributes=True),
+        username=device.device_id,
+        password=password,
+        broker_url=enrolment.broker_public_url,
+        ca_certificate=ca,
+        tuf_root=root,
+    )
 
 
 @router.put(
@@ -75,6 +116,8 @@ def set_tags(device_id: str, body: DeviceTagsUpdate, session: SessionDep, _: Adm
     summary="Decommission",
     responses={404: {"description": "No such device"}},
 )
-def decommission(device_id: str, session: SessionDep, _: AdminDep) -> Device:
-    """Retire a device: its messages are rejected from now on."""
-    return _found(crud.decommission(session, device_id=device_id), device_id)
+def decommission(device_id: str, request: Request, session: SessionDep, _: AdminDep) -> Device:
+    """Retire a device: the broker refuses its credentials and its messages are rejected."""
+    device = _found(crud.decommission(session, device_id=device_id), device_id)
+    _sync_broker(request, session)
+    return device
