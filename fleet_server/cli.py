@@ -7,6 +7,7 @@ when it runs.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -61,7 +62,6 @@ def _migrate(settings: ServerSettings, args: argparse.Namespace) -> int:
 
 
 def _ingest(settings: ServerSettings, args: argparse.Namespace) -> int:
-    import logging
     import signal
     import socket
     import threading
@@ -71,12 +71,9 @@ def _ingest(settings: ServerSettings, args: argparse.Namespace) -> int:
     from fleet_server.db import make_engine
     from fleet_server.ingest.metrics import IngestMetrics
     from fleet_server.ingest.worker import IngestWorker
+    from fleet_server.observability import configure_logging
 
-    logging.basicConfig(
-        level=logging.INFO,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    configure_logging(settings.telemetry.log_level)
     metrics = IngestMetrics()
     if settings.ingest.metrics_port:
         start_http_server(settings.ingest.metrics_port, registry=metrics.registry)
@@ -97,9 +94,58 @@ def _serve(settings: ServerSettings, args: argparse.Namespace) -> int:
 
     from fleet_server.api.main import create_app
     from fleet_server.db import make_engine
+    from fleet_server.observability import configure_logging
 
+    configure_logging(settings.telemetry.log_level)
     app = create_app(settings, make_engine(settings.database))
-    uvicorn.run(app, host=settings.http.host, port=settings.http.port, log_level="info")
+    uvicorn.run(app, host=settings.http.host, port=settings.http.port, log_config=None)
+    return 0
+
+
+def _tail(settings: ServerSettings, args: argparse.Namespace) -> int:
+    import json
+    import threading
+    from urllib.parse import urlsplit
+
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from fleet_protocol.codec import decode_as
+    from fleet_protocol.exceptions import ProtocolError
+    from fleet_protocol.messages import Reading
+    from fleet_protocol.topics import FLEET_READINGS_TOPIC
+
+    done = threading.Event()
+    printed = 0
+
+    def received(client: mqtt.Client, userdata: object, message: mqtt.MQTTMessage) -> None:
+        nonlocal printed
+        try:
+            reading = decode_as(Reading, bytes(message.payload))
+        except ProtocolError as e:
+            sys.stderr.write(f"skipped a malformed message: {e}\n")
+            return
+        if args.device and reading.device_id != args.device:
+            return
+        sys.stdout.write(json.dumps(json.loads(reading.model_dump_json(exclude_none=True))) + "\n")
+        sys.stdout.flush()
+        printed += 1
+        if args.count and printed >= args.count:
+            done.set()
+
+    parts = urlsplit(settings.broker.url)
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.username_pw_set(settings.broker.username, settings.broker.password.get_secret_value())
+    if parts.scheme == "mqtts":
+        client.tls_set(ca_certs=str(settings.broker.ca_file) if settings.broker.ca_file else None)
+    client.on_message = received
+    client.on_connect = lambda c, *_: c.subscribe(FLEET_READINGS_TOPIC, qos=1)
+    client.connect(parts.hostname or "127.0.0.1", parts.port or 1883)
+    client.loop_start()
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a person stops tailing
+        done.wait(args.timeout)
+    client.loop_stop()
+    client.disconnect()
     return 0
 
 
@@ -129,6 +175,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="Serve the API and dashboard over HTTP.")
     serve.add_argument("--config", type=Path, help="settings YAML (default: built-in)")
     serve.set_defaults(handler=_command(_serve))
+    tail = commands.add_parser("tail", help="Print live readings of the fleet, one JSON line each.")
+    tail.add_argument("--config", type=Path, help="settings YAML (default: built-in)")
+    tail.add_argument("--device", help="only this device's readings")
+    tail.add_argument("--count", type=int, help="stop after this many readings")
+    tail.add_argument("--timeout", type=float, default=None, help="stop after this many seconds")
+    tail.set_defaults(handler=_command(_tail))
     return parser
 
 

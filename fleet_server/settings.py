@@ -125,6 +125,19 @@ class EnrolmentSettings(StrictConfigModel):
         return self
 
 
+class TelemetrySettings(StrictConfigModel):
+    """Where traces go and how much is logged."""
+
+    otlp_endpoint: str | None = Field(
+        default=None,
+        description="OTLP/HTTP traces endpoint, e.g. http://otel-collector:4318/v1/traces; "
+        "unset: traces are not exported.",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="Lowest level logged (JSON lines on stderr)."
+    )
+
+
 class AuthSettings(StrictConfigModel):
     """Secrets of the API and dashboard."""
 
@@ -148,6 +161,9 @@ class ServerSettings(StrictConfigModel):
     broker: BrokerSettings = Field(default_factory=BrokerSettings, description="MQTT broker.")
     auth: AuthSettings = Field(default_factory=AuthSettings, description="API secrets.")
     ingest: IngestSettings = Field(default_factory=IngestSettings, description="Ingestion.")
+    telemetry: TelemetrySettings = Field(
+        default_factory=TelemetrySettings, description="Logs and traces."
+    )
     enrolment: EnrolmentSettings = Field(
         default_factory=EnrolmentSettings, description="Device enrolment."
     )

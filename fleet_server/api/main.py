@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import html
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
 from fastapi.responses import HTMLResponse, PlainTextResponse
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from sqlalchemy import Engine
 
@@ -16,6 +18,7 @@ from fleet_server.api.routes import dashboard, devices, health, readings
 from fleet_server.broker_admin import MosquittoAuth, reload_by_pid_file
 from fleet_server.credentials import mosquitto_hash
 from fleet_server.db import session_scope
+from fleet_server.observability import make_tracer_provider
 from fleet_server.security import hash_token
 from fleet_server.settings import ServerSettings
 
@@ -28,8 +31,14 @@ def ensure_bootstrap_token(engine: Engine, settings: ServerSettings) -> None:
             crud.create_token(session, name="bootstrap-admin", role="admin", token_hash=digest)
 
 
-def create_app(settings: ServerSettings, engine: Engine) -> FastAPI:
-    """The app, bound to one settings object and one engine."""
+def create_app(
+    settings: ServerSettings, engine: Engine, *, tracer_provider: TracerProvider | None = None
+) -> FastAPI:
+    """The app, bound to one settings object and one engine (and a tracer provider)."""
+    provider = tracer_provider or make_tracer_provider(
+        "roadsign-fleet-api", otlp_endpoint=settings.telemetry.otlp_endpoint
+    )
+    tracer = provider.get_tracer("fleet_server.api")
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -52,6 +61,26 @@ def create_app(settings: ServerSettings, engine: Engine) -> FastAPI:
     )
     app.state.engine = engine
     app.state.settings = settings
+
+    @app.middleware("http")
+    async def trace_requests(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        with tracer.start_as_current_span(
+            f"{request.method} {request.url.path}", kind=SpanKind.SERVER
+        ) as span:
+            span.set_attribute("http.request.method", request.method)
+            span.set_attribute("url.path", request.url.path)
+            response = await call_next(request)
+            # The route is known only once routing ran: name the span by its template.
+            route = request.scope.get("route")
+            if route is not None:
+                span.update_name(f"{request.method} {getattr(route, 'path', request.url.path)}")
+            span.set_attribute("http.response.status_code", response.status_code)
+            if response.status_code >= 500:
+                span.set_status(StatusCode.ERROR)
+            return response
+
     enrolment = settings.enrolment
     app.state.broker_auth = None
     if enrolment.password_file and enrolment.acl_file and enrolment.mosquitto_pid_file:

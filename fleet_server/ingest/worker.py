@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
+from opentelemetry.sdk.trace import TracerProvider
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -35,6 +36,7 @@ from fleet_server import crud
 from fleet_server.db import session_scope
 from fleet_server.exceptions import StorageError
 from fleet_server.ingest.metrics import IngestMetrics
+from fleet_server.observability import make_tracer_provider
 from fleet_server.settings import ServerSettings
 
 log = logging.getLogger(__name__)
@@ -120,11 +122,21 @@ class IngestWorker:
     """One ingestion replica."""
 
     def __init__(
-        self, settings: ServerSettings, engine: Engine, metrics: IngestMetrics, *, client_id: str
+        self,
+        settings: ServerSettings,
+        engine: Engine,
+        metrics: IngestMetrics,
+        *,
+        client_id: str,
+        tracer_provider: TracerProvider | None = None,
     ) -> None:
         self.settings = settings
         self.engine = engine
         self.metrics = metrics
+        provider = tracer_provider or make_tracer_provider(
+            "roadsign-fleet-ingest", otlp_endpoint=settings.telemetry.otlp_endpoint
+        )
+        self._tracer = provider.get_tracer("fleet_server.ingest")
         self._queue: queue.Queue[Pending] = queue.Queue()
         self._stop = threading.Event()
         self._known: set[str] = set()
@@ -259,22 +271,28 @@ class IngestWorker:
         )
         return [batch.reading_messages[key] for key in new_readings]
 
+    def _commit_until_stored(self, batch: Batch, messages: int) -> list[Reading]:
+        while True:
+            try:
+                return self._commit(batch)
+            except StorageError as e:
+                # Nothing is acknowledged: retry; if this process dies, the broker resends.
+                self.metrics.storage_errors.inc()
+                log.error("batch of %d not stored, retrying: %s", messages, e)
+                time.sleep(1.0)
+
     def _flush_loop(self) -> None:
         while not (self._stop.is_set() and self._queue.empty()):
             items = self._collect()
             if not items:
                 continue
             started = time.monotonic()
-            batch = self._batch(items)
-            while True:
-                try:
-                    new = self._commit(batch)
-                    break
-                except StorageError as e:
-                    # Nothing is acknowledged: retry; if this process dies, the broker resends.
-                    self.metrics.storage_errors.inc()
-                    log.error("batch of %d not stored, retrying: %s", len(items), e)
-                    time.sleep(1.0)
+            with self._tracer.start_as_current_span("ingest batch") as span:
+                batch = self._batch(items)
+                span.set_attribute("messages", len(items))
+                span.set_attribute("readings", len(batch.readings))
+                new = self._commit_until_stored(batch, len(items))
+                span.set_attribute("new_readings", len(new))
             for mid, qos in batch.acks:
                 self._client.ack(mid, qos)
             for reading in new:
