@@ -119,6 +119,7 @@ class MqttLink:
         self._early: dict[int, ReasonCode] = {}  # acks that beat their bookkeeping
         self._status_mids: set[int] = set()  # status messages: not from the outbox
         self._last_sent = 0
+        self._generation = 0  # connections so far: bookkeeping of an older one is void
         self._connected_event = threading.Event()
         self._wake = threading.Event()
         self._running = False
@@ -195,6 +196,7 @@ class MqttLink:
             self._early.clear()
             self._status_mids.clear()
             self._last_sent = 0  # resend everything not yet acknowledged
+            self._generation += 1
         self._publish_status("connected")
         for topic in device_subscriptions(self.settings.device_id):
             client.subscribe(topic, qos=1)
@@ -202,11 +204,10 @@ class MqttLink:
         self._wake.set()
 
     def _publish_status(self, reason: StatusReason) -> mqtt.MQTTMessageInfo:
+        info = self._client.publish(self._status_topic, self._status(reason), qos=1, retain=True)
         with self._lock:
-            info = self._client.publish(
-                self._status_topic, self._status(reason), qos=1, retain=True
-            )
-            self._status_mids.add(info.mid)
+            if self._early.pop(info.mid, None) is None:  # else its PUBACK already came
+                self._status_mids.add(info.mid)
         return info
 
     def _disconnected(
@@ -262,6 +263,7 @@ class MqttLink:
             with self._lock:
                 room = self.settings.inflight - len(self._inflight)
                 after = self._last_sent
+                generation = self._generation
             batch = self.outbox.pending(room, after=after) if room > 0 else []
             if not batch:
                 self._wake.wait(0.5)
@@ -270,12 +272,16 @@ class MqttLink:
             for message in batch:
                 if not self._connected_event.is_set():
                     break
+                # Never call paho under our lock: its network thread holds paho's locks while
+                # it runs `_published`, which takes ours.
+                info = self._client.publish(
+                    message.topic, message.payload, qos=message.qos, retain=message.retain
+                )
+                if info.rc != mqtt.MQTT_ERR_SUCCESS:
+                    break  # disconnected meanwhile: the reconnect resends from the start
                 with self._lock:
-                    info = self._client.publish(
-                        message.topic, message.payload, qos=message.qos, retain=message.retain
-                    )
-                    if info.rc != mqtt.MQTT_ERR_SUCCESS:
-                        break  # disconnected meanwhile: the reconnect resends from the start
+                    if self._generation != generation:
+                        break  # reconnected meanwhile: its mids mean nothing now; resent anyway
                     self._last_sent = message.id
                     self.stats.sent += 1
                     early = self._early.pop(info.mid, None)

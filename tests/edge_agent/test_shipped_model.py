@@ -1,0 +1,63 @@
+"""The shipped bundle (models/default) on real photos and on a rendered drive, as devices run it."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import pytest
+
+from edge_agent.agent import Agent, JsonLinesSink
+from edge_agent.cli import main
+from edge_agent.health import HealthMonitor
+from edge_agent.ocr import create_ocr
+from edge_agent.profile import DeviceProfile
+from edge_agent.reading.signs import load_reader
+from edge_agent.sources import FrameGrabber
+from edge_agent.sources.video import VideoFileSource
+from tests.conftest import REPO_ROOT, SHARED_DATA
+from training.data.drive import render_drive
+from training.data.shared_sets import ensure_unpacked, read_gtsdb_real_world
+
+BUNDLE = REPO_ROOT / "models" / "default"
+needs_bundle = pytest.mark.skipif(not (BUNDLE / "bundle.json").exists(),
+                                  reason="models/default is not built yet")  # fmt: skip
+
+
+@needs_bundle
+@pytest.mark.slow
+@pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/data is absent")
+def test_predict_reads_the_speed_on_at_least_12_of_the_17_real_photos(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    photos = read_gtsdb_real_world(ensure_unpacked(SHARED_DATA, "gtsdb_speed",
+                                                   REPO_ROOT / ".cache" / "data"))  # fmt: skip
+    assert main(["predict", *(str(p.path) for p in photos), "--model", str(BUNDLE)]) == 0
+    results = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    correct = 0
+    for photo, result in zip(photos, results, strict=True):
+        speeds = [r["value"] for r in result["readings"] if r["sign_type"] == "speed_limit"]
+        correct += bool(speeds) and speeds[0] == photo.speed_kmh
+    assert correct >= 12, f"{correct} of 17"
+
+
+@needs_bundle
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [11, 12])
+def test_a_drive_past_k_signs_yields_exactly_k_readings(tmp_path: Path, seed: int) -> None:
+    signs = render_drive(tmp_path / "drive.mp4", 6, seed=seed)
+    profile = DeviceProfile.model_validate({"reading": {"confirm_frames": 3},
+                                            "reporting": {"sink": "stdout"}})  # fmt: skip
+    output = tmp_path / "out.jsonl"
+    with output.open("w") as stream:
+        agent = Agent(profile, device_id="drive-test", agent_version="test",
+                      reader=load_reader(BUNDLE, backend="openvino", threads=2),
+                      sink=JsonLinesSink(stream, "drive-test"), ocr=create_ocr("tesserocr"),
+                      health=HealthMonitor(tmp_path))  # fmt: skip
+        grabber = FrameGrabber(VideoFileSource(tmp_path / "drive.mp4"), fps_cap=240).start()
+        agent.run(grabber, threading.Event())
+        grabber.stop()
+    readings = [json.loads(line)["message"] for line in output.read_text().splitlines()
+                if line and "/readings" in json.loads(line)["topic"]]  # fmt: skip
+    assert len(readings) == len(signs), readings
