@@ -120,7 +120,13 @@ def test_devices_get_their_own_credentials_and_topics_only(
         assert a["username"] == "veh-a"
         assert a["password"]
         assert a["broker_url"] == broker.url
-        worker = IngestWorker(settings, engine, IngestMetrics(), client_id="ingest-acl").start()
+        metrics = IngestMetrics()
+        worker = IngestWorker(settings, engine, metrics, client_id="ingest-acl").start()
+        for _ in range(200):  # the worker's subscriptions must exist before anything is sent
+            if metrics.value("roadsign_ingest_broker_connected") == 1:
+                break
+            threading.Event().wait(0.05)
+        threading.Event().wait(0.5)
         device_a, reason = _connect(broker, "veh-a", a["password"])
         try:
             assert not reason.is_failure
@@ -129,7 +135,7 @@ def test_devices_get_their_own_credentials_and_topics_only(
                 device_topic("veh-a", MessageKind.READINGS),
                 encode(make_reading(device_id="veh-a", seq=1)),
             )
-            assert own.value == 0
+            assert own.value == 0  # success, and somebody (the worker) subscribed
             spoof = _publish(
                 device_a,
                 device_topic("veh-b", MessageKind.READINGS),
