@@ -155,6 +155,8 @@ class IngestWorker:
             self._client.tls_set(ca_certs=str(broker.ca_file) if broker.ca_file else None)
         self._client.on_connect = self._connected
         self._client.on_message = self._received
+        self._client.on_subscribe = self._subscribed
+        self._ready = threading.Event()
         self._client.max_inflight_messages_set(1000)
         self._flusher = threading.Thread(target=self._flush_loop, name="ingest-flush", daemon=True)
 
@@ -188,11 +190,31 @@ class IngestWorker:
             log.error("broker refused the ingest connection: %s", reason)
             return
         self.metrics.connected.set(1)
-        group = self.settings.broker.share_group
-        for topic_filter in server_subscriptions(group):
-            client.subscribe(topic_filter, qos=1)
-        # Retained statuses are not delivered on shared subscriptions: read them directly.
-        client.subscribe(status_snapshot_filter(), qos=1)
+        filters = [
+            *server_subscriptions(self.settings.broker.share_group),
+            # Retained statuses are not delivered on shared subscriptions: read them too.
+            status_snapshot_filter(),
+        ]
+        self._ready.clear()
+        client.subscribe([(topic_filter, 1) for topic_filter in filters])
+
+    def _subscribed(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        mid: int,
+        reasons: list[ReasonCode],
+        properties: Properties | None,
+    ) -> None:
+        refused = [r for r in reasons if r.is_failure]
+        if refused:
+            log.error("broker refused ingest subscriptions: %s", refused)
+            return
+        self._ready.set()
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Block until connected and subscribed (what a readiness probe waits for)."""
+        return self._ready.wait(timeout)
 
     def _received(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         try:

@@ -84,6 +84,7 @@ def stack(
     thread.start()
     assert _wait(lambda: server.started)
     worker = IngestWorker(settings, engine, IngestMetrics(), client_id="e2e-ingest").start()
+    assert worker.wait_ready(10)
     yield settings, engine, broker, f"http://127.0.0.1:{port}"
     worker.stop()
     server.should_exit = True

@@ -120,13 +120,8 @@ def test_devices_get_their_own_credentials_and_topics_only(
         assert a["username"] == "veh-a"
         assert a["password"]
         assert a["broker_url"] == broker.url
-        metrics = IngestMetrics()
-        worker = IngestWorker(settings, engine, metrics, client_id="ingest-acl").start()
-        for _ in range(200):  # the worker's subscriptions must exist before anything is sent
-            if metrics.value("roadsign_ingest_broker_connected") == 1:
-                break
-            threading.Event().wait(0.05)
-        threading.Event().wait(0.5)
+        worker = IngestWorker(settings, engine, IngestMetrics(), client_id="ingest-acl").start()
+        assert worker.wait_ready(10)  # subscribed before anything is sent
         device_a, reason = _connect(broker, "veh-a", a["password"])
         try:
             assert not reason.is_failure
