@@ -76,7 +76,9 @@ def main() -> int:
             params, gflops = get_num_params(model.model), get_flops(model.model, size)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DeprecationWarning)
-                onnx = Path(model.export(format="onnx", imgsz=size, simplify=True, verbose=False))
+                exported = model.export(format="onnx", imgsz=size, simplify=True, verbose=False)
+            # A model built from a YAML exports into the working directory: keep it in `work`.
+            onnx = Path(shutil.move(exported, work / f"{Path(arch).stem}-{size}.onnx"))
             row = {
                 "arch": Path(arch).stem,
                 "imgsz": size,

@@ -143,9 +143,12 @@ def main() -> int:
             cwd=ROOT,
             capture_output=True,
         )
-        with psycopg.connect(url, autocommit=True) as db, db.cursor().copy(
-            "COPY device (device_id, tags, status, created_at) FROM STDIN"
-        ) as copy:
+        with (
+            psycopg.connect(url, autocommit=True) as db,
+            db.cursor().copy(
+                "COPY device (device_id, tags, status, created_at) FROM STDIN"
+            ) as copy,
+        ):
             for i in range(args.devices):
                 copy.write_row((f"sim-{i:05d}", "[]", "unknown", "2026-11-27T00:00:00Z"))
         for i in range(args.workers):
