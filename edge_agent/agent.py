@@ -185,6 +185,7 @@ class Agent:
         self.tracker = SignTracker(
             confirm_frames=profile.reading.confirm_frames,
             min_frames=min(2, profile.reading.confirm_frames),
+            min_confidence=profile.reading.min_confidence,
         )
         metadata = reader.detector.metadata
         self.model = ModelRef(version=metadata.version, sha256=metadata.sha256)

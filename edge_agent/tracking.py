@@ -4,7 +4,10 @@ Detections are matched to tracks of the same category by IoU with the track's pr
 last box moved by its velocity), or, for signs that grow fast as the vehicle nears them, by
 centre distance relative to their size. Each track votes over what its frames read (type, value,
 unit, class), weighted by confidence. A track's reading is emitted once: when it has been seen
-in `confirm_frames` frames, or when it ends having been seen in at least `min_frames` frames.
+in `confirm_frames` frames and its best view is at least `min_confidence` sure, or when it ends
+having been seen in at least `min_frames` frames. A far-away sign is often read unsurely in its
+first frames; holding an unsure track back (rather than sending or discarding its first guess)
+lets the nearer, larger views decide.
 """
 
 from __future__ import annotations
@@ -112,6 +115,7 @@ class SignTracker:
         min_frames: int = 2,
         max_misses: int = 5,
         min_affinity: float = 0.05,
+        min_confidence: float = 0.0,
     ) -> None:
         if min_frames > confirm_frames:
             raise ValueError("min_frames must not exceed confirm_frames")
@@ -119,6 +123,7 @@ class SignTracker:
         self.min_frames = min_frames
         self.max_misses = max_misses
         self.min_affinity = min_affinity
+        self.min_confidence = min_confidence
         self._tracks: list[_Track] = []
         self._next_id = 0
 
@@ -169,8 +174,10 @@ class SignTracker:
         due = []
         for track in self._tracks:
             if not track.emitted and track.hits >= self.confirm_frames:
-                track.emitted = True
-                due.append(track.result())
+                result = track.result()
+                if result.reading.confidence >= self.min_confidence:
+                    track.emitted = True
+                    due.append(result)
         ended = [t for t in self._tracks if t.misses > self.max_misses]
         self._tracks = [t for t in self._tracks if t.misses <= self.max_misses]
         due.extend(self._finish(ended))

@@ -105,3 +105,28 @@ def test_categories_never_share_a_track() -> None:
 def test_min_frames_above_confirm_frames_is_refused() -> None:
     with pytest.raises(ValueError, match="min_frames"):
         SignTracker(confirm_frames=2, min_frames=3)
+
+
+def test_an_unsure_track_waits_for_a_sure_view_instead_of_sending_its_first_guess() -> None:
+    tracker = SignTracker(confirm_frames=3, min_confidence=0.5)
+    boxes = _approach(300, 8)
+    unsure = [_sign(box, 30, confidence=0.3) for box in boxes[:4]]
+    sure = [_sign(box, 80, confidence=0.9) for box in boxes[4:]]
+    emitted = []
+    for i, reading in enumerate(unsure + sure):
+        emitted += tracker.update([reading], timestamp=i)
+        if i < 4:
+            assert emitted == []  # confirmed by frame 3, but nothing sure enough to send
+    emitted += tracker.flush()
+    assert [e.reading.value for e in emitted] == [80]
+    assert emitted[0].frames_seen == 6  # once the sure views outvote the unsure ones
+
+
+def test_a_track_that_never_gets_sure_is_still_reported_once_when_it_ends() -> None:
+    tracker = SignTracker(confirm_frames=3, min_confidence=0.5)
+    emitted = []
+    for i, box in enumerate(_approach(300, 6)):
+        emitted += tracker.update([_sign(box, confidence=0.3)], timestamp=i)
+    assert emitted == []
+    emitted += tracker.flush()
+    assert len(emitted) == 1  # the agent decides whether so unsure a reading is sent

@@ -160,3 +160,25 @@ def test_devices_get_their_own_credentials_and_topics_only(
         assert after.is_failure  # revoked at once
         worker.stop()
     engine.dispose()
+
+
+def test_decommission_disconnects_a_device_that_is_still_connected(
+    secured: tuple[ServerSettings, Broker],
+) -> None:
+    settings, broker = secured
+    engine = make_engine(settings.database)
+    admin = {"Authorization": f"Bearer {ADMIN}"}
+    with TestClient(create_app(settings, engine)) as api:
+        enrolled = api.post("/api/v1/devices", json={"device_id": "veh-d"}, headers=admin).json()
+        client, reason = _connect(broker, "veh-d", enrolled["password"])
+        dropped = threading.Event()
+        client.on_disconnect = lambda *args: dropped.set()
+        client.reconnect_delay_set(60, 60)  # a retry inside the test would hide the kick
+        try:
+            assert not reason.is_failure
+            assert not dropped.wait(0.5)
+            assert api.post("/api/v1/devices/veh-d/decommission", headers=admin).is_success
+            assert dropped.wait(10), "the broker kept a decommissioned device connected"
+        finally:
+            client.loop_stop()
+    engine.dispose()
