@@ -47,6 +47,7 @@ def main() -> int:
     parser.add_argument("--output", type=Path)
     args = parser.parse_args()
 
+    from edge_agent.bundle import ModelFormat
     from training.detector.export import (
         calibration_batches,
         export_openvino,
@@ -91,9 +92,8 @@ def main() -> int:
                     continue
                 target = work / f"{row['arch']}-{size}-{precision}"
                 out = export_openvino(onnx, target, calibration=calib)
-                write_detector_sidecar(
-                    out, f"openvino_{precision}", imgsz=size, version="bench", run_id=None
-                )  # type: ignore[arg-type]
+                fmt: ModelFormat = "openvino_fp32" if precision == "fp32" else "openvino_int8"
+                write_detector_sidecar(out, fmt, imgsz=size, version="bench", run_id=None)
                 for threads in (1, 2):
                     row[f"ms_{precision}_t{threads}"] = round(
                         _latency_ms(out, frames, threads, args.repeats), 2

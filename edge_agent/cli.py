@@ -101,6 +101,7 @@ def _simulate(args: argparse.Namespace) -> int:
         health_interval_s=args.health_interval,
         outbox_dir=args.outbox_dir,
         prefix=args.prefix,
+        devices_per_process=args.devices_per_process,
     )
     try:
         summary = simulate(settings)
@@ -161,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim = commands.add_parser(
         "simulate",
         help="Run N virtual devices (real outbox, MQTT link and health; synthetic readings).",
-        description="Run N virtual devices in one process against a broker: each with its own "
+        description="Run N virtual devices against a broker: each with its own "
         "outbox, MQTT link and health reports, sending synthetic readings at --rate per second.",
     )
     sim.add_argument("--devices", type=int, required=True, help="how many devices")
@@ -171,6 +172,12 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--health-interval", type=float, default=5.0, help="seconds between reports")
     sim.add_argument("--outbox-dir", type=Path, default=Path(".cache/simulate"))
     sim.add_argument("--prefix", default="sim", help="device ids are <prefix>-00000...")
+    sim.add_argument(
+        "--devices-per-process",
+        type=int,
+        default=100,
+        help="split larger fleets over processes (paho's select() sees at most 1023 files)",
+    )
     sim.set_defaults(handler=_simulate)
     return parser
 

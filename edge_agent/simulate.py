@@ -4,19 +4,28 @@ Each virtual device runs the agent's real outbox, MQTT link (birth, last will, Q
 health code under its own device id; only the camera and the model are replaced by a synthetic
 source of readings at a set rate. The outboxes use NORMAL sync (one shared disk cannot fsync a
 thousand devices' messages); everything else is what a device does.
+
+A device holds about seven file descriptors (its outbox's three SQLite files, its socket, paho's
+wake-up pipe) and paho waits on them with select(), which cannot watch a descriptor past 1023:
+so one process runs at most `devices_per_process` devices and a larger fleet is split across
+processes (which also spreads it over the cores).
 """
 
 from __future__ import annotations
 
+import multiprocessing
+import queue
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 
 from edge_agent.agent import OutboxSink
+from edge_agent.exceptions import AgentError
 from edge_agent.health import HealthMonitor
 from edge_agent.mqtt_link import LinkSettings, MqttLink
 from edge_agent.outbox import Outbox
@@ -33,6 +42,19 @@ from fleet_protocol.messages import (
 )
 from fleet_protocol.taxonomy import SignType
 from fleet_protocol.topics import MessageKind
+
+
+class StopSignal(Protocol):
+    """A thread's or a process's event: set when the simulation should end early."""
+
+    def is_set(self) -> bool:
+        """Whether to stop."""
+        ...
+
+
+class SimulationError(AgentError):
+    """The simulated fleet could not run."""
+
 
 SIM_MODEL = ModelRef(version="sim-1", sha256="0" * 64)
 SPEEDS = (30, 50, 60, 70, 80, 100, 120)
@@ -52,6 +74,9 @@ class SimulationSettings:
     prefix: str = "sim"
     username: str | None = None
     password: str | None = None
+    first_index: int = 0
+    """Index of this process's first device (device ids are unique across processes)."""
+    devices_per_process: int = 100
 
 
 class VirtualDevice:
@@ -137,13 +162,14 @@ class VirtualDevice:
         )
 
 
-def simulate(
-    settings: SimulationSettings, stop: threading.Event | None = None
-) -> dict[str, object]:
+def simulate(settings: SimulationSettings, stop: StopSignal | None = None) -> dict[str, object]:
     """Run the devices for the duration (or until `stop`); return what was sent and delivered."""
+    if settings.devices > settings.devices_per_process:
+        return _simulate_sharded(settings, stop)
     stop = stop or threading.Event()
     settings.outbox_dir.mkdir(parents=True, exist_ok=True)
-    devices = [VirtualDevice(i, settings) for i in range(settings.devices)]
+    first = settings.first_index
+    devices = [VirtualDevice(first + i, settings) for i in range(settings.devices)]
     for device in devices:
         device.link.start()
     started = time.monotonic()
@@ -165,13 +191,58 @@ def simulate(
             for device in devices:
                 device.sink.emit(MessageKind.HEALTH, device.health_report())
         time.sleep(0.002)
-    drained = all(device.link.wait_drained(30) for device in devices)
+    deadline = time.monotonic() + 30  # one deadline for the fleet, not 30 s per device
+    while any(d.outbox.depth for d in devices) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    drained = not any(d.outbox.depth for d in devices)
     for device in devices:
-        device.link.stop(timeout=5)
+        device.link.stop(timeout=1 if drained else 0.1)
         device.outbox.close()
     return {
         "devices": settings.devices,
         "readings_sent": sum(d.sent for d in devices),
         "all_delivered": drained,
         "acknowledged": sum(d.link.stats.acknowledged for d in devices),
+        "never_connected": sum(1 for d in devices if d.link.stats.connects == 0),
+    }
+
+
+def _shard(settings: SimulationSettings, stop: StopSignal, results: Any) -> None:
+    results.put(simulate(settings, stop))
+
+
+def _simulate_sharded(settings: SimulationSettings, stop: StopSignal | None) -> dict[str, object]:
+    context = multiprocessing.get_context("spawn")  # no forked copies of paho's threads
+    shared_stop, results = context.Event(), context.Queue()
+    shards = []
+    per = settings.devices_per_process
+    for first in range(0, settings.devices, per):
+        shard = replace(
+            settings,
+            devices=min(per, settings.devices - first),
+            first_index=settings.first_index + first,
+        )
+        process = context.Process(target=_shard, args=(shard, shared_stop, results), daemon=True)
+        process.start()
+        shards.append(process)
+    summaries: list[dict[str, object]] = []
+    while len(summaries) < len(shards):
+        if stop is not None and stop.is_set():
+            shared_stop.set()
+        try:
+            summaries.append(results.get(timeout=0.5))
+        except queue.Empty:
+            if not any(p.is_alive() for p in shards) and results.empty():
+                raise SimulationError(
+                    f"{len(shards) - len(summaries)} of {len(shards)} simulator processes died"
+                ) from None
+    for process in shards:
+        process.join()
+    return {
+        "devices": sum(int(str(s["devices"])) for s in summaries),
+        "readings_sent": sum(int(str(s["readings_sent"])) for s in summaries),
+        "all_delivered": all(bool(s["all_delivered"]) for s in summaries),
+        "acknowledged": sum(int(str(s["acknowledged"])) for s in summaries),
+        "never_connected": sum(int(str(s["never_connected"])) for s in summaries),
+        "processes": len(shards),
     }

@@ -17,8 +17,9 @@ from tests.edge_agent.test_mqtt_link import _wait
 from tests.mosquitto import Broker
 
 
+@pytest.mark.parametrize("per_process", [100, 2], ids=["one-process", "split-over-processes"])
 def test_virtual_devices_deliver_every_reading_once(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], per_process: int
 ) -> None:
     broker = Broker(tmp_path / "broker").start()
     seen: list[object] = []
@@ -45,11 +46,15 @@ def test_virtual_devices_deliver_every_reading_once(
                 "1",
                 "--outbox-dir",
                 str(tmp_path / "outboxes"),
+                "--devices-per-process",
+                str(per_process),
             ]
         )
         summary = json.loads(capsys.readouterr().out)
         assert code == 0
         assert summary["all_delivered"] is True
+        assert summary["never_connected"] == 0
+        assert summary.get("processes", 1) == -(-5 // per_process)
         readings = [m for m in seen if isinstance(m, Reading)]
         assert _wait(
             lambda: len([m for m in seen if isinstance(m, Reading)]) >= summary["readings_sent"]
