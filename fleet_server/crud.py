@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, and_, func, select, tuple_, update
+from sqlalchemy import DateTime, String, Table, and_, column, func, select, tuple_, update, values
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, SQLModel, col
 
@@ -72,8 +72,13 @@ def mark_seen(
     models: Mapping[str, tuple[str, str]] | None = None,
 ) -> None:
     """Advance each device's last-seen time (never backwards) and note its current model."""
-    # The larger of two values: GREATEST in PostgreSQL, the two-argument MAX in SQLite.
-    later = func.greatest if session.get_bind().dialect.name == "postgresql" else func.max
+    if not last_seen:
+        return
+    if session.get_bind().dialect.name == "postgresql":
+        _mark_seen_in_one_statement(session, last_seen=last_seen, models=models or {})
+        return
+    # SQLite (the demo's store): one small UPDATE per device; the two-argument MAX is the larger.
+    later = func.max
     for device_id, seen in last_seen.items():
         values: dict[str, Any] = {
             "last_seen_at": later(func.coalesce(Device.last_seen_at, seen), seen)
@@ -82,6 +87,37 @@ def mark_seen(
             values["model_version"], values["model_sha256"] = models[device_id]
         statement = update(Device).where(Device.device_id == device_id).values(**values)  # type: ignore[arg-type]
         session.execute(statement)
+
+
+def _mark_seen_in_one_statement(
+    session: Session,
+    *,
+    last_seen: Mapping[str, datetime],
+    models: Mapping[str, tuple[str, str]],
+) -> None:
+    # One UPDATE ... FROM (VALUES ...) for the whole batch: a statement per device cost a round
+    # trip each, and a fleet of a thousand devices touches a thousand rows per batch. Rows are
+    # listed in device-id order so that concurrent ingest replicas lock them in the same order.
+    ids = sorted(last_seen)
+    batch = values(
+        column("device_id", String),
+        column("seen", DateTime(timezone=True)),
+        column("model_version", String),
+        column("model_sha256", String),
+        name="seen_batch",
+    ).data([(i, last_seen[i], *(models.get(i) or (None, None))) for i in ids])
+    device = _table("device")
+    session.execute(
+        update(device)
+        .where(device.c.device_id == batch.c.device_id)
+        .values(
+            last_seen_at=func.greatest(
+                func.coalesce(device.c.last_seen_at, batch.c.seen), batch.c.seen
+            ),
+            model_version=func.coalesce(batch.c.model_version, device.c.model_version),
+            model_sha256=func.coalesce(batch.c.model_sha256, device.c.model_sha256),
+        )
+    )
 
 
 def set_status(

@@ -1,0 +1,54 @@
+"""Queries whose behaviour differs by database: the same results on PostgreSQL and SQLite."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from fleet_server import crud
+from fleet_server.db import make_engine, session_scope
+from fleet_server.migrate import upgrade
+from fleet_server.models import DeviceCreate
+from fleet_server.settings import DatabaseSettings
+
+EARLY = datetime(2026, 11, 1, 8, 0, tzinfo=UTC)
+LATE = EARLY + timedelta(hours=2)
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> DatabaseSettings:
+    if request.param == "postgresql":
+        settings: DatabaseSettings = request.getfixturevalue("database")
+        return settings
+    settings = DatabaseSettings(url=f"sqlite:///{tmp_path / 'fleet.db'}")
+    upgrade(settings)
+    return settings
+
+
+def test_last_seen_never_moves_backwards_and_the_model_follows_the_batch(
+    store: DatabaseSettings,
+) -> None:
+    engine = make_engine(store)
+    with session_scope(engine) as session:
+        for device_id in ("veh-1", "veh-2", "veh-3"):
+            crud.create_device(session, device=DeviceCreate(device_id=device_id))
+    with session_scope(engine) as session:
+        crud.mark_seen(
+            session,
+            last_seen={"veh-1": LATE, "veh-2": EARLY},
+            models={"veh-1": ("v2", "a" * 64)},
+        )
+    with session_scope(engine) as session:
+        # A late-arriving older message, and a batch with no reading (no model) for veh-1.
+        crud.mark_seen(session, last_seen={"veh-1": EARLY, "veh-2": LATE})
+    with session_scope(engine) as session:
+        one, two, three = (crud.get_device(session, device_id=f"veh-{i}") for i in (1, 2, 3))
+        assert one is not None
+        assert two is not None
+        assert three is not None
+        assert (one.last_seen_at, one.model_version, one.model_sha256) == (LATE, "v2", "a" * 64)
+        assert (two.last_seen_at, two.model_version) == (LATE, None)
+        assert three.last_seen_at is None  # not in any batch: untouched
+    engine.dispose()
