@@ -192,9 +192,7 @@ def simulate(settings: SimulationSettings, stop: StopSignal | None = None) -> di
                 device.sink.emit(MessageKind.HEALTH, device.health_report())
         time.sleep(0.002)
     deadline = time.monotonic() + 30  # one deadline for the fleet, not 30 s per device
-    while any(d.outbox.depth for d in devices) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    drained = not any(d.outbox.depth for d in devices)
+    drained = all(d.link.wait_drained(max(deadline - time.monotonic(), 0.0)) for d in devices)
     for device in devices:
         device.link.stop(timeout=1 if drained else 0.1)
         device.outbox.close()

@@ -78,10 +78,9 @@ def mark_seen(
         _mark_seen_in_one_statement(session, last_seen=last_seen, models=models or {})
         return
     # SQLite (the demo's store): one small UPDATE per device; the two-argument MAX is the larger.
-    later = func.max
     for device_id, seen in last_seen.items():
         values: dict[str, Any] = {
-            "last_seen_at": later(func.coalesce(Device.last_seen_at, seen), seen)
+            "last_seen_at": func.max(func.coalesce(Device.last_seen_at, seen), seen)
         }
         if models and device_id in models:
             values["model_version"], values["model_sha256"] = models[device_id]
