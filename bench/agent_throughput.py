@@ -7,9 +7,10 @@ weights at the same input size, in the same process. Also measured: the share of
 frame time spent outside the inference runtimes, steady resident memory, and the median time of
 one OCR call per crop with each OCR engine.
 
-    python bench/agent_throughput.py --bundle models/default \\
-        --weights .cache/datasets/default/detector/train/weights/best.pt \\
-        --output bench/results/agent.json
+    python bench/agent_throughput.py --bundle models/default --output bench/results/agent.json
+
+The baseline's weights default to the bundle's ``training/detector.pt``, the checkpoint its
+exports came from.
 """
 
 from __future__ import annotations
@@ -131,7 +132,9 @@ def main() -> int:
     """Render the drive, run both, print and write the results."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bundle", type=Path, default=Path("models/default"))
-    parser.add_argument("--weights", type=Path, required=True)
+    parser.add_argument(
+        "--weights", type=Path, help="PyTorch weights (default: <bundle>/training/detector.pt)"
+    )
     parser.add_argument("--imgsz", type=int, default=416)
     parser.add_argument("--signs", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
@@ -140,7 +143,8 @@ def main() -> int:
     video = Path(tempfile.mkdtemp(prefix="bench-drive-")) / "drive.mp4"
     render_drive(video, args.signs)
     agent = run_agent(args.bundle, video, args.threads)
-    baseline = run_ultralytics(args.weights, video, args.imgsz)
+    weights = args.weights or args.bundle / "training" / "detector.pt"
+    baseline = run_ultralytics(weights, video, args.imgsz)
     result = {
         "fps": round(agent["fps"], 1),
         "ultralytics_fps": round(baseline, 1),

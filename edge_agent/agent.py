@@ -186,6 +186,7 @@ class Agent:
             confirm_frames=profile.reading.confirm_frames,
             min_frames=min(2, profile.reading.confirm_frames),
             min_confidence=profile.reading.min_confidence,
+            min_report_px=profile.reading.min_report_px,
         )
         metadata = reader.detector.metadata
         self.model = ModelRef(version=metadata.version, sha256=metadata.sha256)
@@ -221,6 +222,7 @@ class Agent:
         if self.ocr is not None and view is not None:
             reading, text = check_with_ocr(reading, view, self.ocr)
         if reading.confidence < self.profile.reading.min_confidence:
+            self.tracker.reject(tracked)  # a surer view of the sign may still come
             return None
         crop = None
         if self.profile.reporting.include_crops and view is not None:

@@ -63,8 +63,14 @@ def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, Letterbox]:
     return canvas, Letterbox(scale, float(pad_x), float(pad_y))
 
 
-def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarray:
-    """Indices of the boxes greedy NMS keeps, best first."""
+def nms(
+    boxes: np.ndarray, scores: np.ndarray, iou_threshold: float, *, of_smaller: bool = False
+) -> np.ndarray:
+    """Indices of the boxes greedy NMS keeps, best first.
+
+    Overlap is intersection over union, or with `of_smaller` over the smaller box's area (so a
+    box nested in another counts as the same object whatever their sizes).
+    """
     order = np.argsort(-scores, kind="stable")
     areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     keep: list[int] = []
@@ -76,8 +82,11 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarr
         x2 = np.minimum(boxes[best, 2], boxes[rest, 2])
         y2 = np.minimum(boxes[best, 3], boxes[rest, 3])
         inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-        iou = inter / np.maximum(areas[best] + areas[rest] - inter, 1e-9)
-        order = rest[iou <= iou_threshold]
+        if of_smaller:
+            overlap = inter / np.maximum(np.minimum(areas[best], areas[rest]), 1e-9)
+        else:
+            overlap = inter / np.maximum(areas[best] + areas[rest] - inter, 1e-9)
+        order = rest[overlap <= iou_threshold]
     return np.array(keep, dtype=np.int64)
 
 
@@ -86,8 +95,15 @@ def decode(
     confidence: float,
     iou_threshold: float,
     max_detections: int = MAX_DETECTIONS,
+    *,
+    agnostic: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One image's ``(4 + classes, anchors)`` output to xyxy boxes, scores and class indices."""
+    """One image's ``(4 + classes, anchors)`` output to xyxy boxes, scores and class indices.
+
+    NMS is per class (as ultralytics scores mAP) unless `agnostic`: then overlapping boxes of
+    any classes suppress each other, and a box nested in a better one goes too: one box per
+    object, as a reader of signs needs.
+    """
     predictions = output.T
     class_scores = predictions[:, 4:]
     classes = class_scores.argmax(axis=1)
@@ -99,7 +115,8 @@ def decode(
     cx, cy, w, h = predictions[mask, :4].T
     boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
     scores, classes = scores[mask], classes[mask]
-    keep = nms(boxes + classes[:, None] * _MAX_SIDE, scores, iou_threshold)[:max_detections]
+    offsets = 0 if agnostic else classes[:, None] * _MAX_SIDE
+    keep = nms(boxes + offsets, scores, iou_threshold, of_smaller=agnostic)[:max_detections]
     return boxes[keep], scores[keep], classes[keep]
 
 
@@ -125,13 +142,25 @@ class Detector:
         return cls(get_backend(backend).load(artifact, threads=threads), metadata)
 
     def detect(
-        self, image: np.ndarray, *, confidence: float = 0.25, iou_threshold: float = 0.45
+        self,
+        image: np.ndarray,
+        *,
+        confidence: float = 0.25,
+        iou_threshold: float = 0.45,
+        agnostic: bool = False,
     ) -> list[Detection]:
-        """Signs in one RGB frame, best first."""
-        return self.detect_batch([image], confidence=confidence, iou_threshold=iou_threshold)[0]
+        """Signs in one RGB frame, best first (`agnostic`: one box per object, see `decode`)."""
+        return self.detect_batch(
+            [image], confidence=confidence, iou_threshold=iou_threshold, agnostic=agnostic
+        )[0]
 
     def detect_batch(
-        self, images: Sequence[np.ndarray], *, confidence: float = 0.25, iou_threshold: float = 0.45
+        self,
+        images: Sequence[np.ndarray],
+        *,
+        confidence: float = 0.25,
+        iou_threshold: float = 0.45,
+        agnostic: bool = False,
     ) -> list[list[Detection]]:
         """Signs in each of several RGB frames (one inference call per frame)."""
         results = []
@@ -147,7 +176,7 @@ class Detector:
                     f"{self.metadata.artifact}: output has {output.shape[0] - 4} classes, the "
                     f"sidecar names {len(self.categories)}"
                 )
-            boxes, scores, classes = decode(output, confidence, iou_threshold)
+            boxes, scores, classes = decode(output, confidence, iou_threshold, agnostic=agnostic)
             boxes = fit.to_frame(boxes, image.shape[1], image.shape[0])
             results.append(
                 [

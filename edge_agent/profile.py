@@ -67,12 +67,14 @@ class DetectorConfig(StrictConfigModel):
         description="ONNX Runtime providers in order of preference (ignored by OpenVINO).",
     )
     threads: int = Field(default=2, ge=1, le=64, description="Inference threads.")
-    input_size: int = Field(
-        default=640,
+    input_size: int | None = Field(
+        default=None,
         ge=128,
         le=1280,
         multiple_of=32,
-        description="Square network input in pixels (multiple of 32); frames are letterboxed.",
+        description="Square network input in pixels (multiple of 32) the model must have; "
+        "unset: the bundle's own. A model is exported at one size, so a bundle of another size "
+        "is refused at start rather than run at a size nobody chose.",
     )
     confidence_threshold: float = Field(
         default=0.25, gt=0, lt=1, description="Detections below this score are dropped."
@@ -142,6 +144,14 @@ class ReadingConfig(StrictConfigModel):
     )
     min_confidence: float = Field(
         default=0.5, ge=0, le=1, description="Readings below this confidence are not sent."
+    )
+    min_report_px: int = Field(
+        default=28,
+        ge=0,
+        le=1000,
+        description="A sign is reported while still in view only from a view at least this "
+        "many pixels tall (smaller far views are often misread); a sign never seen this large "
+        "is reported when it leaves the view.",
     )
 
     @field_validator("ocr_languages")

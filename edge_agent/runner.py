@@ -140,8 +140,14 @@ def run_agent(
         threads=profile.detector.threads,
         round_unit=profile.reading.speed_unit,
     )
-    ocr = create_ocr(profile.reading.ocr_backend, languages=profile.reading.ocr_languages)
     metadata = reader.detector.metadata
+    wanted = profile.detector.input_size
+    if wanted is not None and wanted != metadata.input_size:
+        raise AgentError(
+            f"detector.input_size is {wanted} but the model in {profile.detector.model_dir} "
+            f"takes {metadata.input_size} px: set it to {metadata.input_size} or leave it unset"
+        )
+    ocr = create_ocr(profile.reading.ocr_backend, languages=profile.reading.ocr_languages)
     sink, outbox = build_sink(
         profile,
         device_id,

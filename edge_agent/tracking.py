@@ -1,13 +1,20 @@
 """Tracking signs across frames so each physical sign passed yields one reading.
 
-Detections are matched to tracks of the same category by IoU with the track's predicted box (its
-last box moved by its velocity), or, for signs that grow fast as the vehicle nears them, by
-centre distance relative to their size. Each track votes over what its frames read (type, value,
+Detections are matched to tracks by IoU with the track's predicted box (its last box moved by its
+per-frame velocity for every frame since it was last seen), or, for signs that grow fast as the
+vehicle nears them or that the detector lost for a few frames, by centre distance relative to
+their size, with more reach the longer the track went unseen. A far sign's detected category can
+flip from frame to frame (a stop sign seen as round-red, then as an octagon), so tracks match
+across categories, preferring their own. Each track votes over what its frames read (type, value,
 unit, class), weighted by confidence. A track's reading is emitted once: when it has been seen
 in `confirm_frames` frames and its best view is at least `min_confidence` sure, or when it ends
-having been seen in at least `min_frames` frames. A far-away sign is often read unsurely in its
-first frames; holding an unsure track back (rather than sending or discarding its first guess)
-lets the nearer, larger views decide.
+having been seen in at least `min_frames` frames and either sure enough or seen `confirm_frames`
+times (a two-frame unsure glimpse is noise or a far view of a sign seen better later). A
+far-away sign is often read unsurely in its first frames; holding an unsure track back (rather
+than sending or discarding its first guess) lets the nearer, larger views decide. For the same
+reason a track is reported before it ends only from a view at least `min_report_px` tall. The
+agent may still turn a reading down after its own checks (OCR disagreeing); `reject` then
+re-opens the track, which is offered again only from a surer view than the one turned down.
 """
 
 from __future__ import annotations
@@ -30,7 +37,8 @@ class TrackedReading:
 
     track_id: int
     reading: SignReading
-    """The most confident frame reading that agrees with the vote."""
+    """The surest view agreeing with the vote (while the sign is in view: the surest of those
+    at least `min_report_px` tall)."""
     frames_seen: int
     agreement: float
     """Share of the track's confidence that voted for the winner (0-1)."""
@@ -47,17 +55,21 @@ class _Track:
     hits: int = 1
     misses: int = 0
     emitted: bool = False
+    rejected_below: float = 0.0
+    """Confidence of the view last turned down: the next offer must beat it."""
     first_seen: float = 0.0
     last_seen: float = 0.0
     votes: dict[VoteKey, float] = field(default_factory=lambda: defaultdict(float))
     best: dict[VoteKey, SignReading] = field(default_factory=dict)
+    best_large: dict[VoteKey, SignReading] = field(default_factory=dict)
 
     def predicted(self) -> Box:
-        dx, dy = self.velocity
+        steps = self.misses + 1  # frames since the box was seen
+        dx, dy = self.velocity[0] * steps, self.velocity[1] * steps
         x1, y1, x2, y2 = self.box
         return (x1 + dx, y1 + dy, x2 + dx, y2 + dy)
 
-    def add(self, reading: SignReading) -> None:
+    def add(self, reading: SignReading, large_px: float) -> None:
         key: VoteKey = (
             reading.sign_type.value,
             reading.value,
@@ -67,13 +79,22 @@ class _Track:
         self.votes[key] += reading.confidence
         if key not in self.best or reading.confidence > self.best[key].confidence:
             self.best[key] = reading
+        large = reading.box[3] - reading.box[1] >= large_px
+        if large and (
+            key not in self.best_large or reading.confidence > self.best_large[key].confidence
+        ):
+            self.best_large[key] = reading
 
-    def result(self) -> TrackedReading:
+    def result(self, *, large_only: bool = False) -> TrackedReading | None:
+        """The vote's winner with its surest view (of those large enough, if `large_only`)."""
         winner = max(self.votes, key=lambda k: self.votes[k])
+        view = (self.best_large if large_only else self.best).get(winner)
+        if view is None:
+            return None
         total = sum(self.votes.values())
         return TrackedReading(
             self.track_id,
-            self.best[winner],
+            view,
             self.hits,
             self.votes[winner] / total if total > 0 else 0.0,
             self.first_seen,
@@ -93,16 +114,25 @@ def _centre(box: Box) -> tuple[float, float]:
     return ((box[0] + box[2]) / 2, (box[1] + box[3]) / 2)
 
 
-def _affinity(track: _Track, box: Box) -> float:
+OTHER_CATEGORY_FACTOR = 0.9
+"""Affinity kept when a detection's category differs from its track's: a sign's own category
+wins a close call, but a category flip does not start a second track."""
+
+
+def _affinity(track: _Track, box: Box, category: str) -> float:
     """How well a box continues a track: IoU, or a near-enough centre for a growing sign."""
     predicted = track.predicted()
+    same = 1.0 if category == track.category else OTHER_CATEGORY_FACTOR
     iou = _iou(predicted, box)
     if iou > 0:
-        return iou
+        return iou * same
     (px, py), (bx, by) = _centre(predicted), _centre(box)
     size = max(predicted[2] - predicted[0], predicted[3] - predicted[1], 1.0)
     distance = float(np.hypot(px - bx, py - by)) / size
-    return max(0.0, 0.5 - distance) * 0.2  # below any real overlap, above nothing
+    # Twice the radius (in sizes) that clears the default min_affinity: one size from the
+    # prediction a frame later, more the longer unseen, capped so it is not a whole-frame net.
+    reach = min(2.0 + track.misses, 8.0)
+    return 0.1 * max(0.0, 1.0 - distance / reach) * same  # below any real overlap
 
 
 class SignTracker:
@@ -113,9 +143,10 @@ class SignTracker:
         *,
         confirm_frames: int = 3,
         min_frames: int = 2,
-        max_misses: int = 5,
+        max_misses: int = 15,
         min_affinity: float = 0.05,
         min_confidence: float = 0.0,
+        min_report_px: float = 0.0,
     ) -> None:
         if min_frames > confirm_frames:
             raise ValueError("min_frames must not exceed confirm_frames")
@@ -124,6 +155,7 @@ class SignTracker:
         self.max_misses = max_misses
         self.min_affinity = min_affinity
         self.min_confidence = min_confidence
+        self.min_report_px = min_report_px
         self._tracks: list[_Track] = []
         self._next_id = 0
 
@@ -136,10 +168,9 @@ class SignTracker:
         """Feed one frame's readings; return the readings that became due on this frame."""
         pairs = sorted(
             (
-                (_affinity(t, r.box), ti, ri)
+                (_affinity(t, r.box, r.category), ti, ri)
                 for ti, t in enumerate(self._tracks)
                 for ri, r in enumerate(readings)
-                if t.category == r.category
             ),
             reverse=True,
         )
@@ -152,10 +183,12 @@ class SignTracker:
             used_readings.add(ri)
             track, reading = self._tracks[ti], readings[ri]
             (ox, oy), (nx, ny) = _centre(track.box), _centre(reading.box)
-            track.velocity = (nx - ox, ny - oy)
+            steps = track.misses + 1
+            track.velocity = ((nx - ox) / steps, (ny - oy) / steps)
             track.box, track.hits, track.misses = reading.box, track.hits + 1, 0
+            track.category = reading.category
             track.last_seen = timestamp
-            track.add(reading)
+            track.add(reading, self.min_report_px)
         for ti, track in enumerate(self._tracks):
             if ti not in used_tracks:
                 track.misses += 1
@@ -168,20 +201,31 @@ class SignTracker:
                     first_seen=timestamp,
                     last_seen=timestamp,
                 )
-                track.add(reading)
+                track.add(reading, self.min_report_px)
                 self._next_id += 1
                 self._tracks.append(track)
         due = []
         for track in self._tracks:
             if not track.emitted and track.hits >= self.confirm_frames:
-                result = track.result()
-                if result.reading.confidence >= self.min_confidence:
+                result = track.result(large_only=True)
+                if result is None:
+                    continue
+                confidence = result.reading.confidence
+                if confidence >= self.min_confidence and confidence > track.rejected_below:
                     track.emitted = True
                     due.append(result)
         ended = [t for t in self._tracks if t.misses > self.max_misses]
         self._tracks = [t for t in self._tracks if t.misses <= self.max_misses]
         due.extend(self._finish(ended))
         return due
+
+    def reject(self, tracked: TrackedReading) -> None:
+        """The agent turned this reading down: offer the track again from a surer view."""
+        for track in self._tracks:
+            if track.track_id == tracked.track_id:
+                track.emitted = False
+                track.rejected_below = tracked.reading.confidence
+                return
 
     def flush(self) -> list[TrackedReading]:
         """End every track (end of stream); return the readings still due."""
@@ -191,7 +235,13 @@ class SignTracker:
     def _finish(self, ended: Sequence[_Track]) -> list[TrackedReading]:
         due = []
         for track in ended:
-            if not track.emitted and track.hits >= self.min_frames:
+            if track.emitted or track.hits < self.min_frames:
+                continue
+            result = track.result()
+            if result is None or result.reading.confidence <= track.rejected_below:
+                continue  # turned down already, and no surer view came
+            sure = result.reading.confidence >= self.min_confidence
+            if sure or track.hits >= self.confirm_frames:
                 track.emitted = True
-                due.append(track.result())
+                due.append(result)
         return due

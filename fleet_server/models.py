@@ -17,6 +17,7 @@ from sqlalchemy import (
     DateTime,
     Dialect,
     Index,
+    Integer,
     LargeBinary,
     UniqueConstraint,
 )
@@ -24,6 +25,10 @@ from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
 from fleet_protocol.topics import DEVICE_ID_PATTERN, validate_device_id
+
+ROW_ID = BigInteger().with_variant(Integer(), "sqlite")
+"""Row ids of the big tables: BIGINT, except on SQLite, which numbers rows itself only for an
+INTEGER PRIMARY KEY (64-bit there anyway)."""
 
 
 def utcnow() -> datetime:
@@ -159,7 +164,7 @@ class Reading(ReadingBase, table=True):
     )
 
     id: int | None = Field(
-        default=None, sa_column=Column(BigInteger, primary_key=True, autoincrement=True)
+        default=None, sa_column=Column(ROW_ID, primary_key=True, autoincrement=True)
     )
     received_at: datetime = _timestamp(nullable=False, now=True)
     crop_jpeg: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
@@ -181,7 +186,7 @@ class HealthSample(SQLModel, table=True):
     )
 
     id: int | None = Field(
-        default=None, sa_column=Column(BigInteger, primary_key=True, autoincrement=True)
+        default=None, sa_column=Column(ROW_ID, primary_key=True, autoincrement=True)
     )
     device_id: str = Field(max_length=64)
     seq: int = Field(sa_column=Column(BigInteger, nullable=False))

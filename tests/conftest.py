@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from fleet_protocol.messages import ModelRef, Reading
+from fleet_protocol.messages import HealthReport, ModelRef, Reading
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
@@ -34,6 +34,26 @@ def make_reading(**overrides: object) -> Reading:
     }
     fields.update(overrides)
     return Reading.model_validate(fields)
+
+
+def make_health(**overrides: object) -> HealthReport:
+    """A valid health report of a device doing fine; `overrides` replace any field."""
+    fields: dict[str, object] = {
+        "device_id": "veh-0042",
+        "seq": 8,
+        "timestamp": datetime(2026, 11, 27, 9, 30, 5, tzinfo=UTC),
+        "agent_version": "0.1.0",
+        "uptime_s": 10.0,
+        "fps": 30.0,
+        "cpu_percent": 50,
+        "rss_mb": 200,
+        "disk_free_mb": 1000,
+        "camera_state": "ok",
+        "outbox_depth": 0,
+        "outbox_dropped": 0,
+    }
+    fields.update(overrides)
+    return HealthReport.model_validate(fields)
 
 
 @pytest.fixture

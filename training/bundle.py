@@ -35,10 +35,19 @@ def assemble_bundle(
     detector_exports: Mapping[ModelFormat, Path],
     classifier: Path,
     formats: Iterable[ModelFormat] = SHIPPED_FORMATS,
+    training_weights: Path | None = None,
 ) -> Path:
-    """Copy the chosen artifacts (with sidecars and companions) into `out_dir`; write its index."""
+    """Copy the chosen artifacts (with sidecars and companions) into `out_dir`; write its index.
+
+    `training_weights` (the detector's PyTorch checkpoint) goes to ``training/detector.pt``:
+    devices never load it, but fine-tuning and the ultralytics comparison in
+    ``bench/agent_throughput.py`` start from exactly the weights the exports came from.
+    """
     detector: dict[ModelFormat, str] = {}
     out_dir.mkdir(parents=True, exist_ok=True)
+    if training_weights is not None:
+        (out_dir / "training").mkdir(exist_ok=True)
+        shutil.copy2(training_weights, out_dir / "training" / "detector.pt")
     for model_format in formats:
         artifact = detector_exports.get(model_format)
         if artifact is None:
@@ -165,6 +174,13 @@ def write_model_card(
         f"| `{path}` | {_size_mb(bundle / path):.1f} MB |"
         for path in [*index.detector.values(), index.classifier]
     )
+    weights_line = (
+        "`training/detector.pt` is the detector's PyTorch checkpoint the exports came from "
+        f"({(bundle / 'training' / 'detector.pt').stat().st_size / 1e6:.1f} MB), for fine-tuning "
+        "and comparisons; devices never load it.\n"
+        if (bundle / "training" / "detector.pt").is_file()
+        else ""
+    )
     card = f"""# Model card: {index.name} {index.version}
 
 Road-sign reading for RoadSign Fleet devices: a YOLOv8 detector finds signs by shape and colour
@@ -178,7 +194,7 @@ speed value printed on it (5-130, km/h or mph).
 {sizes}
 
 Every artifact has a JSON sidecar (labels, input size, pre-processing, sha256, source run).
-
+{weights_line}
 ## Measured on real images no training step saw
 
 Measured with the edge agent's own code and this bundle's artifacts:
@@ -220,7 +236,7 @@ a driver-assistance or safety function: readings are advisory and carry a confid
 
 ## Reproduce
 
-    {command}
+    {command.replace(chr(10), chr(10) + "    ")}
 
 Runs: {", ".join(f"{k} `{v}`" for k, v in runs.items())}
 """

@@ -14,11 +14,15 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
 from fleet_protocol.config_files import add_validate_config_command, load_config, run_command
 from fleet_protocol.exceptions import ConfigFileError
+
+if TYPE_CHECKING:
+    from training.data.build import DatasetBuild
 
 DEFAULT_CONFIG = Path("training/configs/default.yaml")
 
@@ -65,27 +69,35 @@ def _data(config: BaseModel, args: argparse.Namespace) -> dict[str, object]:
     return build_datasets(config.data, config.data.out_dir / config.name).summary()
 
 
-def _classifier(config: BaseModel, args: argparse.Namespace) -> dict[str, object]:
+def _classifier(
+    config: BaseModel, args: argparse.Namespace, build: DatasetBuild | None = None
+) -> dict[str, object]:
     from training.classifier.stage import run_classifier_stage
     from training.config import TrainingConfig
     from training.data.build import build_datasets
 
     assert isinstance(config, TrainingConfig)
-    build = build_datasets(config.data, config.data.out_dir / config.name, scenes=False)
+    if build is None:
+        build = build_datasets(config.data, config.data.out_dir / config.name, scenes=False)
     return run_classifier_stage(config, build, resume=args.resume)
 
 
-def _detector(config: BaseModel, args: argparse.Namespace) -> dict[str, object]:
+def _detector(
+    config: BaseModel, args: argparse.Namespace, build: DatasetBuild | None = None
+) -> dict[str, object]:
     from training.config import TrainingConfig
     from training.data.build import build_datasets
     from training.detector.stage import run_detector_stage
 
     assert isinstance(config, TrainingConfig)
-    build = build_datasets(config.data, config.data.out_dir / config.name)
+    if build is None or build.data_yaml is None:
+        build = build_datasets(config.data, config.data.out_dir / config.name)
     return run_detector_stage(config, build, resume=args.resume)
 
 
-def _bundle(config: BaseModel, args: argparse.Namespace) -> dict[str, object]:
+def _bundle(
+    config: BaseModel, args: argparse.Namespace, build: DatasetBuild | None = None
+) -> dict[str, object]:
     from edge_agent.bundle import load_metadata
     from training.bundle import assemble_bundle, measure_bundle, write_model_card
     from training.config import TrainingConfig
@@ -93,6 +105,7 @@ def _bundle(config: BaseModel, args: argparse.Namespace) -> dict[str, object]:
     from training.data.shared_sets import ensure_unpacked, read_gtsdb_real_world
     from training.detector.export import ARTIFACTS
     from training.exceptions import TrainingError
+    from training.registry import run_params
 
     assert isinstance(config, TrainingConfig)
     work = config.data.out_dir / config.name
@@ -107,14 +120,17 @@ def _bundle(config: BaseModel, args: argparse.Namespace) -> dict[str, object]:
         raise TrainingError(f"run the classifier and detector stages first (nothing in {work})")
     detector_meta = load_metadata(next(iter(exports.values())))
     out = args.out or Path("models") / config.name
+    weights = work / "detector" / "train" / "weights" / "best.pt"
     bundle = assemble_bundle(
         out,
         name=f"roadsign-{config.name}",
         version=detector_meta.version,
         detector_exports=exports,
         classifier=classifier,
+        training_weights=weights if weights.is_file() else None,
     )
-    build = build_datasets(config.data, work, scenes=False)
+    if build is None:
+        build = build_datasets(config.data, work, scenes=False)
     photos = read_gtsdb_real_world(
         ensure_unpacked(config.data.shared_data_dir, "gtsdb_speed", config.data.cache_dir)
     )
@@ -126,6 +142,16 @@ def _bundle(config: BaseModel, args: argparse.Namespace) -> dict[str, object]:
         "classifier": str(load_metadata(classifier).source_run_id),
     }
     command = f"roadsign-train pipeline --config {args.config} --out {out}"
+    params = run_params(config.mlflow.tracking_uri, runs["detector"])
+    if params.get("detector.init_weights", "None") != "None":
+        # The shipped detector continued the pipeline's from its checkpoint: say how.
+        command += (
+            f"\nROADSIGN_TRAIN__DETECTOR__INIT_WEIGHTS={out}/training/detector.pt "
+            f"ROADSIGN_TRAIN__DETECTOR__EPOCHS={params['detector.epochs']} "
+            f"ROADSIGN_TRAIN__DETECTOR__WARMUP_EPOCHS={params['detector.warmup_epochs']} \\\n"
+            f"    roadsign-train detector --config {args.config}"
+            f"\nroadsign-train bundle --config {args.config} --out {out}"
+        )
     write_model_card(bundle, metrics, detector=detector, command=command, runs=runs)
     return {
         "bundle": str(bundle),
@@ -134,10 +160,16 @@ def _bundle(config: BaseModel, args: argparse.Namespace) -> dict[str, object]:
 
 
 def _pipeline(config: BaseModel, args: argparse.Namespace) -> dict[str, object]:
+    from training.config import TrainingConfig
+    from training.data.build import build_datasets
+
+    assert isinstance(config, TrainingConfig)
+    # Split and manifest the real sets once for every stage (a minute or more on the full sets).
+    build = build_datasets(config.data, config.data.out_dir / config.name)
     return {
-        "classifier": _classifier(config, args),
-        "detector": _detector(config, args),
-        "bundle": _bundle(config, args),
+        "classifier": _classifier(config, args, build),
+        "detector": _detector(config, args, build),
+        "bundle": _bundle(config, args, build),
     }
 
 

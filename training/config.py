@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, Self
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from fleet_protocol.config_files import StrictConfigModel
 
@@ -82,6 +82,21 @@ class DetectorTrainingConfig(StrictConfigModel):
         default=2, ge=1, le=256, description="torch CPU threads (ultralytics would take cores-1)."
     )
     cache: bool = Field(default=False, description="Keep decoded training images in RAM.")
+    init_weights: Path | None = Field(
+        default=None,
+        description="Start from this checkpoint instead of from scratch (to continue a finished "
+        "run with a fresh schedule, e.g. models/default/training/detector.pt); unset: scratch.",
+    )
+    warmup_epochs: float = Field(
+        default=3.0, ge=0, le=50, description="Learning-rate warm-up epochs (0 when continuing)."
+    )
+
+    @field_validator("init_weights")
+    @classmethod
+    def _weights_exist(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_file():
+            raise ValueError(f"{value} is not a file")
+        return value
 
 
 class ClassifierTrainingConfig(StrictConfigModel):

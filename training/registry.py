@@ -55,6 +55,16 @@ def _client(tracking_uri: str) -> Any:
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
 
+def run_params(tracking_uri: str, run_id: str) -> dict[str, str]:
+    """The params an MLflow run logged."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return dict(_client(tracking_uri).get_run(run_id).data.params)
+    except MlflowException as e:
+        raise TrainingError(f"cannot read MLflow run {run_id}: {e}") from e
+
+
 def register_version(
     tracking_uri: str,
     name: str,

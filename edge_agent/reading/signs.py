@@ -136,7 +136,11 @@ class SignReader:
         `last_timings` then holds the seconds the detect and classify stages took.
         """
         started = time.perf_counter()
-        detections = self.detector.detect(image, confidence=confidence, iou_threshold=iou_threshold)
+        # One box per sign: a sign seen half-way between two categories (a far stop sign as
+        # round-red and as octagon) would otherwise be read, tracked and reported twice.
+        detections = self.detector.detect(
+            image, confidence=confidence, iou_threshold=iou_threshold, agnostic=True
+        )
         detected = time.perf_counter()
         readings: list[SignReading] = []
         if detections:

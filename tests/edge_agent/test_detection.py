@@ -44,6 +44,19 @@ def test_decode_is_class_aware_and_drops_low_scores() -> None:
     assert classes.tolist() == [0, 1]
     np.testing.assert_allclose(boxes[0], [5, 5, 15, 15])
     np.testing.assert_allclose(scores, [0.9, 0.8])
+    # Agnostic: the class-1 box in the same place is the same object, so it goes too.
+    boxes, scores, classes = decode(output, 0.25, 0.45, agnostic=True)
+    assert classes.tolist() == [0]
+
+
+def test_agnostic_decode_drops_a_box_nested_in_a_better_one() -> None:
+    output = np.zeros((4 + 2, 2), np.float32)
+    output[:4, 0] = [20, 20, 10, 10]
+    output[4, 0] = 0.9
+    output[:4, 1] = [21, 21, 20, 20]  # contains the first (IoU 0.25), another class
+    output[5, 1] = 0.3
+    assert decode(output, 0.25, 0.45)[2].tolist() == [0, 1]
+    assert decode(output, 0.25, 0.45, agnostic=True)[2].tolist() == [0]
 
 
 @pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])

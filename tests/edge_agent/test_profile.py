@@ -42,7 +42,8 @@ def test_profiles_differ_where_their_hardware_does() -> None:
     assert rsu.location is not None
     assert rsu.camera.kind == "stream"
     assert (rpi.detector.backend, rpi.detector.model_format) == ("onnxruntime", "onnx_int8")
-    assert rpi.detector.input_size < rsu.detector.input_size
+    assert rpi.detector.input_size == 416
+    assert rsu.detector.input_size is None
     assert rpi.detector.threads < rsu.detector.threads
     assert jetson.detector.execution_providers[0] == "TensorrtExecutionProvider"
     assert all(p.broker.url.startswith("mqtts://") for p in (rsu, rpi, jetson))

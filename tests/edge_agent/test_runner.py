@@ -146,3 +146,19 @@ def test_a_bad_profile_fails_clearly(tmp_path: Path, capsys: pytest.CaptureFixtu
     bad.write_text("camera:\n  fps_cap: 0\n")
     assert main(["run", "--config", str(bad)]) == 1
     assert "camera.fps_cap" in capsys.readouterr().err
+
+
+def test_a_profile_asking_for_another_input_size_than_the_bundle_has_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _profile(tmp_path)
+    profile = yaml.safe_load(path.read_text())
+    profile["detector"]["input_size"] = 640  # the tiny bundle's detector takes 64 px
+    path.write_text(yaml.safe_dump(profile))
+    assert main(["run", "--config", str(path), "--sink", "stdout"]) == 1
+    err = capsys.readouterr().err
+    assert "detector.input_size is 640" in err
+    assert "takes 64 px" in err
+    profile["detector"]["input_size"] = None
+    path.write_text(yaml.safe_dump(profile))
+    assert main(["run", "--config", str(path), "--sink", "stdout", "--max-frames", "3"]) == 0

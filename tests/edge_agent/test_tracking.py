@@ -93,7 +93,7 @@ def test_a_track_too_short_to_confirm_is_reported_when_it_ends_if_seen_enough() 
     assert flicker.flush() == []  # one frame is noise, not a sign
 
 
-def test_categories_never_share_a_track() -> None:
+def test_two_detections_of_one_frame_never_share_a_track_whatever_their_categories() -> None:
     tracker = SignTracker(confirm_frames=2)
     box = (100.0, 100.0, 130.0, 130.0)
     emitted = []
@@ -130,3 +130,71 @@ def test_a_track_that_never_gets_sure_is_still_reported_once_when_it_ends() -> N
     assert emitted == []
     emitted += tracker.flush()
     assert len(emitted) == 1  # the agent decides whether so unsure a reading is sent
+
+
+def test_a_far_sign_whose_category_flips_stays_one_track() -> None:
+    tracker = SignTracker(confirm_frames=3, min_confidence=0.5)
+    emitted = []
+    for i, box in enumerate(_approach(300, 12)):
+        category = ("prohibitory", "warning", "stop")[i % 3] if i < 6 else "stop"
+        confidence = 0.3 if i < 6 else 0.9
+        emitted += tracker.update(
+            [_sign(box, None, confidence=confidence, category=category)], timestamp=i
+        )
+    emitted += tracker.flush()
+    assert len(emitted) == 1
+    assert emitted[0].reading.category == "stop"
+
+
+def test_a_sign_the_detector_loses_for_a_few_frames_while_nearing_stays_one_track() -> None:
+    # It keeps moving (and growing) while unseen: the prediction follows its velocity.
+    tracker = SignTracker(confirm_frames=3, min_confidence=0.5)
+    emitted = []
+    for i, box in enumerate(_approach(300, 24, growth=1.1)):
+        if 8 <= i < 15:  # seven frames lost
+            emitted += tracker.update([], timestamp=i)
+            continue
+        emitted += tracker.update([_sign(box, confidence=0.3 if i < 8 else 0.9)], timestamp=i)
+    emitted += tracker.flush()
+    assert len(emitted) == 1
+    assert emitted[0].frames_seen > 8
+
+
+def test_an_unsure_two_frame_glimpse_is_not_reported() -> None:
+    tracker = SignTracker(confirm_frames=3, min_frames=2, min_confidence=0.5)
+    for i, box in enumerate(_approach(300, 2)):
+        tracker.update([_sign(box, confidence=0.3)], timestamp=i)
+    assert tracker.flush() == []
+    sure = SignTracker(confirm_frames=3, min_frames=2, min_confidence=0.5)
+    for i, box in enumerate(_approach(300, 2)):
+        sure.update([_sign(box, confidence=0.8)], timestamp=i)
+    assert len(sure.flush()) == 1
+
+
+def test_a_sign_is_reported_early_only_from_a_view_large_enough() -> None:
+    tracker = SignTracker(confirm_frames=3, min_confidence=0.5, min_report_px=28)
+    emitted = []
+    for i, box in enumerate(_approach(300, 20, growth=1.1)):  # 12 px growing to ~70 px
+        emitted += tracker.update([_sign(box, confidence=0.9)], timestamp=i)
+        if box[3] - box[1] < 28:
+            assert emitted == []
+    assert len(emitted) == 1
+    assert emitted[0].reading.box[3] - emitted[0].reading.box[1] >= 28
+    small = SignTracker(confirm_frames=3, min_confidence=0.5, min_report_px=28)
+    for i in range(5):
+        small.update([_sign((300, 100, 312, 112), confidence=0.9)], timestamp=i)
+    assert len(small.flush()) == 1  # never large: reported when it ends
+
+
+def test_a_reading_turned_down_is_offered_again_only_from_a_surer_view() -> None:
+    tracker = SignTracker(confirm_frames=3, min_confidence=0.5)
+    boxes = _approach(300, 8)
+    offered = []
+    for i, box in enumerate(boxes):
+        confidence = 0.6 if i < 5 else 0.8
+        due = tracker.update([_sign(box, confidence=confidence)], timestamp=i)
+        offered += [(i, d.reading.confidence) for d in due]
+        for d in due:
+            if d.reading.confidence < 0.7:
+                tracker.reject(d)  # e.g. OCR disagreed and the confidence fell below the bar
+    assert offered == [(2, 0.6), (5, 0.8)]

@@ -52,3 +52,25 @@ def test_last_seen_never_moves_backwards_and_the_model_follows_the_batch(
         assert (two.last_seen_at, two.model_version) == (LATE, None)
         assert three.last_seen_at is None  # not in any batch: untouched
     engine.dispose()
+
+
+def test_readings_and_health_are_stored_once_on_a_migrated_database(
+    store: DatabaseSettings,
+) -> None:
+    from fleet_server.ingest.worker import health_row, reading_row
+    from tests.conftest import make_health, make_reading
+
+    engine = make_engine(store)
+    with session_scope(engine) as session:
+        crud.create_device(session, device=DeviceCreate(device_id="veh-0042"))
+    readings = [reading_row(make_reading(seq=seq)) for seq in (1, 2)]
+    health = health_row(make_health(seq=3))
+    with session_scope(engine) as session:
+        assert crud.insert_readings(session, rows=readings) == [("veh-0042", 1), ("veh-0042", 2)]
+        assert crud.insert_health(session, rows=[health]) == [("veh-0042", 3)]
+    with session_scope(engine) as session:  # a redelivery adds nothing
+        assert crud.insert_readings(session, rows=readings[1:]) == []
+        ids = crud.query_readings(session, where=crud.ReadingFilter(), limit=10)
+        assert sorted(r.seq for r in ids) == [1, 2]
+        assert len({r.id for r in ids}) == 2
+    engine.dispose()

@@ -21,6 +21,8 @@ def bundle(tmp_path: Path) -> Path:
     exports: dict[ModelFormat, Path] = {
         "onnx_int8": source / "detector" / "onnx_int8" / "model.onnx"
     }
+    weights = tmp_path / "best.pt"
+    weights.write_bytes(b"checkpoint bytes")
     return assemble_bundle(
         tmp_path / "bundle",
         name="roadsign-t",
@@ -28,6 +30,7 @@ def bundle(tmp_path: Path) -> Path:
         detector_exports=exports,
         classifier=source / "classifier" / "classifier.onnx",
         formats=["onnx_int8"],
+        training_weights=weights,
     )
 
 
@@ -36,6 +39,7 @@ def test_bundle_copies_artifacts_and_indexes_them(bundle: Path, tmp_path: Path) 
     assert index.detector == {"onnx_int8": "detector/onnx_int8/model.onnx"}
     load_metadata(bundle / index.detector["onnx_int8"])  # checksum holds after the copy
     load_metadata(bundle / index.classifier)
+    assert (bundle / "training" / "detector.pt").read_bytes() == b"checkpoint bytes"
     with pytest.raises(TrainingError, match="no openvino_int8 detector export"):
         assemble_bundle(
             tmp_path / "b2",

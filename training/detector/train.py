@@ -1,7 +1,9 @@
 """Training the YOLOv8 detector with ultralytics, offline, resumable, with per-epoch metrics.
 
-The model is built from its YAML (``pretrained=False``: no weights are downloaded, ever).
-Ultralytics' trainer keeps ``last.pt`` after every epoch; ``resume`` continues from it. Each
+The model is built from its YAML (``pretrained=False``: no weights are downloaded, ever), or
+starts from `init_weights`, a checkpoint of ours, with a fresh schedule (continuing a finished
+run, e.g. the shipped bundle's ``training/detector.pt``). Ultralytics' trainer keeps ``last.pt``
+after every epoch; ``resume`` continues an interrupted run from it. Each
 epoch's losses and validation metrics go to `log_metrics` (MLflow in the stage).
 """
 
@@ -73,7 +75,8 @@ def train_detector(
     resuming = resume and last.is_file()
     if resuming and best.is_file() and _finished(last):
         return TrainedDetector(best, last, run_dir)
-    model = YOLO(str(last) if resuming else config.architecture, task="detect")
+    start = config.init_weights or config.architecture
+    model = YOLO(str(last) if resuming else str(start), task="detect")
 
     def on_fit_epoch_end(trainer: Any) -> None:
         # Ultralytics pins torch to (cores - 1) threads on the CPU; keep the configured count.
@@ -114,13 +117,15 @@ def train_detector(
                 project=str(out_dir.resolve()),
                 name="train",
                 exist_ok=True,
-                pretrained=False,
+                # Ultralytics drops a loaded checkpoint's weights unless told to keep them.
+                pretrained=str(config.init_weights) if config.init_weights else False,
                 seed=seed,
                 deterministic=True,
                 plots=False,
                 amp=False,
                 cache=config.cache,
                 close_mosaic=min(10, max(config.epochs // 5, 0)),
+                warmup_epochs=config.warmup_epochs,
                 verbose=False,
             )
     except (RuntimeError, ValueError, FileNotFoundError) as e:

@@ -10,6 +10,10 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+# SQLite numbers rows itself only for an INTEGER PRIMARY KEY (a BIGINT one stays NULL), so the
+# row ids are BIGINT on PostgreSQL and INTEGER (64-bit there anyway) on SQLite.
+ROW_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
 revision = "0001"
 down_revision = None
 branch_labels = None
@@ -36,7 +40,7 @@ def upgrade() -> None:
     op.create_index(op.f("ix_device_status"), "device", ["status"], unique=False)
     op.create_table(
         "healthsample",
-        sa.Column("id", sa.BigInteger(), autoincrement=True, nullable=False),
+        sa.Column("id", ROW_ID, autoincrement=True, nullable=False),
         sa.Column("device_id", sa.String(length=64), nullable=False),
         sa.Column("seq", sa.BigInteger(), nullable=False),
         sa.Column("observed_at", sa.DateTime(timezone=True), nullable=False),
@@ -80,7 +84,7 @@ def upgrade() -> None:
         sa.Column("model_sha256", sa.String(length=64), nullable=False),
         sa.Column("lat", sa.Float(), nullable=True),
         sa.Column("lon", sa.Float(), nullable=True),
-        sa.Column("id", sa.BigInteger(), autoincrement=True, nullable=False),
+        sa.Column("id", ROW_ID, autoincrement=True, nullable=False),
         sa.Column("received_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("crop_jpeg", sa.LargeBinary(), nullable=True),
         sa.PrimaryKeyConstraint("id"),
