@@ -53,7 +53,7 @@ def calibration_batches(images: Sequence[Path], size: int) -> list[np.ndarray]:
 def export_onnx_fp32(weights: Path, out_dir: Path, *, imgsz: int, work_dir: Path) -> Path:
     """ONNX FP32 (batch 1, static size) from ultralytics weights, into ``out_dir/model.onnx``."""
     prepare_ultralytics(work_dir / ".ultralytics")
-    import torch
+    from torch.jit._trace import TracerWarning
     from ultralytics import YOLO
 
     disable_integrations(work_dir)
@@ -65,7 +65,7 @@ def export_onnx_fp32(weights: Path, out_dir: Path, *, imgsz: int, work_dir: Path
             warnings.simplefilter("ignore", DeprecationWarning)
             # Tracing warns where the head compares shapes; ultralytics silences it only by a
             # filter set when it is first imported, which an earlier catch_warnings may undo.
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            warnings.simplefilter("ignore", TracerWarning)
             exported = YOLO(str(weights), task="detect").export(
                 format="onnx",
                 imgsz=imgsz,
