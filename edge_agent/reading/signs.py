@@ -36,6 +36,19 @@ _TYPE_OF_CATEGORY: dict[str, SignType] = {
 }
 # Categories whose class the crop classifier may refine (GTSRB has signs of these shapes).
 _REFINED = {"prohibitory", "end_of_restriction", "warning", "mandatory"}
+# The classifier's types each refinable category may take.
+_FITS_SHAPE: dict[str, set[SignType]] = {
+    "prohibitory": {
+        SignType.SPEED_LIMIT,
+        SignType.NO_PASSING,
+        SignType.NO_ENTRY,
+        SignType.PROHIBITORY,
+        SignType.STOP,
+        SignType.YIELD,
+    },
+    "end_of_restriction": {SignType.END_OF_SPEED_LIMIT, SignType.END_OF_RESTRICTIONS},
+    "warning": {SignType.WARNING, SignType.RIGHT_OF_WAY, SignType.YIELD},
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,28 +75,10 @@ def interpret(detection: Detection, crop: CropReading, *, round_unit: SpeedUnit)
     confidence = detection.score
     if gtsrb_id is not None and category in _REFINED:
         refined = gtsrb_class(gtsrb_id).sign_type
-        # Keep the classifier's finer type only where it fits the detected shape.
-        if (
-            (
-                category == "prohibitory"
-                and refined
-                in {
-                    SignType.SPEED_LIMIT,
-                    SignType.NO_PASSING,
-                    SignType.NO_ENTRY,
-                    SignType.PROHIBITORY,
-                }
-            )
-            or (
-                category == "end_of_restriction"
-                and refined
-                in {
-                    SignType.END_OF_SPEED_LIMIT,
-                    SignType.END_OF_RESTRICTIONS,
-                }
-            )
-            or (category == "warning" and refined in {SignType.WARNING, SignType.RIGHT_OF_WAY})
-        ):
+        # Keep the classifier's finer type only where it fits the detected shape. Stop and yield
+        # signs are red-rimmed like the round and triangular ones, and a far one is often
+        # detected as those: the classifier, reading the crop close up, tells them apart.
+        if refined in _FITS_SHAPE.get(category, set()):
             sign_type = refined
         confidence *= crop.sign_confidence
     value: float | None = None

@@ -35,6 +35,11 @@ def _read(category: str, sign: str, speed: int | None, unit: str = "km/h") -> ob
         ("speed_rect", "other", None, (SignType.OTHER, None, None, False)),
         ("warning", "11", None, (SignType.RIGHT_OF_WAY, None, None, False)),
         ("warning", "1", None, (SignType.WARNING, None, None, False)),  # shape beats class
+        # Red-rimmed look-alikes: a far stop or yield sign detected as round or triangular.
+        ("prohibitory", "14", None, (SignType.STOP, None, None, False)),
+        ("prohibitory", "13", None, (SignType.YIELD, None, None, False)),
+        ("warning", "13", None, (SignType.YIELD, None, None, False)),
+        ("mandatory", "14", None, (SignType.MANDATORY, None, None, False)),
         ("stop", "other", None, (SignType.STOP, None, None, False)),
         ("info_square", "other", None, (SignType.PEDESTRIAN_CROSSING, None, None, False)),
     ],
