@@ -45,8 +45,11 @@ def assemble_bundle(
     """
     detector: dict[ModelFormat, str] = {}
     out_dir.mkdir(parents=True, exist_ok=True)
+    # Like each artifact folder below, replaced whole: a checkpoint left from an earlier bundle
+    # would pass for the one these exports came from.
+    shutil.rmtree(out_dir / "training", ignore_errors=True)
     if training_weights is not None:
-        (out_dir / "training").mkdir(exist_ok=True)
+        (out_dir / "training").mkdir()
         shutil.copy2(training_weights, out_dir / "training" / "detector.pt")
     for model_format in formats:
         artifact = detector_exports.get(model_format)
@@ -174,11 +177,12 @@ def write_model_card(
         f"| `{path}` | {_size_mb(bundle / path):.1f} MB |"
         for path in [*index.detector.values(), index.classifier]
     )
+    checkpoint = bundle / "training" / "detector.pt"
     weights_line = (
         "`training/detector.pt` is the detector's PyTorch checkpoint the exports came from "
-        f"({(bundle / 'training' / 'detector.pt').stat().st_size / 1e6:.1f} MB), for fine-tuning "
-        "and comparisons; devices never load it.\n"
-        if (bundle / "training" / "detector.pt").is_file()
+        f"({checkpoint.stat().st_size / 1e6:.1f} MB), for fine-tuning and comparisons; devices "
+        "never load it.\n"
+        if checkpoint.is_file()
         else ""
     )
     card = f"""# Model card: {index.name} {index.version}
