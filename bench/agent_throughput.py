@@ -9,6 +9,12 @@ one OCR call per crop with each OCR engine.
 
     python bench/agent_throughput.py --bundle models/default --output bench/results/agent.json
 
+The two run in alternating rounds (agent, ultralytics, agent, ...) so that a busy spell of a
+shared machine hits both alike; each side's figure is its median over the rounds, the ratio the
+median of the rounds' own ratios. Resident memory is the agent's, read after its first round,
+before ultralytics and PyTorch are imported into the process. The baseline runs with
+ultralytics' defaults, as a user would call it (its PyTorch thread count is recorded).
+
 The baseline's weights default to the bundle's ``training/detector.pt``, the checkpoint its
 exports came from.
 """
@@ -84,8 +90,8 @@ def run_agent(bundle: Path, video: Path, threads: int) -> dict[str, float]:
     }
 
 
-def run_ultralytics(weights: Path, video: Path, imgsz: int) -> float:
-    """Frames per second of an ultralytics predict loop over the same video."""
+def run_ultralytics(weights: Path, video: Path, imgsz: int) -> tuple[float, int]:
+    """Frames per second of an ultralytics predict loop over the same video, and its threads."""
     from training.detector.offline import disable_integrations, prepare_ultralytics
 
     work = Path(tempfile.mkdtemp(prefix="bench-yolo-"))
@@ -104,7 +110,10 @@ def run_ultralytics(weights: Path, video: Path, imgsz: int) -> float:
         frames = sum(
             1 for _ in model.predict(source=str(video), imgsz=imgsz, stream=True, verbose=False)
         )
-    return frames / (time.perf_counter() - started)
+    elapsed = time.perf_counter() - started
+    import torch
+
+    return frames / elapsed, torch.get_num_threads()
 
 
 def ocr_ms(engine: str, repeats: int = 40) -> float:
@@ -138,26 +147,38 @@ def main() -> int:
     parser.add_argument("--imgsz", type=int, default=416)
     parser.add_argument("--signs", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds of each")
     parser.add_argument("--output", type=Path)
     args = parser.parse_args()
     video = Path(tempfile.mkdtemp(prefix="bench-drive-")) / "drive.mp4"
     render_drive(video, args.signs)
-    agent = run_agent(args.bundle, video, args.threads)
     weights = args.weights or args.bundle / "training" / "detector.pt"
-    baseline = run_ultralytics(weights, video, args.imgsz)
+    agents, baselines, torch_threads = [], [], 0
+    for _ in range(args.rounds):
+        agents.append(run_agent(args.bundle, video, args.threads))
+        fps, torch_threads = run_ultralytics(weights, video, args.imgsz)
+        baselines.append(fps)
+        print(f"round: agent {agents[-1]['fps']:.1f} fps, ultralytics {fps:.1f} fps", flush=True)
+    ratios = [a["fps"] / b for a, b in zip(agents, baselines, strict=True)]
     result = {
-        "fps": round(agent["fps"], 1),
-        "ultralytics_fps": round(baseline, 1),
-        "ratio": round(agent["fps"] / baseline, 2),
-        "overhead_fraction": round(agent["overhead_fraction"], 3),
-        "rss_mb": round(agent["rss_mb"], 1),
+        "fps": round(statistics.median(a["fps"] for a in agents), 1),
+        "ultralytics_fps": round(statistics.median(baselines), 1),
+        "ratio": round(statistics.median(ratios), 2),
+        "overhead_fraction": round(statistics.median(a["overhead_fraction"] for a in agents), 3),
+        "rss_mb": round(agents[0]["rss_mb"], 1),
         "ocr_ms_tesserocr": round(ocr_ms("tesserocr"), 2),
         "ocr_ms_pytesseract": round(ocr_ms("pytesseract"), 2),
-        "frames": agent["frames"],
-        "readings": agent["readings"],
+        "frames": agents[0]["frames"],
+        "readings": [a["readings"] for a in agents],
         "signs_in_video": args.signs,
         "threads": args.threads,
+        "ultralytics_torch_threads": torch_threads,
         "imgsz": args.imgsz,
+        "rounds": {
+            "fps": [round(a["fps"], 1) for a in agents],
+            "ultralytics_fps": [round(b, 1) for b in baselines],
+            "ratio": [round(r, 2) for r in ratios],
+        },
         "machine": platform.machine(),
     }
     print(json.dumps(result, indent=2))

@@ -86,14 +86,18 @@ def main() -> int:
                 "params": int(params),
                 "gflops": round(float(gflops), 2),
             }
-            calibration = calibration_batches(scenes[:16], size) if scenes else None
+            # Static square graphs: the sizes compare like for like on square inputs.
+            stride = None
+            calibration = calibration_batches(scenes[:16], size, stride) if scenes else None
             for precision, calib in (("fp32", None), ("int8", calibration)):
                 if precision == "int8" and calib is None:
                     continue
                 target = work / f"{row['arch']}-{size}-{precision}"
                 out = export_openvino(onnx, target, calibration=calib)
                 fmt: ModelFormat = "openvino_fp32" if precision == "fp32" else "openvino_int8"
-                write_detector_sidecar(out, fmt, imgsz=size, version="bench", run_id=None)
+                write_detector_sidecar(
+                    out, fmt, imgsz=size, stride=stride, version="bench", run_id=None
+                )
                 for threads in (1, 2):
                     row[f"ms_{precision}_t{threads}"] = round(
                         _latency_ms(out, frames, threads, args.repeats), 2

@@ -199,19 +199,36 @@ class Agent:
     def process(self, frame: Frame, decode_seconds: float = 0.0) -> list[Reading]:
         """Read one frame; return the protocol readings it made due (already emitted)."""
         started = time.perf_counter()
-        readings = self.reader.read(
+        detections = self.reader.detect(
             frame.image,
             confidence=self.profile.detector.confidence_threshold,
             iou_threshold=self.profile.detector.iou_threshold,
         )
-        timings = {PipelineStage.DECODE: decode_seconds, **self.reader.last_timings}
-        viewed = [replace(r, view=sign_view(frame.image, r.box)) for r in readings]
+        detected = time.perf_counter()
+        # Only detections worth reading are classified (see SignTracker.to_read); the rest
+        # keep their tracks moving.
+        wanted = self.tracker.to_read([(d.box, d.category) for d in detections])
+        readings = self.reader.read_detections(
+            frame.image, detections, skip=[not w for w in wanted]
+        )
+        classified = time.perf_counter()
+        viewed = [
+            replace(r, view=sign_view(frame.image, r.box)) if read else r
+            for r, read in zip(readings, wanted, strict=True)
+        ]
         due = self.tracker.update(viewed, frame.timestamp)
         ocr_started = time.perf_counter()
         sent = [self._emit(item) for item in due]
-        timings[PipelineStage.OCR] = time.perf_counter() - ocr_started
-        timings[PipelineStage.TOTAL] = time.perf_counter() - started + decode_seconds
-        self.health.frame(timings)
+        finished = time.perf_counter()
+        self.health.frame(
+            {
+                PipelineStage.DECODE: decode_seconds,
+                PipelineStage.DETECT: detected - started,
+                PipelineStage.CLASSIFY: classified - detected,
+                PipelineStage.OCR: finished - ocr_started,
+                PipelineStage.TOTAL: decode_seconds + finished - started,
+            }
+        )
         self.frames_total += 1
         return [reading for reading in sent if reading is not None]
 

@@ -33,7 +33,19 @@ class ModelMetadata(BaseModel):
     format: ModelFormat = Field(description="Runtime format and precision.")
     artifact: str = Field(description="File name of the artifact, beside this sidecar.")
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="sha256 of the artifact's bytes.")
-    input_size: int = Field(ge=8, le=4096, description="Square input side, pixels.")
+    input_size: int = Field(
+        ge=8, le=4096, description="Square input side, or the longer side's most, pixels."
+    )
+    stride: int | None = Field(
+        default=None,
+        ge=1,
+        le=1024,
+        description=(
+            "Detector: the input's height and width may each be any multiple of this, up to "
+            "input_size, and frames are letterboxed to the smallest such rectangle (a 4:3 "
+            "frame at 416 runs as 416x320, not 416x416). None: the input is input_size square."
+        ),
+    )
     input_name: str = Field(default="images", description="Name of the input tensor.")
     layout: Literal["NCHW"] = Field(default="NCHW", description="Input tensor layout.")
     colour: Literal["RGB"] = Field(default="RGB", description="Channel order of the input.")

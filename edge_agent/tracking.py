@@ -15,6 +15,15 @@ than sending or discarding its first guess) lets the nearer, larger views decide
 reason a track is reported before it ends only from a view at least `min_report_px` tall. The
 agent may still turn a reading down after its own checks (OCR disagreeing); `reject` then
 re-opens the track, which is offered again only from a surer view than the one turned down.
+
+Reading (classifying) a detection is most of a frame's work after detection itself, so
+`to_read` tells the agent which of a frame's detections are worth it; the rest are fed in as
+unread (zero-confidence) readings, which move their track but cast no vote. Not worth reading:
+a sign whose reading has gone out (nothing can change it now), and a sign seen less than
+`reread_growth` times as tall as when it was last read, until `reread_every` frames have
+passed. An approaching sign is read again as soon as it shows more pixels (a near one every
+frame); a thing that keeps its size (a round tree the detector half-takes for a sign, a sign
+seen from a stopped vehicle) is not re-read from the same pixels 30 times a second.
 """
 
 from __future__ import annotations
@@ -55,6 +64,10 @@ class _Track:
     hits: int = 1
     misses: int = 0
     emitted: bool = False
+    read_px: float = 0.0
+    """Height of the largest view read (classified) so far."""
+    unread_frames: int = 0
+    """Frames matched since the last one read."""
     rejected_below: float = 0.0
     """Confidence of the view last turned down: the next offer must beat it."""
     first_seen: float = 0.0
@@ -70,6 +83,11 @@ class _Track:
         return (x1 + dx, y1 + dy, x2 + dx, y2 + dy)
 
     def add(self, reading: SignReading, large_px: float) -> None:
+        if reading.confidence <= 0:
+            self.unread_frames += 1
+            return  # an unread detection: it says where the sign is, not what it says
+        self.unread_frames = 0
+        self.read_px = max(self.read_px, reading.box[3] - reading.box[1])
         key: VoteKey = (
             reading.sign_type.value,
             reading.value,
@@ -87,6 +105,8 @@ class _Track:
 
     def result(self, *, large_only: bool = False) -> TrackedReading | None:
         """The vote's winner with its surest view (of those large enough, if `large_only`)."""
+        if not self.votes:
+            return None
         winner = max(self.votes, key=lambda k: self.votes[k])
         view = (self.best_large if large_only else self.best).get(winner)
         if view is None:
@@ -147,6 +167,8 @@ class SignTracker:
         min_affinity: float = 0.05,
         min_confidence: float = 0.0,
         min_report_px: float = 0.0,
+        reread_growth: float = 1.05,
+        reread_every: int = 10,
     ) -> None:
         if min_frames > confirm_frames:
             raise ValueError("min_frames must not exceed confirm_frames")
@@ -156,6 +178,8 @@ class SignTracker:
         self.min_affinity = min_affinity
         self.min_confidence = min_confidence
         self.min_report_px = min_report_px
+        self.reread_growth = reread_growth
+        self.reread_every = reread_every
         self._tracks: list[_Track] = []
         self._next_id = 0
 
@@ -164,23 +188,50 @@ class SignTracker:
         """Tracks currently followed."""
         return len(self._tracks)
 
-    def update(self, readings: Sequence[SignReading], timestamp: float) -> list[TrackedReading]:
-        """Feed one frame's readings; return the readings that became due on this frame."""
+    def _match(self, boxes: Sequence[tuple[Box, str]]) -> dict[int, int]:
+        """Track index of each (box, category) that continues one, by index; best pairs first."""
         pairs = sorted(
             (
-                (_affinity(t, r.box, r.category), ti, ri)
+                (_affinity(t, box, category), ti, ri)
                 for ti, t in enumerate(self._tracks)
-                for ri, r in enumerate(readings)
+                for ri, (box, category) in enumerate(boxes)
             ),
             reverse=True,
         )
         used_tracks: set[int] = set()
-        used_readings: set[int] = set()
+        matches: dict[int, int] = {}
         for affinity, ti, ri in pairs:
-            if affinity < self.min_affinity or ti in used_tracks or ri in used_readings:
+            if affinity < self.min_affinity or ti in used_tracks or ri in matches:
                 continue
             used_tracks.add(ti)
-            used_readings.add(ri)
+            matches[ri] = ti
+        return matches
+
+    def to_read(self, boxes: Sequence[tuple[Box, str]]) -> list[bool]:
+        """For each of a frame's (box, category): is it worth reading (classifying)?
+
+        A new sign is; one continuing a track is unless the track was reported, or was last
+        read from a view more than 1/`reread_growth` as tall fewer than `reread_every` frames
+        ago. `update` matches the same boxes the same way.
+        """
+        matches = self._match(boxes)
+        wanted = []
+        for ri, (box, _) in enumerate(boxes):
+            if ri not in matches:
+                wanted.append(True)
+                continue
+            track = self._tracks[matches[ri]]
+            grown = box[3] - box[1] >= track.read_px * self.reread_growth
+            due = track.unread_frames + 1 >= self.reread_every
+            wanted.append(not track.emitted and (grown or due))
+        return wanted
+
+    def update(self, readings: Sequence[SignReading], timestamp: float) -> list[TrackedReading]:
+        """Feed one frame's readings; return the readings that became due on this frame."""
+        matches = self._match([(r.box, r.category) for r in readings])
+        used_tracks = set(matches.values())
+        used_readings = set(matches)
+        for ri, ti in matches.items():
             track, reading = self._tracks[ti], readings[ri]
             (ox, oy), (nx, ny) = _centre(track.box), _centre(reading.box)
             steps = track.misses + 1

@@ -143,12 +143,22 @@ def _bundle(
     }
     command = f"roadsign-train pipeline --config {args.config} --out {out}"
     params = run_params(config.mlflow.tracking_uri, runs["detector"])
-    if params.get("detector.init_weights", "None") != "None":
+    continued = params.get("detector.init_weights", "None") != "None"
+    epochs, warmup = params.get("detector.epochs"), params.get("detector.warmup_epochs")
+    if continued and epochs == "0" and weights.is_file():
+        # Exported again, not trained: the checkpoint's own training is the recipe (its
+        # exports now come from the current exporter either way).
+        from training.detector.train import checkpoint_train_args
+
+        trained_with = checkpoint_train_args(weights)
+        continued = isinstance(trained_with.get("pretrained"), str)
+        epochs, warmup = trained_with.get("epochs"), trained_with.get("warmup_epochs")
+    if continued:
         # The shipped detector continued the pipeline's from its checkpoint: say how.
         command += (
             f"\nROADSIGN_TRAIN__DETECTOR__INIT_WEIGHTS={out}/training/detector.pt "
-            f"ROADSIGN_TRAIN__DETECTOR__EPOCHS={params['detector.epochs']} "
-            f"ROADSIGN_TRAIN__DETECTOR__WARMUP_EPOCHS={params['detector.warmup_epochs']} \\\n"
+            f"ROADSIGN_TRAIN__DETECTOR__EPOCHS={epochs} "
+            f"ROADSIGN_TRAIN__DETECTOR__WARMUP_EPOCHS={warmup} \\\n"
             f"    roadsign-train detector --config {args.config}"
             f"\nroadsign-train bundle --config {args.config} --out {out}"
         )

@@ -71,7 +71,13 @@ class DetectorTrainingConfig(StrictConfigModel):
         "built from scratch, pretrained=False.",
     )
     imgsz: int = Field(default=640, ge=64, le=1280, multiple_of=32, description="Input size.")
-    epochs: int = Field(default=50, ge=1, le=1000, description="Training epochs.")
+    epochs: int = Field(
+        default=50,
+        ge=0,
+        le=1000,
+        description="Training epochs; 0 trains nothing and exports init_weights as they are "
+        "(to export a finished checkpoint again with a newer exporter).",
+    )
     batch: int = Field(default=16, ge=1, le=512, description="Batch size.")
     device: Literal["cpu", "cuda", "auto"] = Field(
         default="auto", description="auto takes a GPU where one is present, else the CPU."
@@ -97,6 +103,12 @@ class DetectorTrainingConfig(StrictConfigModel):
         if value is not None and not value.is_file():
             raise ValueError(f"{value} is not a file")
         return value
+
+    @model_validator(mode="after")
+    def _export_only_needs_weights(self) -> DetectorTrainingConfig:
+        if self.epochs == 0 and self.init_weights is None:
+            raise ValueError("epochs 0 exports init_weights, so init_weights must be set")
+        return self
 
 
 class ClassifierTrainingConfig(StrictConfigModel):

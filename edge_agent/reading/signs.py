@@ -8,7 +8,7 @@ says so and its confidence drops: neither source is silently preferred.
 
 from __future__ import annotations
 
-import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +17,6 @@ import numpy as np
 from edge_agent.bundle import load_bundle, pick_detector
 from edge_agent.detection import Detection, Detector
 from edge_agent.reading.classifier import CropClassifier, CropReading
-from fleet_protocol.messages import PipelineStage
 from fleet_protocol.taxonomy import SignType, SpeedUnit, gtsrb_class
 
 DISAGREEMENT_PENALTY = 0.5
@@ -121,34 +120,62 @@ class SignReader:
         self.detector = detector
         self.classifier = classifier
         self.round_unit = round_unit
-        self.last_timings: dict[PipelineStage, float] = {}
 
     def read(
         self, image: np.ndarray, *, confidence: float = 0.25, iou_threshold: float = 0.45
     ) -> list[SignReading]:
-        """Every sign read in one RGB frame, most confident first.
+        """Every sign read in one RGB frame, most confident first."""
+        detections = self.detect(image, confidence=confidence, iou_threshold=iou_threshold)
+        return sorted(self.read_detections(image, detections), key=lambda r: -r.confidence)
 
-        `last_timings` then holds the seconds the detect and classify stages took.
-        """
-        started = time.perf_counter()
+    def detect(
+        self, image: np.ndarray, *, confidence: float = 0.25, iou_threshold: float = 0.45
+    ) -> list[Detection]:
+        """The signs in one RGB frame, one box each."""
         # One box per sign: a sign seen half-way between two categories (a far stop sign as
         # round-red and as octagon) would otherwise be read, tracked and reported twice.
-        detections = self.detector.detect(
+        return self.detector.detect(
             image, confidence=confidence, iou_threshold=iou_threshold, agnostic=True
         )
-        detected = time.perf_counter()
-        readings: list[SignReading] = []
-        if detections:
-            crops = [self.classifier.crop(image, d.box) for d in detections]
-            readings = [
-                interpret(d, c, round_unit=self.round_unit)
-                for d, c in zip(detections, self.classifier.classify(crops), strict=True)
-            ]
-        self.last_timings = {
-            PipelineStage.DETECT: detected - started,
-            PipelineStage.CLASSIFY: time.perf_counter() - detected,
-        }
-        return sorted(readings, key=lambda r: -r.confidence)
+
+    def read_detections(
+        self,
+        image: np.ndarray,
+        detections: Sequence[Detection],
+        *,
+        skip: Sequence[bool] | None = None,
+    ) -> list[SignReading]:
+        """A reading of each detection, in order; those `skip` marks are left unread.
+
+        An unread detection (its sign already reported, say) costs no classification: its
+        reading has the detector's type for its shape and confidence 0.
+        """
+        wanted = [i for i in range(len(detections)) if skip is None or not skip[i]]
+        crops = [self.classifier.crop(image, detections[i].box) for i in wanted]
+        classified = dict(
+            zip(wanted, self.classifier.classify(crops) if crops else [], strict=True)
+        )
+        readings = [
+            interpret(d, classified[i], round_unit=self.round_unit)
+            if i in classified
+            else unread(d)
+            for i, d in enumerate(detections)
+        ]
+        return readings
+
+
+def unread(detection: Detection) -> SignReading:
+    """A detection nobody read: where the sign is and the type its shape implies, no more."""
+    return SignReading(
+        detection.box,
+        detection.category,
+        _TYPE_OF_CATEGORY.get(detection.category, SignType.OTHER),
+        None,
+        None,
+        None,
+        0.0,
+        False,
+    )
 
 
 def load_reader(

@@ -73,9 +73,16 @@ CATEGORIES = ["prohibitory", "warning", "stop"]
 
 
 def constant_detector_onnx(
-    path: Path, size: int, boxes: list[tuple[float, float, float, float, int]], anchors: int = 16
+    path: Path,
+    size: int,
+    boxes: list[tuple[float, float, float, float, int]],
+    anchors: int = 16,
+    *,
+    dynamic: bool = False,
 ) -> Path:
     """A real ONNX detector that always outputs the given boxes (input pixels, xyxy, class).
+
+    With `dynamic` it takes any input height and width, as training exports detectors.
 
     Its graph has YOLOv8's shape: a convolution, then a Detect-like head scope ``/model.22/``
     whose Sigmoid scores are concatenated with box coordinates into (1, 4 + classes, anchors).
@@ -112,7 +119,13 @@ def constant_detector_onnx(
     graph = helper.make_graph(
         nodes,
         "constant-detector",
-        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, size, size])],
+        [
+            helper.make_tensor_value_info(
+                "images",
+                TensorProto.FLOAT,
+                [1, 3, "height", "width"] if dynamic else [1, 3, size, size],
+            )
+        ],
         [
             helper.make_tensor_value_info(
                 "output0", TensorProto.FLOAT, [1, 4 + len(CATEGORIES), anchors]
@@ -123,7 +136,9 @@ def constant_detector_onnx(
     return _save(graph, path)
 
 
-def detector_sidecar(artifact: Path, size: int, model_format: str = "onnx_fp32") -> Path:
+def detector_sidecar(
+    artifact: Path, size: int, model_format: str = "onnx_fp32", *, stride: int | None = None
+) -> Path:
     """Give `artifact` the sidecar training writes for detectors."""
     write_metadata(
         ModelMetadata(
@@ -134,6 +149,7 @@ def detector_sidecar(artifact: Path, size: int, model_format: str = "onnx_fp32")
             artifact=artifact.name,
             sha256=file_sha256(artifact),
             input_size=size,
+            stride=stride,
             outputs={"boxes": CATEGORIES},
         ),
         artifact.parent,

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from edge_agent.bundle import ModelMetadata
-from edge_agent.detection import Detector, decode, letterbox, nms
+from edge_agent.detection import Detector, decode, letterbox, letterbox_shape, nms
 from edge_agent.exceptions import ModelError
 from tests.edge_agent.conftest import CATEGORIES, constant_detector_onnx, detector_sidecar
 
@@ -22,6 +22,38 @@ def test_letterbox_centres_and_maps_boxes_back_to_the_frame() -> None:
     assert (canvas[48:] == 114).all()
     back = fit.to_frame(np.array([[0.0, 16.0, 32.0, 32.0], [-5, 0, 70, 70]]), 200, 100)
     np.testing.assert_allclose(back, [[0, 0, 100, 50], [0, 0, 200, 100]])
+
+
+def test_letterbox_with_a_stride_pads_only_to_the_next_multiple() -> None:
+    frame = np.zeros((480, 640, 3), np.uint8)
+    canvas, fit = letterbox(frame, 416, 32)
+    # 640x480 scales to 416x312, which pads to 416x320 (not 416x416): a quarter fewer pixels.
+    assert canvas.shape == (320, 416, 3)
+    assert (fit.scale, fit.pad_x, fit.pad_y) == (0.65, 0.0, 4.0)
+    assert (canvas[:4] == 114).all()
+    assert (canvas[316:] == 114).all()
+    assert (canvas[4:316] == 0).all()
+    back = fit.to_frame(np.array([[0.0, 4.0, 416.0, 316.0]]), 640, 480)
+    np.testing.assert_allclose(back, [[0, 0, 640, 480]])
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "stride", "expected"),
+    [
+        (640, 480, None, (416, 416)),
+        (640, 480, 32, (416, 320)),
+        (1360, 800, 32, (416, 256)),  # GTSDB photos: 416x245 scaled
+        (480, 640, 32, (320, 416)),  # portrait
+        (416, 416, 32, (416, 416)),
+        (3000, 20, 32, (416, 32)),  # a sliver still gets one stride of height
+    ],
+)
+def test_letterbox_shape(
+    width: int, height: int, stride: int | None, expected: tuple[int, int]
+) -> None:
+    assert letterbox_shape(width, height, 416, stride) == expected
+    canvas, _ = letterbox(np.zeros((height, width, 3), np.uint8), 416, stride)
+    assert (canvas.shape[1], canvas.shape[0]) == expected
 
 
 def test_nms_keeps_the_best_of_overlapping_boxes_only() -> None:
@@ -70,6 +102,30 @@ def test_detector_returns_frame_boxes_with_categories(tmp_path: Path, backend: s
     assert found.category == "stop"
     assert found.score > 0.95
     np.testing.assert_allclose(found.box, (25, 25, 75, 75), atol=1e-3)
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_a_detector_with_dynamic_input_runs_frames_at_their_own_aspect(
+    tmp_path: Path, backend: str
+) -> None:
+    # 32 stride at 64: a 200x100 frame runs as 64x32 (scale 0.32, no padding), a 100x200 one
+    # as 32x64; the same model, boxes mapped back from each.
+    artifact = detector_sidecar(
+        constant_detector_onnx(tmp_path / "d.onnx", 64, [(8, 8, 24, 24, 2)], dynamic=True),
+        64,
+        stride=32,
+    )
+    detector = Detector.load(artifact, backend=backend)
+    [wide] = detector.detect(np.zeros((100, 200, 3), np.uint8))
+    np.testing.assert_allclose(wide.box, (25, 25, 75, 75), atol=1e-3)
+    [tall] = detector.detect(np.zeros((200, 100, 3), np.uint8))
+    np.testing.assert_allclose(tall.box, (25, 25, 75, 75), atol=1e-3)
+    # A static square model given the same frame pads it: the box lands 16 px lower.
+    square = detector_sidecar(
+        constant_detector_onnx(tmp_path / "s.onnx", 64, [(8, 8, 24, 24, 2)]), 64
+    )
+    [padded] = Detector.load(square, backend=backend).detect(np.zeros((100, 200, 3), np.uint8))
+    np.testing.assert_allclose(padded.box, (25, 0, 75, 25), atol=1e-3)
 
 
 def test_detector_refuses_classifiers_and_mismatched_labels(tmp_path: Path) -> None:

@@ -198,3 +198,48 @@ def test_a_reading_turned_down_is_offered_again_only_from_a_surer_view() -> None
             if d.reading.confidence < 0.7:
                 tracker.reject(d)  # e.g. OCR disagreed and the confidence fell below the bar
     assert offered == [(2, 0.6), (5, 0.8)]
+
+
+def test_once_reported_a_sign_is_not_read_again_and_unread_detections_only_move_it() -> None:
+    tracker = SignTracker(confirm_frames=3)
+    boxes = _approach(300, 12)
+    emitted = []
+    for i, box in enumerate(boxes[:3]):
+        assert tracker.to_read([(box, "prohibitory")]) == [True]  # growing: read each frame
+        emitted += tracker.update([_sign(box)], timestamp=i)
+    assert len(emitted) == 1
+    other = (10.0, 10.0, 30.0, 30.0)  # a second, new sign elsewhere in the frame
+    for i, box in enumerate(boxes[3:], start=3):
+        wanted = tracker.to_read([(other, "prohibitory"), (box, "prohibitory")])
+        # The new sign is read when first seen, then (keeping its size) not until reported...
+        assert wanted == [i == 3, False]
+        # ...and the reported one comes in unread (confidence 0): it stays one track, votes
+        # nothing. The new one, read once and seen three times, is reported.
+        first = _sign(other, 80) if wanted[0] else _sign(other, None, confidence=0.0)
+        emitted += tracker.update([first, _sign(box, None, confidence=0.0)], timestamp=i)
+    emitted += tracker.flush()
+    assert sorted(e.reading.value or 0 for e in emitted) == [50, 80]
+    assert tracker.active_tracks == 0
+
+
+def test_a_sign_that_keeps_its_size_is_read_again_only_when_it_grows_or_now_and_then() -> None:
+    tracker = SignTracker(confirm_frames=3, min_confidence=0.95, reread_every=5)
+    box = (100.0, 100.0, 140.0, 140.0)
+    reads = []
+    for i in range(12):
+        [wanted] = tracker.to_read([(box, "prohibitory")])
+        reads.append(wanted)
+        # Never sure enough to report, so the track stays open to reading.
+        reading = _sign(box, confidence=0.5) if wanted else _sign(box, None, confidence=0.0)
+        tracker.update([reading], timestamp=i)
+    assert [i for i, r in enumerate(reads) if r] == [0, 5, 10]
+    grown = (98.0, 98.0, 142.0, 143.0)  # 43 px tall against 40 read: more than 5% larger
+    assert tracker.to_read([(grown, "prohibitory")]) == [True]
+    assert tracker.to_read([((101.0, 101.0, 141.0, 142.0), "prohibitory")]) == [False]
+
+
+def test_an_unread_detection_never_makes_a_reading_of_its_own() -> None:
+    tracker = SignTracker(confirm_frames=2, min_frames=1)
+    for i, box in enumerate(_approach(300, 5)):
+        assert tracker.update([_sign(box, confidence=0.0)], timestamp=i) == []
+    assert tracker.flush() == []

@@ -143,6 +143,7 @@ def run_detector_stage(
                 artifact,
                 model_format,
                 imgsz=config.detector.imgsz,
+                stride=load_metadata(artifact, verify=False).stride,
                 version=version,
                 run_id=run.run_id,
                 metrics={"map50": s.map50, "map50_95": s.map50_95},

@@ -2,7 +2,8 @@
 
 The model is built from its YAML (``pretrained=False``: no weights are downloaded, ever), or
 starts from `init_weights`, a checkpoint of ours, with a fresh schedule (continuing a finished
-run, e.g. the shipped bundle's ``training/detector.pt``). Ultralytics' trainer keeps ``last.pt``
+run, e.g. the shipped bundle's ``training/detector.pt``), or with no epochs is `init_weights`
+unchanged (to export it again). Ultralytics' trainer keeps ``last.pt``
 after every epoch; ``resume`` continues an interrupted run from it. Each
 epoch's losses and validation metrics go to `log_metrics` (MLflow in the stage).
 """
@@ -10,6 +11,7 @@ epoch's losses and validation metrics go to `log_metrics` (MLflow in the stage).
 from __future__ import annotations
 
 import re
+import shutil
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -54,6 +56,17 @@ def _finished(checkpoint: Path) -> bool:
     return int(state.get("epoch", -1)) == -1
 
 
+def checkpoint_train_args(checkpoint: Path) -> dict[str, Any]:
+    """The training arguments ultralytics stored in a checkpoint (epochs, pretrained...)."""
+    import torch
+
+    try:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    except (OSError, RuntimeError) as e:
+        raise TrainingError(f"cannot read the checkpoint {checkpoint}: {e}") from e
+    return dict(state.get("train_args") or {})
+
+
 def train_detector(
     data_yaml: Path,
     config: DetectorTrainingConfig,
@@ -64,14 +77,22 @@ def train_detector(
     log_metrics: MetricsSink | None = None,
 ) -> TrainedDetector:
     """Train (or resume) into ``out_dir/train``; ultralytics' ``best.pt`` and ``last.pt``."""
+    run_dir = out_dir / "train"
+    last, best = run_dir / "weights" / "last.pt", run_dir / "weights" / "best.pt"
+    if config.epochs == 0:
+        if config.init_weights is None:
+            raise TrainingError("detector.epochs 0 exports init_weights, and none is set")
+        # Nothing to train: the checkpoint is the result, where a trained one would be.
+        best.parent.mkdir(parents=True, exist_ok=True)
+        for target in (best, last):
+            shutil.copyfile(config.init_weights, target)
+        return TrainedDetector(best, last, run_dir)
     prepare_ultralytics(out_dir / ".ultralytics")
     import torch
     from ultralytics import YOLO
 
     disable_integrations(out_dir)
 
-    run_dir = out_dir / "train"
-    last, best = run_dir / "weights" / "last.pt", run_dir / "weights" / "best.pt"
     resuming = resume and last.is_file()
     if resuming and best.is_file() and _finished(last):
         return TrainedDetector(best, last, run_dir)

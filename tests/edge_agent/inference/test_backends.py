@@ -9,7 +9,8 @@ import pytest
 
 from edge_agent.exceptions import InferenceError, ModelError
 from edge_agent.inference import get_backend, resolve_backend_name
-from tests.edge_agent.conftest import SIGNS, tiny_classifier_onnx
+from edge_agent.inference.openvino_backend import MAX_IMAGE_SIZES, OpenVinoModel
+from tests.edge_agent.conftest import SIGNS, constant_detector_onnx, tiny_classifier_onnx
 
 
 @pytest.mark.parametrize(
@@ -58,3 +59,26 @@ def test_a_wrong_input_is_an_inference_error(tmp_path: Path, name: str) -> None:
     model = get_backend(name).load(tiny_classifier_onnx(tmp_path / "m.onnx"), threads=1)
     with pytest.raises(InferenceError, match="failed on a"):
         model.infer(np.zeros((1, 4, 8, 8), np.float32))
+
+
+def test_openvino_compiles_a_dynamic_model_once_per_image_size(tmp_path: Path) -> None:
+    artifact = constant_detector_onnx(tmp_path / "d.onnx", 64, [(8, 8, 24, 24, 0)], dynamic=True)
+    model = get_backend("openvino").load(artifact, threads=1)
+    assert isinstance(model, OpenVinoModel)
+    reference = get_backend("onnxruntime").load(artifact, threads=1)
+    sizes = [(32, 64), (64, 32), (32, 64), *((32 * (i + 3), 32) for i in range(MAX_IMAGE_SIZES))]
+    for height, width in sizes:
+        batch = np.random.default_rng(height).random((1, 3, height, width), dtype=np.float32)
+        np.testing.assert_allclose(
+            model.infer(batch)["output0"], reference.infer(batch)["output0"], atol=1e-5
+        )
+    # Each size compiled once (the repeat reused its compilation); the oldest gave way.
+    assert model.compiled_sizes == [(32 * (i + 3), 32) for i in range(MAX_IMAGE_SIZES)]
+
+
+def test_openvino_keeps_a_dynamic_batch_in_one_compilation(tmp_path: Path) -> None:
+    model = get_backend("openvino").load(tiny_classifier_onnx(tmp_path / "m.onnx"), threads=1)
+    assert isinstance(model, OpenVinoModel)
+    for crops in (1, 3, 7):
+        assert model.infer(np.zeros((crops, 3, 8, 8), np.float32))["sign"].shape[0] == crops
+    assert model.compiled_sizes == []

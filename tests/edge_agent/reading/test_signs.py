@@ -72,3 +72,19 @@ def test_reader_loads_a_bundle_and_reads_a_frame(tmp_path: Path, backend: str) -
     [reading] = reader.read(np.zeros((100, 200, 3), np.uint8))
     assert reading.category == "prohibitory"
     np.testing.assert_allclose(reading.box, (25, 25, 75, 75), atol=1e-3)
+
+
+def test_detections_marked_to_skip_are_left_unread_and_cost_no_classification(
+    tmp_path: Path,
+) -> None:
+    reader = load_reader(write_tiny_bundle(tmp_path), backend="onnxruntime")
+    frame = np.zeros((100, 200, 3), np.uint8)
+    [detection] = reader.detect(frame)
+    [read] = reader.read_detections(frame, [detection, detection], skip=[False, True])[:1]
+    before = reader.classifier.infer_seconds
+    [skipped] = reader.read_detections(frame, [detection], skip=[True])
+    assert reader.classifier.infer_seconds == before  # the classifier never ran
+    assert read.confidence > 0
+    assert (skipped.box, skipped.category) == (read.box, read.category)
+    assert (skipped.confidence, skipped.gtsrb_class_id, skipped.value) == (0.0, None, None)
+    assert skipped.sign_type is SignType.PROHIBITORY

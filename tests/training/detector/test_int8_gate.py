@@ -16,6 +16,7 @@ from training.detector.export import (
     export_openvino,
     head_scope,
     quantize_onnx_int8,
+    stays_float,
 )
 
 SIZE = 640  # box coordinates of hundreds of pixels, as at deployment
@@ -36,6 +37,23 @@ def scene(tmp_path: Path) -> tuple[Path, list[LabeledImage], list[Path]]:
 
 def test_head_scope_is_found(scene: tuple[Path, list[LabeledImage], list[Path]]) -> None:
     assert head_scope(scene[0]) == "/model.22/"
+
+
+@pytest.mark.parametrize(
+    ("name", "float_"),
+    [
+        ("/model.21/cv1/conv/Conv", False),  # the network before the head
+        ("/model.22/cv2.0/cv2.0.0/conv/Conv", False),  # box branch 3x3 blocks: quantised
+        ("/model.22/cv2.2/cv2.2.1/act/Mul", False),
+        ("/model.22/cv2.0/cv2.0.2/Conv/WithoutBiases", True),  # the branch's output conv
+        ("/model.22/cv3.1/cv3.1.0/conv/Conv", True),  # class branches
+        ("/model.22/dfl/conv/Conv", True),
+        ("/model.22/Concat_7", True),  # boxes and scores in one tensor
+        ("/model.22/Sigmoid", True),
+    ],
+)
+def test_only_the_heads_box_branch_blocks_are_quantised(name: str, float_: bool) -> None:
+    assert stays_float(name, "/model.22/") is float_
 
 
 def test_int8_that_keeps_the_head_in_float_passes_and_one_that_does_not_is_refused(

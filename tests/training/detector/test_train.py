@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from training.config import DetectorTrainingConfig
-from training.detector.train import train_detector
+from training.detector.train import checkpoint_train_args, train_detector
 
 SIZE = 64
 
@@ -77,3 +77,21 @@ def test_init_weights_start_training_from_the_checkpoint_not_from_scratch(tmp_pa
     # A fresh model shares nothing with the trained one; a continued run stays next to it.
     assert _similarity(start, fresh) < 0.5
     assert _similarity(start, _weights(continued.best)) > 0.95
+    # No epochs: the checkpoint itself is the result, to be exported again.
+    again = train_detector(
+        data,
+        DetectorTrainingConfig(**{**settings, "epochs": 0}, init_weights=first.best),
+        tmp_path / "e",
+        seed=0,
+    )
+    assert again.best.read_bytes() == first.best.read_bytes()
+    # What the bundle's model card tells of a re-exported checkpoint: how it was trained.
+    trained_with = checkpoint_train_args(continued.best)
+    assert trained_with["pretrained"] == str(first.best)
+    assert (trained_with["epochs"], trained_with["warmup_epochs"]) == (1, 0)
+    assert checkpoint_train_args(first.best)["pretrained"] is False
+
+
+def test_no_epochs_without_a_checkpoint_is_refused() -> None:
+    with pytest.raises(ValueError, match="epochs 0 exports init_weights"):
+        DetectorTrainingConfig(epochs=0)
