@@ -26,7 +26,7 @@ class Broker:
 
     host = "127.0.0.1"
 
-    def __init__(self, workdir: Path, *, extra_config: str = "") -> None:
+    def __init__(self, workdir: Path, *, extra_config: str = "", persistent: bool = False) -> None:
         binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         if not Path(binary).exists():
             raise RuntimeError("mosquitto is not installed (tools/install-system-deps.sh)")
@@ -35,8 +35,15 @@ class Broker:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.config = workdir / "mosquitto.conf"
+        # Persistent: sessions (a subscriber's subscriptions and its queued QoS 1 messages)
+        # and retained messages survive a restart, as a production broker keeps them.
+        persistence = (
+            f"persistence true\npersistence_location {workdir}/\n"
+            if persistent
+            else "persistence false\n"
+        )
         self.config.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n{persistence}"
             # Run as whoever started it (root drops to "mosquitto", who cannot read test files).
             f"log_dest stderr\nuser {getpass.getuser()}\n{extra_config}"
         )
