@@ -20,6 +20,7 @@ import numpy as np
 from edge_agent.bundle import ModelMetadata, load_metadata
 from edge_agent.exceptions import ModelError
 from edge_agent.inference import CompiledModel, get_backend
+from edge_agent.reading.crops import to_batch
 
 PAD_VALUE = 114
 MAX_DETECTIONS = 100
@@ -51,6 +52,12 @@ class Letterbox:
         return out
 
 
+def _fit(width: int, height: int, size: int) -> tuple[float, int, int]:
+    """The scale that fits a frame in size x size, and the scaled frame's width and height."""
+    scale = min(size / width, size / height)
+    return scale, max(round(width * scale), 1), max(round(height * scale), 1)
+
+
 def letterbox_shape(width: int, height: int, size: int, stride: int | None) -> tuple[int, int]:
     """The (width, height) of the input a `width` x `height` frame is letterboxed into.
 
@@ -59,8 +66,7 @@ def letterbox_shape(width: int, height: int, size: int, stride: int | None) -> t
     """
     if stride is None:
         return size, size
-    scale = min(size / width, size / height)
-    new_w, new_h = max(round(width * scale), 1), max(round(height * scale), 1)
+    _, new_w, new_h = _fit(width, height, size)
     return -(-new_w // stride) * stride, -(-new_h // stride) * stride
 
 
@@ -70,8 +76,7 @@ def letterbox(
     """`image` scaled to fit size x size, centred on grey padding (to stride multiples only)."""
     height, width = image.shape[:2]
     canvas_w, canvas_h = letterbox_shape(width, height, size, stride)
-    scale = min(size / width, size / height)
-    new_w, new_h = max(round(width * scale), 1), max(round(height * scale), 1)
+    scale, new_w, new_h = _fit(width, height, size)
     # Bilinear, as ultralytics resizes in training and prediction, and 7x cheaper than area
     # averaging; only a large reduction (a 1360 px photo to 416) averages, since bilinear
     # sampling would skip pixels and alias the small far signs away.
@@ -194,9 +199,7 @@ class Detector:
         size = self.metadata.input_size
         for image in images:
             canvas, fit = letterbox(image, size, self.metadata.stride)
-            # Planar first, in bytes, then to float in place: one float pass, not three.
-            batch = np.ascontiguousarray(canvas.transpose(2, 0, 1)).astype(np.float32)[None]
-            batch *= np.float32(self.metadata.scale)
+            batch = to_batch([canvas], self.metadata.scale)
             started = time.perf_counter()
             output = self._model.infer(batch)[self._output][0]
             self.infer_seconds += time.perf_counter() - started

@@ -33,7 +33,9 @@ def crop_square(image: np.ndarray, box: Sequence[float], *, size: int, margin: f
     return resized
 
 
-def to_batch(crops: Sequence[np.ndarray], scale: float) -> np.ndarray:
-    """Square RGB uint8 crops as one float32 NCHW batch."""
-    batch = np.stack(crops).astype(np.float32) * scale
-    return np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
+def to_batch(images: Sequence[np.ndarray], scale: float) -> np.ndarray:
+    """Same-sized RGB uint8 images (crops, or a letterboxed frame) as one float32 NCHW batch."""
+    # Planar while still bytes, then to float, scaled in place: one pass over the floats.
+    batch = np.ascontiguousarray(np.stack(images).transpose(0, 3, 1, 2)).astype(np.float32)
+    batch *= np.float32(scale)
+    return batch

@@ -152,16 +152,13 @@ class SignReader:
         """
         wanted = [i for i in range(len(detections)) if skip is None or not skip[i]]
         crops = [self.classifier.crop(image, detections[i].box) for i in wanted]
-        classified = dict(
-            zip(wanted, self.classifier.classify(crops) if crops else [], strict=True)
-        )
-        readings = [
+        classified = dict(zip(wanted, self.classifier.classify(crops), strict=True))
+        return [
             interpret(d, classified[i], round_unit=self.round_unit)
             if i in classified
             else unread(d)
             for i, d in enumerate(detections)
         ]
-        return readings
 
 
 def unread(detection: Detection) -> SignReading:

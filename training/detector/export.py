@@ -27,6 +27,7 @@ import numpy as np
 
 from edge_agent.bundle import ModelFormat, ModelMetadata, file_sha256, write_metadata
 from edge_agent.detection import letterbox
+from edge_agent.reading.crops import to_batch
 from training.data.categories import CATEGORIES
 from training.data.sign_art import load_rgb
 from training.detector.offline import disable_integrations, prepare_ultralytics
@@ -53,8 +54,8 @@ def calibration_batches(
     batches = []
     for path in images:
         canvas, _ = letterbox(load_rgb(path), size, stride)
-        batch = canvas.astype(np.float32).transpose(2, 0, 1)[None] / 255
-        batches.append(np.ascontiguousarray(batch))
+        # The detector sidecars keep the default pixel scale, so the agent scales by it too.
+        batches.append(to_batch([canvas], ModelMetadata.model_fields["scale"].default))
     if not batches:
         raise ExportError("INT8 calibration needs at least one training image")
     return batches
@@ -219,7 +220,6 @@ def write_detector_sidecar(
     stride: int | None,
     version: str,
     run_id: str | None,
-    metrics: dict[str, float] | None = None,
 ) -> Path:
     """Write the sidecar of a detector artifact (with its .bin for OpenVINO IR)."""
     companions = {}
@@ -239,7 +239,6 @@ def write_detector_sidecar(
             outputs={"boxes": [c.value for c in CATEGORIES]},
             companions=companions,
             source_run_id=run_id,
-            metrics=metrics or {},
         ),
         artifact.parent,
     )

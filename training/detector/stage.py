@@ -12,12 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_agent.bundle import ModelFormat, file_sha256, load_metadata
+from edge_agent.bundle import ModelFormat, file_sha256, load_metadata, write_metadata
 from training.config import TrainingConfig
 from training.data.build import DatasetBuild
 from training.data.yolo import read_yolo_dataset
 from training.detector.evaluate import check_int8_gate, int8_drops, score_exports
-from training.detector.export import export_all, write_detector_sidecar
+from training.detector.export import export_all
 from training.detector.metrics import DetectionMetrics
 from training.detector.train import train_detector
 from training.exceptions import TrainingError
@@ -139,14 +139,10 @@ def run_detector_stage(
         drops = int8_drops(scores)
         for model_format, artifact in artifacts.items():
             s = scores[model_format]
-            write_detector_sidecar(
-                artifact,
-                model_format,
-                imgsz=config.detector.imgsz,
-                stride=load_metadata(artifact, verify=False).stride,
-                version=version,
-                run_id=run.run_id,
-                metrics={"map50": s.map50, "map50_95": s.map50_95},
+            # The sidecar export_all wrote, now with the artifact's scores.
+            scored = {"map50": s.map50, "map50_95": s.map50_95}
+            write_metadata(
+                load_metadata(artifact).model_copy(update={"metrics": scored}), artifact.parent
             )
             run.metrics({f"{model_format}.map50": s.map50, f"{model_format}.map50_95": s.map50_95})
             run.artifact(artifact.parent, f"models/{model_format}")

@@ -48,23 +48,24 @@ def _device(choice: str) -> str:
     return "0" if torch.cuda.is_available() else "cpu"
 
 
-def _finished(checkpoint: Path) -> bool:
-    """Whether ultralytics marked the run done (it strips the optimiser and sets epoch -1)."""
+def _checkpoint_state(checkpoint: Path) -> dict[str, Any]:
+    """The dict ultralytics saved in a checkpoint (our own files: not weights-only)."""
     import torch
 
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    return int(state.get("epoch", -1)) == -1
+    try:
+        return dict(torch.load(checkpoint, map_location="cpu", weights_only=False))
+    except (OSError, RuntimeError) as e:
+        raise TrainingError(f"cannot read the checkpoint {checkpoint}: {e}") from e
+
+
+def _finished(checkpoint: Path) -> bool:
+    """Whether ultralytics marked the run done (it strips the optimiser and sets epoch -1)."""
+    return int(_checkpoint_state(checkpoint).get("epoch", -1)) == -1
 
 
 def checkpoint_train_args(checkpoint: Path) -> dict[str, Any]:
     """The training arguments ultralytics stored in a checkpoint (epochs, pretrained...)."""
-    import torch
-
-    try:
-        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    except (OSError, RuntimeError) as e:
-        raise TrainingError(f"cannot read the checkpoint {checkpoint}: {e}") from e
-    return dict(state.get("train_args") or {})
+    return dict(_checkpoint_state(checkpoint).get("train_args") or {})
 
 
 def train_detector(
