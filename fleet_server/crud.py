@@ -9,9 +9,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import DateTime, String, Table, and_, column, func, select, tuple_, update, values
+from psycopg.types.json import Json
+from sqlalchemy import JSON, Table, and_, func, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, SQLModel, col
 
@@ -28,15 +30,46 @@ def _insert_ignoring_duplicates(
     """Insert `rows`, skipping (device_id, seq) already stored; return the new pairs."""
     if not rows:
         return []
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    if session.get_bind().dialect.name == "postgresql":
+        return _insert_from_arrays(session, table, rows)
     statement = (
-        insert(table)
+        sqlite.insert(table)
         .values(list(rows))
         .on_conflict_do_nothing(index_elements=["device_id", "seq"])
         .returning(table.c.device_id, table.c.seq)
     )
     return [(row[0], int(row[1])) for row in session.execute(statement)]
+
+
+@lru_cache(maxsize=16)
+def _array_insert_sql(table: Table, names: tuple[str, ...]) -> str:
+    dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
+    arrays = ", ".join(
+        f"%({name})s::{table.c[name].type.compile(dialect=dialect)}[]" for name in names
+    )
+    # Table and column names come from our own metadata, never from input.
+    return (
+        f"INSERT INTO {table.name} ({', '.join(names)}) SELECT * FROM unnest({arrays}) "  # noqa: S608
+        "ON CONFLICT (device_id, seq) DO NOTHING RETURNING device_id, seq"
+    )
+
+
+def _insert_from_arrays(
+    session: Session, table: Table, rows: Sequence[Mapping[str, Any]]
+) -> list[tuple[str, int]]:
+    # One array per column, unnested server-side: a statement of a fixed shape, so psycopg
+    # prepares it once. A multi-row VALUES statement was compiled anew by SQLAlchemy for every
+    # batch (a thousand rows of twenty-odd bind parameters), which was half the ingest time.
+    names = tuple(rows[0])
+    columns: dict[str, list[Any]] = {name: [] for name in names}
+    for row in rows:
+        for name in names:
+            columns[name].append(row[name])
+    for name in names:
+        if isinstance(table.c[name].type, JSON):
+            columns[name] = [Json(value) for value in columns[name]]
+    result = session.connection().exec_driver_sql(_array_insert_sql(table, names), columns)
+    return [(row[0], int(row[1])) for row in result]
 
 
 def insert_readings(
@@ -88,34 +121,36 @@ def mark_seen(
         session.execute(statement)
 
 
+MARK_SEEN_SQL = """
+UPDATE device SET
+    last_seen_at = greatest(coalesce(device.last_seen_at, batch.seen), batch.seen),
+    model_version = coalesce(batch.model_version, device.model_version),
+    model_sha256 = coalesce(batch.model_sha256, device.model_sha256)
+FROM unnest(%(ids)s::varchar[], %(seen)s::timestamptz[], %(versions)s::varchar[],
+            %(digests)s::varchar[]) AS batch(device_id, seen, model_version, model_sha256)
+WHERE device.device_id = batch.device_id
+"""
+
+
 def _mark_seen_in_one_statement(
     session: Session,
     *,
     last_seen: Mapping[str, datetime],
     models: Mapping[str, tuple[str, str]],
 ) -> None:
-    # One UPDATE ... FROM (VALUES ...) for the whole batch: a statement per device cost a round
-    # trip each, and a fleet of a thousand devices touches a thousand rows per batch. Rows are
-    # listed in device-id order so that concurrent ingest replicas lock them in the same order.
+    # One UPDATE for the whole batch: a statement per device cost a round trip each, and a
+    # fleet of a thousand devices touches a thousand rows per batch. Arrays keep the statement
+    # one shape (prepared once). Rows are listed in device-id order so that concurrent ingest
+    # replicas lock them in the same order.
     ids = sorted(last_seen)
-    batch = values(
-        column("device_id", String),
-        column("seen", DateTime(timezone=True)),
-        column("model_version", String),
-        column("model_sha256", String),
-        name="seen_batch",
-    ).data([(i, last_seen[i], *(models.get(i) or (None, None))) for i in ids])
-    device = _table("device")
-    session.execute(
-        update(device)
-        .where(device.c.device_id == batch.c.device_id)
-        .values(
-            last_seen_at=func.greatest(
-                func.coalesce(device.c.last_seen_at, batch.c.seen), batch.c.seen
-            ),
-            model_version=func.coalesce(batch.c.model_version, device.c.model_version),
-            model_sha256=func.coalesce(batch.c.model_sha256, device.c.model_sha256),
-        )
+    session.connection().exec_driver_sql(
+        MARK_SEEN_SQL,
+        {
+            "ids": ids,
+            "seen": [last_seen[i] for i in ids],
+            "versions": [models[i][0] if i in models else None for i in ids],
+            "digests": [models[i][1] if i in models else None for i in ids],
+        },
     )
 
 

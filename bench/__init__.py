@@ -1,0 +1,1 @@
+"""Benchmarks: each script measures against a baseline run side by side and writes bench/results."""
