@@ -12,9 +12,10 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
+import psycopg
 from psycopg.types.json import Json
 from sqlalchemy import JSON, Table, and_, func, select, tuple_, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import sqlite
 from sqlmodel import Session, SQLModel, col
 
 from fleet_server.models import ApiToken, Device, DeviceCreate, HealthSample, Reading
@@ -31,7 +32,7 @@ def _insert_ignoring_duplicates(
     if not rows:
         return []
     if session.get_bind().dialect.name == "postgresql":
-        return _insert_from_arrays(session, table, rows)
+        return _insert_staged(session, table, rows)
     statement = (
         sqlite.insert(table)
         .values(list(rows))
@@ -42,34 +43,40 @@ def _insert_ignoring_duplicates(
 
 
 @lru_cache(maxsize=16)
-def _array_insert_sql(table: Table, names: tuple[str, ...]) -> str:
-    dialect = postgresql.dialect()  # type: ignore[no-untyped-call]
-    arrays = ", ".join(
-        f"%({name})s::{table.c[name].type.compile(dialect=dialect)}[]" for name in names
-    )
+def _staged_insert_sql(table: Table, names: tuple[str, ...]) -> tuple[str, str, str]:
     # Table and column names come from our own metadata, never from input.
+    listed = ", ".join(names)
+    staging = f"staged_{table.name}"
     return (
-        f"INSERT INTO {table.name} ({', '.join(names)}) SELECT * FROM unnest({arrays}) "  # noqa: S608
-        "ON CONFLICT (device_id, seq) DO NOTHING RETURNING device_id, seq"
+        f"CREATE TEMP TABLE IF NOT EXISTS {staging} ON COMMIT DELETE ROWS "  # noqa: S608
+        f"AS SELECT {listed} FROM {table.name} WITH NO DATA",
+        f"COPY {staging} ({listed}) FROM STDIN",
+        f"INSERT INTO {table.name} ({listed}) SELECT {listed} FROM {staging} "  # noqa: S608
+        "ON CONFLICT (device_id, seq) DO NOTHING RETURNING device_id, seq",
     )
 
 
-def _insert_from_arrays(
+def _insert_staged(
     session: Session, table: Table, rows: Sequence[Mapping[str, Any]]
 ) -> list[tuple[str, int]]:
-    # One array per column, unnested server-side: a statement of a fixed shape, so psycopg
-    # prepares it once. A multi-row VALUES statement was compiled anew by SQLAlchemy for every
-    # batch (a thousand rows of twenty-odd bind parameters), which was half the ingest time.
+    # COPY into a per-connection temporary table, then one INSERT ... SELECT that skips what is
+    # stored. COPY costs the worker a third of the CPU of binding the rows as parameters (a
+    # multi-row VALUES statement, compiled anew for every batch, was half the ingest time).
     names = tuple(rows[0])
-    columns: dict[str, list[Any]] = {name: [] for name in names}
-    for row in rows:
-        for name in names:
-            columns[name].append(row[name])
-    for name in names:
-        if isinstance(table.c[name].type, JSON):
-            columns[name] = [Json(value) for value in columns[name]]
-    result = session.connection().exec_driver_sql(_array_insert_sql(table, names), columns)
-    return [(row[0], int(row[1])) for row in result]
+    create, copy, insert = _staged_insert_sql(table, names)
+    json_columns = [i for i, name in enumerate(names) if isinstance(table.c[name].type, JSON)]
+    connection = session.connection().connection.driver_connection
+    assert isinstance(connection, psycopg.Connection), "PostgreSQL is reached through psycopg"
+    with connection.cursor() as cursor:
+        cursor.execute(create)
+        with cursor.copy(copy) as staged:
+            for row in rows:
+                values = [row[name] for name in names]
+                for i in json_columns:
+                    values[i] = Json(values[i])
+                staged.write_row(values)
+        cursor.execute(insert)
+        return [(device_id, int(seq)) for device_id, seq in cursor.fetchall()]
 
 
 def insert_readings(
