@@ -130,7 +130,8 @@ class DevicePublic(DeviceBase):
 class ReadingBase(SQLModel):
     """One physical sign a device read."""
 
-    device_id: str = Field(max_length=64, index=True)
+    # No index of its own: the (device_id, seq) and (device_id, observed_at) indexes lead with it.
+    device_id: str = Field(max_length=64)
     seq: int = Field(sa_column=Column(BigInteger, nullable=False))
     observed_at: datetime = _timestamp(nullable=False)
     sign_type: str = Field(max_length=32)
