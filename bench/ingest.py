@@ -179,10 +179,22 @@ def main() -> int:
             window = db.execute(
                 "SELECT extract(epoch from max(received_at) - min(received_at)) FROM reading"
             ).fetchone()[0]  # type: ignore[index]
-            latency = db.execute(
-                "SELECT percentile_cont(0.95) WITHIN GROUP (ORDER BY "
-                "extract(epoch from received_at - observed_at)) FROM reading"
-            ).fetchone()[0]  # type: ignore[index]
+            lags = db.execute(
+                "SELECT percentile_cont(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY lag), "
+                "max(lag) FROM (SELECT extract(epoch from received_at - observed_at) AS lag "
+                "FROM reading) AS lags"
+            ).fetchone()
+            assert lags is not None
+            (p50, p95_latency, p99), worst = lags
+            # Rows stored in each 10 s of the run: a rate held for the whole minute, or not.
+            buckets = db.execute(
+                "SELECT floor(extract(epoch from received_at - first) / 10) AS bucket, count(*), "
+                "percentile_cont(0.95) WITHIN GROUP (ORDER BY received_at - observed_at) "
+                "FROM reading, (SELECT min(received_at) AS first FROM reading) AS start "
+                "GROUP BY bucket ORDER BY bucket"
+            ).fetchall()
+        rate_by_10s = [round(int(count) / 10, 1) for _, count, _ in buckets]
+        p95_latency_ms_by_10s = [round(lag.total_seconds() * 1000, 1) for _, _, lag in buckets]
         rate = rows / max(float(window or elapsed), 1e-9)
         print(f"ingest: {rows} rows of {sent} sent, {rate:.0f}/s", flush=True)
         stopped = stop_workers(workers)
@@ -195,10 +207,19 @@ def main() -> int:
             "ratio": round(rate / raw_rate, 3) if raw_rate else None,
             "lost": max(sent - int(distinct), 0),
             "duplicated": int(rows) - int(distinct),
-            "p95_latency_ms": round(float(latency or 0) * 1000, 1),
+            "p95_latency_ms": round(float(p95_latency) * 1000, 1),
+            "latency_ms": {
+                "p50": round(float(p50) * 1000, 1),
+                "p99": round(float(p99) * 1000, 1),
+                "max": round(float(worst) * 1000, 1),
+            },
+            "rate_by_10s": rate_by_10s,
+            "p95_latency_ms_by_10s": p95_latency_ms_by_10s,
             "query_p95_ms": round(query_p95, 2),
             "query_p95_ms_by_kind": query_kinds,
             "sent": sent,
+            "offered_rate": round(sent / float(summary["publishing_s"]), 1),
+            "device_disconnects": summary["disconnects"],
             "duration_s": args.duration,
             "workers": args.workers,
             "query_rows": args.query_rows,

@@ -161,19 +161,58 @@ def _mark_seen_in_one_statement(
     )
 
 
-def set_status(
-    session: Session, *, device_id: str, status: str, at: datetime, agent_version: str | None = None
-) -> None:
-    """Record a device going online or offline (decommissioned devices stay so)."""
-    values: dict[str, Any] = {"status": status}
-    if agent_version:
-        values["agent_version"] = agent_version
-    session.execute(
-        update(Device)
-        .where(Device.device_id == device_id, Device.status != "decommissioned")  # type: ignore[arg-type]
-        .values(**values)
-    )
-    mark_seen(session, last_seen={device_id: at})
+@dataclass(frozen=True)
+class StatusChange:
+    """A device said it went online or offline (its birth, last will or shutdown message)."""
+
+    device_id: str
+    status: str
+    at: datetime
+    agent_version: str | None = None
+
+
+SET_STATUS_SQL = """
+UPDATE device SET status = batch.status,
+    agent_version = coalesce(batch.agent_version, device.agent_version)
+FROM unnest(%(ids)s::varchar[], %(statuses)s::varchar[], %(versions)s::varchar[])
+    AS batch(device_id, status, agent_version)
+WHERE device.device_id = batch.device_id AND device.status != 'decommissioned'
+"""
+
+
+def set_statuses(session: Session, *, changes: Sequence[StatusChange]) -> None:
+    """Record devices going online or offline, the latest change of each device winning.
+
+    Decommissioned devices stay so. The devices' last-seen times move as `mark_seen` does.
+    """
+    latest: dict[str, StatusChange] = {}
+    for change in sorted(changes, key=lambda c: c.at):
+        latest[change.device_id] = change
+    if not latest:
+        return
+    ids = sorted(latest)  # one lock order for concurrent replicas, as in mark_seen
+    if session.get_bind().dialect.name == "postgresql":
+        # One statement: a thousand devices reconnecting at once are a thousand births.
+        session.connection().exec_driver_sql(
+            SET_STATUS_SQL,
+            {
+                "ids": ids,
+                "statuses": [latest[i].status for i in ids],
+                "versions": [latest[i].agent_version for i in ids],
+            },
+        )
+    else:
+        for device_id in ids:
+            change = latest[device_id]
+            values: dict[str, Any] = {"status": change.status}
+            if change.agent_version:
+                values["agent_version"] = change.agent_version
+            session.execute(
+                update(Device)
+                .where(Device.device_id == device_id, Device.status != "decommissioned")  # type: ignore[arg-type]
+                .values(**values)
+            )
+    mark_seen(session, last_seen={i: latest[i].at for i in ids})
 
 
 def count_readings(session: Session, *, device_ids: Iterable[str] | None = None) -> int:

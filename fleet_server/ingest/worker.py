@@ -281,14 +281,18 @@ class IngestWorker:
         with session_scope(self.engine) as session:
             new_readings = crud.insert_readings(session, rows=batch.readings)
             new_health = crud.insert_health(session, rows=batch.health)
-            for status in sorted(batch.statuses, key=lambda s: s.timestamp):
-                crud.set_status(
-                    session,
-                    device_id=status.device_id,
-                    status=status.state.value,
-                    at=status.timestamp,
-                    agent_version=status.agent_version,
-                )
+            crud.set_statuses(
+                session,
+                changes=[
+                    crud.StatusChange(
+                        device_id=status.device_id,
+                        status=status.state.value,
+                        at=status.timestamp,
+                        agent_version=status.agent_version,
+                    )
+                    for status in batch.statuses
+                ],
+            )
             crud.mark_seen(session, last_seen=batch.last_seen, models=batch.models)
         self.metrics.ingested.labels(kind="readings").inc(len(new_readings))
         self.metrics.ingested.labels(kind="health").inc(len(new_health))

@@ -74,3 +74,32 @@ def test_readings_and_health_are_stored_once_on_a_migrated_database(
         assert sorted(r.seq for r in ids) == [1, 2]
         assert len({r.id for r in ids}) == 2
     engine.dispose()
+
+
+def test_the_latest_status_of_each_device_wins_and_decommissioned_devices_stay_so(
+    store: DatabaseSettings,
+) -> None:
+    engine = make_engine(store)
+    with session_scope(engine) as session:
+        for device_id in ("veh-1", "veh-2", "veh-3"):
+            crud.create_device(session, device=DeviceCreate(device_id=device_id))
+        crud.decommission(session, device_id="veh-3")
+    with session_scope(engine) as session:
+        crud.set_statuses(
+            session,
+            changes=[  # out of order, as a batch may hold them
+                crud.StatusChange("veh-1", "online", LATE, "0.2.0"),
+                crud.StatusChange("veh-1", "offline", EARLY, "0.1.0"),
+                crud.StatusChange("veh-2", "offline", EARLY),
+                crud.StatusChange("veh-3", "online", LATE, "0.2.0"),
+            ],
+        )
+    with session_scope(engine) as session:
+        one, two, three = (crud.get_device(session, device_id=f"veh-{i}") for i in (1, 2, 3))
+        assert one is not None
+        assert two is not None
+        assert three is not None
+        assert (one.status, one.agent_version, one.last_seen_at) == ("online", "0.2.0", LATE)
+        assert (two.status, two.agent_version, two.last_seen_at) == ("offline", None, EARLY)
+        assert three.status == "decommissioned"
+    engine.dispose()
