@@ -61,6 +61,20 @@ class UtcDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC)
 
 
+TextInput = str | list[str] | None
+
+
+def without_nul(value: TextInput) -> TextInput:
+    """`value`, unless a string in it holds NUL, which PostgreSQL text cannot store.
+
+    Refused in the API's input models (a 422 naming the field) rather than failing the INSERT.
+    """
+    texts = value if isinstance(value, list) else [value or ""]
+    if any("\x00" in text for text in texts):
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
 def _timestamp(*, nullable: bool, now: bool = False) -> Any:
     """A UTC timestamp column: set to now when `now`, else required (or None where nullable)."""
     column: Column[datetime] = Column(UtcDateTime(), nullable=nullable)
@@ -90,6 +104,11 @@ class DeviceBase(SQLModel):
     @classmethod
     def _one_topic_level(cls, value: str) -> str:
         return validate_device_id(value)
+
+    @field_validator("profile", "tags")
+    @classmethod
+    def _no_nul(cls, value: TextInput) -> TextInput:
+        return without_nul(value)
 
 
 class Device(DeviceBase, table=True):
@@ -242,6 +261,11 @@ class DeviceTagsUpdate(SQLModel):
     """New tags of a device."""
 
     tags: list[str] = Field(description="The device's complete tag list.")
+
+    @field_validator("tags")
+    @classmethod
+    def _no_nul(cls, value: TextInput) -> TextInput:
+        return without_nul(value)
 
 
 class DeviceBundle(SQLModel):

@@ -6,8 +6,8 @@ import html
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request, Response
-from fastapi.responses import HTMLResponse, PlainTextResponse
+from fastapi import FastAPI, Request, Response, status
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
@@ -61,6 +61,20 @@ def create_app(
     )
     app.state.engine = engine
     app.state.settings = settings
+
+    @app.middleware("http")
+    async def refuse_nul_characters(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        # PostgreSQL text cannot hold NUL: a query filtering on one failed with a 500.
+        if "\x00" in request.url.path or any(
+            "\x00" in key or "\x00" in value for key, value in request.query_params.multi_items()
+        ):
+            return JSONResponse(
+                {"detail": "NUL characters are not allowed in the path or query"},
+                status_code=status.HTTP_400_BAD_REQUEST,
+            )
+        return await call_next(request)
 
     @app.middleware("http")
     async def trace_requests(

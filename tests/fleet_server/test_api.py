@@ -195,3 +195,25 @@ def test_metrics_count_devices_by_status(client: TestClient, engine: Engine) -> 
     _seed(engine)
     text = client.get("/metrics").text
     assert 'roadsign_devices{status="unknown"} 2.0' in text
+
+
+def test_a_nul_character_in_the_path_or_query_is_refused_not_a_server_error(
+    client: TestClient,
+) -> None:
+    for url in ("/api/v1/readings?device_id=%00", "/api/v1/devices/veh%001", "/?x%00=1"):
+        response = client.get(url, headers=_auth())
+        assert response.status_code == 400, url
+        assert "NUL" in response.json()["detail"]
+    assert client.get("/api/v1/readings?device_id=veh-1", headers=_auth()).status_code == 200
+
+
+def test_a_nul_character_in_a_body_is_refused_naming_the_field(client: TestClient) -> None:
+    response = client.post(
+        "/api/v1/devices", json={"device_id": "veh-9", "profile": "a\x00b"}, headers=_auth()
+    )
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"][-1] == "profile"
+    _ = client.post("/api/v1/devices", json={"device_id": "veh-9"}, headers=_auth())
+    response = client.put("/api/v1/devices/veh-9/tags", json={"tags": ["\x00"]}, headers=_auth())
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"][-1] == "tags"
