@@ -164,7 +164,8 @@ class IngestWorker:
         self._ready = threading.Event()
         # No client-side window for republished readings: with one, paho rescans every message
         # awaiting its PUBACK on each PUBACK (quadratic in a thousand-reading batch, a fifth of
-        # the worker's time). The broker acknowledges QoS 1 at once, so nothing piles up.
+        # the worker's time). Mosquitto acknowledges QoS 1 at once and holds only QoS 2 to its
+        # receive maximum, so nothing piles up.
         self._client.max_inflight_messages_set(0)
         self._flusher = threading.Thread(target=self._flush_loop, name="ingest-flush", daemon=True)
 
