@@ -5,12 +5,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import psycopg
 from sqlalchemy import Engine, create_engine
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 from sqlmodel import Session
 
-from fleet_server.exceptions import StorageError
+from fleet_server.exceptions import StorageError, UnstorableError
 from fleet_server.settings import DatabaseSettings
+
+REFUSED_DATA = (DataError, IntegrityError, psycopg.DataError, psycopg.IntegrityError)
+"""Errors about the rows themselves, not the database's availability: retrying cannot help."""
 
 
 def make_engine(settings: DatabaseSettings) -> Engine:
@@ -33,8 +37,11 @@ def session_scope(engine: Engine) -> Iterator[Session]:
     try:
         yield session
         session.commit()
-    except SQLAlchemyError as e:
+    # psycopg's own errors reach here from the COPY path, which bypasses SQLAlchemy.
+    except (SQLAlchemyError, psycopg.Error) as e:
         session.rollback()
+        if isinstance(e, REFUSED_DATA):
+            raise UnstorableError(f"the database refused the data: {e}") from e
         raise StorageError(f"database operation failed: {e}") from e
     finally:
         session.close()

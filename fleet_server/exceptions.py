@@ -11,5 +11,13 @@ class StorageError(FleetError):
     """The database refused or failed an operation."""
 
 
+class UnstorableError(StorageError):
+    """The database refused the data itself (a value out of range, a violated constraint).
+
+    Trying again cannot help, unlike a lost connection: the ingest worker isolates the message
+    that caused it and drops it, counted, rather than retrying its batch for ever.
+    """
+
+
 class IngestError(FleetError):
     """The ingestion worker cannot reach the broker or the database."""

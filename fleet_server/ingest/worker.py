@@ -34,7 +34,7 @@ from fleet_protocol.messages import Envelope, HealthReport, Reading, StatusMessa
 from fleet_protocol.topics import FLEET_READINGS_TOPIC, server_subscriptions, status_snapshot_filter
 from fleet_server import crud
 from fleet_server.db import session_scope
-from fleet_server.exceptions import StorageError
+from fleet_server.exceptions import StorageError, UnstorableError
 from fleet_server.ingest.metrics import IngestMetrics
 from fleet_server.ingest.mqtt_client import BufferedReadClient
 from fleet_server.observability import make_tracer_provider
@@ -43,6 +43,7 @@ from fleet_server.settings import ServerSettings
 log = logging.getLogger(__name__)
 
 UNKNOWN_DEVICE = "unknown_device"
+UNSTORABLE = "unstorable"
 POLL_S = 0.005
 """How often the flusher looks for a full batch."""
 
@@ -59,7 +60,7 @@ class Pending:
 
 @dataclass
 class Batch:
-    """Rows of one transaction, and the messages to acknowledge once it commits."""
+    """Rows and device updates of one transaction."""
 
     readings: list[dict[str, Any]] = field(default_factory=list)
     reading_messages: dict[tuple[str, int], Reading] = field(default_factory=dict)
@@ -67,8 +68,6 @@ class Batch:
     statuses: list[StatusMessage] = field(default_factory=list)
     last_seen: dict[str, datetime] = field(default_factory=dict)
     models: dict[str, tuple[str, str]] = field(default_factory=dict)
-    acks: list[tuple[int, int]] = field(default_factory=list)
-    oldest: float = 0.0
 
 
 def reading_row(message: Reading) -> dict[str, Any]:
@@ -256,15 +255,17 @@ class IngestWorker:
             items.append(self._queue.popleft())
         return items
 
-    def _batch(self, items: list[Pending]) -> Batch:
-        batch = Batch(oldest=min(p.received for p in items))
+    def _from_known_devices(self, items: list[Pending]) -> list[Pending]:
         known = self._known_devices({p.message.device_id for p in items})
+        kept = [p for p in items if p.message.device_id in known]
+        if len(kept) < len(items):
+            self.metrics.rejected.labels(reason=UNKNOWN_DEVICE).inc(len(items) - len(kept))
+        return kept
+
+    def _batch(self, items: list[Pending]) -> Batch:
+        batch = Batch()
         for pending in items:
             message = pending.message
-            batch.acks.append((pending.mid, pending.qos))
-            if message.device_id not in known:
-                self.metrics.rejected.labels(reason=UNKNOWN_DEVICE).inc()
-                continue
             seen = batch.last_seen.get(message.device_id)
             if seen is None or message.timestamp > seen:
                 batch.last_seen[message.device_id] = message.timestamp
@@ -306,11 +307,38 @@ class IngestWorker:
         while True:
             try:
                 return self._commit(batch)
+            except UnstorableError:
+                raise  # the data, not the database: trying again cannot help
             except StorageError as e:
                 # Nothing is acknowledged: retry; if this process dies, the broker resends.
                 self.metrics.storage_errors.inc()
                 log.error("batch of %d not stored, retrying: %s", messages, e)
                 time.sleep(1.0)
+
+    def _store(self, items: list[Pending]) -> list[Reading]:
+        """Store `items`; the new readings. A message the database refuses is dropped, counted.
+
+        Such a message passed validation yet cannot be stored (a constraint the protocol does
+        not know): retried, its batch would stall ingestion for good. Halving the batch until
+        the message is alone costs a few transactions, and only when it happens.
+        """
+        if not items:
+            return []
+        try:
+            return self._commit_until_stored(self._batch(items), len(items))
+        except UnstorableError as e:
+            if len(items) > 1:
+                half = len(items) // 2
+                return self._store(items[:half]) + self._store(items[half:])
+            message = items[0].message
+            self.metrics.rejected.labels(reason=UNSTORABLE).inc()
+            log.error(
+                "dropped message %s/%d: the database refuses it: %s",
+                message.device_id,
+                message.seq,
+                e,
+            )
+            return []
 
     def _flush_loop(self) -> None:
         while not (self._stop.is_set() and not self._queue):
@@ -319,16 +347,15 @@ class IngestWorker:
                 continue
             started = time.monotonic()
             with self._tracer.start_as_current_span("ingest batch") as span:
-                batch = self._batch(items)
                 span.set_attribute("messages", len(items))
-                span.set_attribute("readings", len(batch.readings))
-                new = self._commit_until_stored(batch, len(items))
+                new = self._store(self._from_known_devices(items))
                 span.set_attribute("new_readings", len(new))
-            for mid, qos in batch.acks:
-                self._client.ack(mid, qos)
+            # Every message of the batch is now stored, a duplicate, or dropped and counted.
+            for pending in items:
+                self._client.ack(pending.mid, pending.qos)
             for reading in new:
                 self._client.publish(FLEET_READINGS_TOPIC, encode(reading), qos=1)
             now = time.monotonic()
             self.metrics.batch_seconds.observe(now - started)
-            self.metrics.lag_seconds.set(now - batch.oldest)
+            self.metrics.lag_seconds.set(now - min(p.received for p in items))
             self.metrics.queue_depth.set(len(self._queue))

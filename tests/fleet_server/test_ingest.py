@@ -182,6 +182,42 @@ def test_good_messages_become_rows_once_and_bad_ones_are_counted_by_reason(
         worker.stop()
 
 
+def test_a_valid_message_the_database_refuses_is_dropped_counted_and_stalls_nothing(
+    database: DatabaseSettings, engine: Engine, broker: Broker
+) -> None:
+    # Both pass the protocol, and PostgreSQL refuses both: text cannot hold NUL, and
+    # frames_seen is an INTEGER column. Retried as a batch, either would stop ingestion.
+    _enrol(engine, "veh-1")
+    metrics = IngestMetrics()
+    worker = IngestWorker(
+        _settings(database, broker), engine, metrics, client_id="ingest-refused"
+    ).start()
+    publisher = _publisher(broker)
+    topic = device_topic("veh-1", MessageKind.READINGS)
+    try:
+        assert worker.wait_ready(10)
+        for seq in range(40):
+            overrides: dict[str, object] = {}
+            if seq == 11:
+                overrides["text"] = "8\x000"
+            if seq == 29:
+                overrides["frames_seen"] = 10**12
+            reading = make_reading(device_id="veh-1", seq=seq, **overrides)
+            publisher.publish(topic, encode(reading), 1)
+        assert _wait(lambda: _count(engine, "reading") == 38)
+        unstorable = ("roadsign_ingest_rejected_total", {"reason": "unstorable"})
+        assert _wait(lambda: metrics.value(unstorable[0], **unstorable[1]) == 2)
+        publisher.publish(topic, encode(make_reading(device_id="veh-1", seq=40)), 1)
+        assert _wait(lambda: _count(engine, "reading") == 39)  # still ingesting
+        with engine.connect() as connection:
+            stored = connection.execute(text("SELECT seq FROM reading ORDER BY seq")).scalars()
+            assert list(stored) == [s for s in range(41) if s not in (11, 29)]
+        assert metrics.value("roadsign_ingest_storage_errors_total") == 0  # never retried
+    finally:
+        publisher.loop_stop()
+        worker.stop()
+
+
 class _FakeClient:
     """Records acknowledgements (our own stand-in for the paho client in a unit test)."""
 
