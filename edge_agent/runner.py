@@ -130,8 +130,30 @@ def run_agent(
     max_frames: int | None = None,
     stop: threading.Event | None = None,
 ) -> dict[str, object]:
-    """Run the device pipeline; returns what it did."""
+    """Run the device pipeline; returns what it did.
+
+    SIGTERM and SIGINT stop it cleanly from the start: one that comes while the model loads
+    still ends in a flushed outbox and the offline status, not a killed process.
+    """
     stop = stop or threading.Event()
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            previous[signum] = signal.signal(signum, lambda *_: stop.set())
+    try:
+        return _run_agent(profile, agent_version=agent_version, max_frames=max_frames, stop=stop)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _run_agent(
+    profile: DeviceProfile,
+    *,
+    agent_version: str,
+    max_frames: int | None,
+    stop: threading.Event,
+) -> dict[str, object]:
     device_id = resolve_device_id(profile)
     reader = load_reader(
         profile.detector.model_dir,
@@ -196,10 +218,6 @@ def run_agent(
             ),
             max_upload_bytes=int(profile.api.max_upload_mb * 2**20),
         ).start()
-    previous = {}
-    if threading.current_thread() is threading.main_thread():
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            previous[signum] = signal.signal(signum, lambda *_: stop.set())
     try:
         frames = agent.run(grabber, stop, outbox=outbox, max_frames=max_frames)
     finally:
@@ -208,8 +226,6 @@ def run_agent(
         grabber.stop()
         ocr.close()
         sink.close()
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
     return {
         "device_id": device_id,
         "frames": frames,
