@@ -99,9 +99,12 @@ def test_sigterm_flushes_and_publishes_offline(tmp_path: Path) -> None:
     data["broker"] = {"url": broker.url}
     frames = tmp_path / "frames"
     frames.mkdir()
-    for i in range(3000):  # long enough to be running when the signal comes
+    # A recorded source is read as fast as the pipeline goes (fps_cap paces live ones only):
+    # it must last well past the signal. 3,000 tiny frames ended within a second or two, and the
+    # signal then hit a process already shutting down with the default handler back (-15).
+    for i in range(20_000):
         if i < 2:
-            cv2.imwrite(str(frames / f"{i:05d}.png"), np.zeros((50, 50, 3), np.uint8))
+            cv2.imwrite(str(frames / f"{i:05d}.png"), np.zeros((480, 640, 3), np.uint8))
         else:
             (frames / f"{i:05d}.png").hardlink_to(frames / "00001.png")
     data["camera"] = {"source": str(frames), "fps_cap": 30}
@@ -115,6 +118,7 @@ def test_sigterm_flushes_and_publishes_offline(tmp_path: Path) -> None:
         assert _wait(lambda: any(s.state == "online" for s in subscriber.statuses()), 30)
         # Running, not merely connected: a loaded machine can take seconds to the first frame.
         assert _wait(lambda: len(subscriber.readings()) >= 1, 60)
+        assert process.poll() is None, "the drive ended before the signal: the test proves nothing"
         process.send_signal(signal.SIGTERM)
         assert process.wait(30) == 0
         assert _wait(lambda: subscriber.last_reason() == "shutdown")
