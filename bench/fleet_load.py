@@ -179,9 +179,11 @@ class Shard:
             if device.client.loop_read(100) != mqtt.MQTT_ERR_SUCCESS:
                 self._reconnect(device)
         # paho writes at once from publish(); only a full socket buffer leaves bytes behind.
-        for device in [d for d in self.devices_writing if d.client.want_write()]:
-            device.client.loop_write()
-        self.devices_writing = {d for d in self.devices_writing if d.client.want_write()}
+        for device in list(self.devices_writing):
+            if device.client.want_write():
+                device.client.loop_write()
+            if not device.client.want_write():
+                self.devices_writing.discard(device)
 
     def _reconnect(self, device: Device) -> None:
         # By descriptor number: paho has closed the socket object already.

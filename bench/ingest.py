@@ -51,7 +51,7 @@ from tests.mosquitto import Broker  # noqa: E402 - the private broker helper of 
 ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
-def simulate(broker: Broker, args: argparse.Namespace, prefix: str) -> dict[str, Any]:
+def run_fleet(broker: Broker, args: argparse.Namespace, prefix: str) -> dict[str, Any]:
     """Run the simulated fleet (`bench.fleet_load`) against the broker; its summary."""
     summary = generate(
         Load(
@@ -89,7 +89,7 @@ def baseline(broker: Broker, args: argparse.Namespace) -> float:
     client.connect("127.0.0.1", broker.port)
     client.subscribe("roadsign/v1/devices/+/readings", qos=1)
     client.loop_start()
-    summary = simulate(broker, args, "base")
+    summary = run_fleet(broker, args, "base")
     time.sleep(2)
     client.loop_stop()
     client.disconnect()
@@ -164,7 +164,7 @@ def main() -> int:
             )
         time.sleep(3)
         started = time.monotonic()
-        summary = simulate(broker, args, "sim")
+        summary = run_fleet(broker, args, "sim")
         sent = int(str(summary["readings_sent"]))
         with psycopg.connect(url) as db:
             deadline = time.monotonic() + 120

@@ -6,11 +6,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import Engine
+from sqlmodel import Session
 
 from fleet_server import crud
 from fleet_server.db import make_engine, session_scope
 from fleet_server.migrate import upgrade
-from fleet_server.models import DeviceCreate
+from fleet_server.models import Device, DeviceCreate
 from fleet_server.settings import DatabaseSettings
 
 EARLY = datetime(2026, 11, 1, 8, 0, tzinfo=UTC)
@@ -27,13 +29,26 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> DatabaseSettings:
     return settings
 
 
+DEVICES = ("veh-1", "veh-2", "veh-3")
+
+
+def _create_devices(engine: Engine) -> None:
+    with session_scope(engine) as session:
+        for device_id in DEVICES:
+            crud.create_device(session, device=DeviceCreate(device_id=device_id))
+
+
+def _devices(session: Session) -> list[Device]:
+    found = [crud.get_device(session, device_id=device_id) for device_id in DEVICES]
+    assert all(device is not None for device in found)
+    return [device for device in found if device is not None]
+
+
 def test_last_seen_never_moves_backwards_and_the_model_follows_the_batch(
     store: DatabaseSettings,
 ) -> None:
     engine = make_engine(store)
-    with session_scope(engine) as session:
-        for device_id in ("veh-1", "veh-2", "veh-3"):
-            crud.create_device(session, device=DeviceCreate(device_id=device_id))
+    _create_devices(engine)
     with session_scope(engine) as session:
         crud.mark_seen(
             session,
@@ -44,10 +59,7 @@ def test_last_seen_never_moves_backwards_and_the_model_follows_the_batch(
         # A late-arriving older message, and a batch with no reading (no model) for veh-1.
         crud.mark_seen(session, last_seen={"veh-1": EARLY, "veh-2": LATE})
     with session_scope(engine) as session:
-        one, two, three = (crud.get_device(session, device_id=f"veh-{i}") for i in (1, 2, 3))
-        assert one is not None
-        assert two is not None
-        assert three is not None
+        one, two, three = _devices(session)
         assert (one.last_seen_at, one.model_version, one.model_sha256) == (LATE, "v2", "a" * 64)
         assert (two.last_seen_at, two.model_version) == (LATE, None)
         assert three.last_seen_at is None  # not in any batch: untouched
@@ -80,9 +92,8 @@ def test_the_latest_status_of_each_device_wins_and_decommissioned_devices_stay_s
     store: DatabaseSettings,
 ) -> None:
     engine = make_engine(store)
+    _create_devices(engine)
     with session_scope(engine) as session:
-        for device_id in ("veh-1", "veh-2", "veh-3"):
-            crud.create_device(session, device=DeviceCreate(device_id=device_id))
         crud.decommission(session, device_id="veh-3")
     with session_scope(engine) as session:
         crud.set_statuses(
@@ -95,10 +106,7 @@ def test_the_latest_status_of_each_device_wins_and_decommissioned_devices_stay_s
             ],
         )
     with session_scope(engine) as session:
-        one, two, three = (crud.get_device(session, device_id=f"veh-{i}") for i in (1, 2, 3))
-        assert one is not None
-        assert two is not None
-        assert three is not None
+        one, two, three = _devices(session)
         assert (one.status, one.agent_version, one.last_seen_at) == ("online", "0.2.0", LATE)
         assert (two.status, two.agent_version, two.last_seen_at) == ("offline", None, EARLY)
         assert three.status == "decommissioned"
