@@ -1,26 +1,48 @@
-"""A fresh PostgreSQL database per test, migrated, on the machine's server (127.0.0.1:5432)."""
+"""PostgreSQL for the server's tests: one private server per session, a fresh database per test.
+
+The server is `tests.postgres.Postgres`, started the first time a test asks for a database and
+stopped at the end of the session; nothing touches the machine's own PostgreSQL. The schema is
+migrated once into a template, and each test's database is a copy of it.
+"""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
 
-import psycopg
 import pytest
+from psycopg import sql
 
 from fleet_server.migrate import upgrade
 from fleet_server.settings import DatabaseSettings
+from tests.postgres import Postgres
 
-ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+TEMPLATE = "fleet_template"
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    """This session's PostgreSQL server."""
+    with Postgres() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def migrated_template(postgres: Postgres) -> str:
+    """The name of a database migrated to head, for `database` to copy."""
+    postgres.create_database(TEMPLATE)
+    upgrade(DatabaseSettings(url=postgres.url(TEMPLATE)))
+    # A template must have no sessions while it is copied: refuse any, so none can linger.
+    postgres.execute(
+        sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(sql.Identifier(TEMPLATE))
+    )
+    return TEMPLATE
 
 
 @pytest.fixture
-def database() -> Iterator[DatabaseSettings]:
+def database(postgres: Postgres, migrated_template: str) -> Iterator[DatabaseSettings]:
+    """A fresh database migrated to head, dropped after the test."""
     name = f"fleet_test_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    settings = DatabaseSettings(url=f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}")
-    upgrade(settings)
-    yield settings
-    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    postgres.create_database(name, template=migrated_template)
+    yield DatabaseSettings(url=postgres.url(name))
+    postgres.drop_database(name)
