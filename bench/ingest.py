@@ -4,9 +4,10 @@ Two phases on a private Mosquitto, side by side in one run, with the same simula
 (`bench.fleet_load`: one MQTT v5 connection per device, QoS 1):
 
 1. baseline: a bare paho subscriber counts what the devices publish (``raw_rate``);
-2. ingest: the same load with ingestion workers storing into a fresh PostgreSQL database
-   (``rate``: rows stored per second from the first row to the last; lost and duplicated rows
-   counted after; publish-to-row latency from each reading's timestamp to its ``received_at``).
+2. ingest: the same load with ingestion workers storing into a private PostgreSQL server
+   (`tests.postgres`, with a production server's durable settings). ``rate``: rows stored per
+   second from the first row to the last; lost and duplicated rows counted after; publish-to-row
+   latency from each reading's timestamp to its ``received_at``.
 
 Then the readings API (device, sign type and value, map area, each over a day; and the newest
 page) is timed on a table grown to ``--query-rows`` rows. Writes ``--output`` as JSON.
@@ -27,7 +28,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -47,8 +47,7 @@ from fleet_server.api.main import create_app  # noqa: E402
 from fleet_server.db import make_engine  # noqa: E402
 from fleet_server.settings import AuthSettings, DatabaseSettings, ServerSettings  # noqa: E402
 from tests.mosquitto import Broker  # noqa: E402 - the private broker helper of the tests
-
-ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+from tests.postgres import Postgres  # noqa: E402 - and its private PostgreSQL server
 
 
 def run_fleet(broker: Broker, args: argparse.Namespace, prefix: str) -> dict[str, Any]:
@@ -112,13 +111,16 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
     broker = Broker(
         work / "broker", extra_config="max_queued_messages 1000000\nmax_inflight_messages 1000\n"
-    ).start()
-    name = f"bench_{uuid.uuid4().hex[:8]}"
-    url = f"postgresql://postgres@127.0.0.1:5432/{name}"
-    with psycopg.connect(ADMIN, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
+    )
+    # Durable settings (fsync, full-page writes, synchronous commit), as a production server has:
+    # the benchmark measures real ingestion, unlike the tests' throwaway server.
+    postgres = Postgres(durable=True)
     workers: list[subprocess.Popen[bytes]] = []
     try:
+        broker.start()
+        postgres.start()
+        postgres.create_database("bench")
+        url = postgres.url("bench", driver="postgresql")
         raw_rate = baseline(broker, args)
         config = work / "fleet.yaml"
         config.write_text(
@@ -236,8 +238,7 @@ def main() -> int:
         for worker in workers:
             worker.kill()
         broker.stop()
-        with psycopg.connect(ADMIN, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        postgres.stop()
         shutil.rmtree(work, ignore_errors=True)
     return 0
 
