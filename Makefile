@@ -11,27 +11,36 @@ BIN := $(VENV)/bin
 PY_STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.package-lock.json
 EXTRAS ?= edge,server,train,dev
+# Exact versions for every install (see its header); `make constraints` regenerates it.
+CONSTRAINTS := constraints.txt
 
-.PHONY: help test demo check lint typecheck contracts pytest system-deps venv asyncapi schemas \
-	edge-size clean
+.PHONY: help test demo check lint typecheck contracts pytest system-deps venv constraints \
+	asyncapi schemas edge-size clean
 
 help:
 	@echo "make demo   - the fleet on embedded defaults: a device reads a rendered drive with"
 	@echo "              models/default and its readings arrive in the fleet server's dashboard"
 	@echo "make test   - ruff, mypy, import contracts and pytest with coverage (what CI runs)"
 	@echo "make asyncapi / make schemas - regenerate docs/asyncapi.yaml / the profile JSON schema"
+	@echo "make constraints - freeze .venv into constraints.txt, the versions every install uses"
 
 system-deps:
 	bash tools/install-system-deps.sh
 
-$(PY_STAMP): pyproject.toml
+$(PY_STAMP): pyproject.toml $(CONSTRAINTS)
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "Python 3.11 is required"'
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[$(EXTRAS)]'
+	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) --upgrade pip
+	$(BIN)/python -m pip install --quiet -c $(CONSTRAINTS) -e '.[$(EXTRAS)]'
 	touch $@
 
 venv: $(PY_STAMP)
+
+# Freeze the working venv into the constraints file, keeping its header.
+constraints: $(PY_STAMP)
+	{ sed -n '/^#/p' $(CONSTRAINTS); $(BIN)/python -m pip freeze --all --exclude-editable; } \
+		> $(CONSTRAINTS).new
+	mv $(CONSTRAINTS).new $(CONSTRAINTS)
 
 $(NODE_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
@@ -71,7 +80,7 @@ schemas: $(PY_STAMP)
 # Size of a fresh edge-only install, as quoted in the README.
 edge-size:
 	rm -rf .cache/edge-size && $(PYTHON) -m venv .cache/edge-size
-	.cache/edge-size/bin/python -m pip install --quiet '.[edge]'
+	.cache/edge-size/bin/python -m pip install --quiet -c $(CONSTRAINTS) '.[edge]'
 	du -sh .cache/edge-size
 
 clean:

@@ -1,24 +1,101 @@
-"""The edge install holds neither torch nor ultralytics; ``roadsign-agent --help`` runs there."""
+"""What the distribution declares: the edge install holds neither torch nor ultralytics and
+``roadsign-agent --help`` runs there; every dependency is used, and pinned by constraints.txt."""
 
 from __future__ import annotations
 
+import ast
 import subprocess
+import sys
 import tomllib
 import venv
+from importlib.metadata import packages_distributions
 from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from tests.conftest import REPO_ROOT
 
 PYPROJECT = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
 EXTRAS: dict[str, list[str]] = PYPROJECT["project"]["optional-dependencies"]
 FORBIDDEN_ON_EDGE = {"torch", "torchvision", "ultralytics", "fastapi", "sqlmodel", "mlflow"}
+CONSTRAINTS = REPO_ROOT / "constraints.txt"
+DECLARED = [Requirement(r) for r in PYPROJECT["project"]["dependencies"]] + [
+    Requirement(r) for extra in EXTRAS.values() for r in extra
+]
+# Declared, and rightly, though nothing of ours imports them.
+NEEDED_WITHOUT_AN_IMPORT = {
+    "python-multipart": "FastAPI parses the dashboard's login form with it",
+    "onnxslim": "ultralytics' ONNX export simplifies with it (and would pip-install it if absent)",
+    "httpx": "fastapi.testclient runs on it",
+    "pytest-cov": "make test's coverage",
+    "ruff": "make test's lint",
+    "mypy": "make test's type check",
+    "import-linter": "make test's import contracts",
+    "types-pyyaml": "type stubs for mypy",
+    "types-defusedxml": "type stubs for mypy",
+}
+OUR_CODE = ("fleet_protocol", "edge_agent", "fleet_server", "training", "tests", "bench", "tools")
 
 
 def _names(requirements: list[str]) -> set[str]:
     return {Requirement(r).name.lower() for r in requirements}
+
+
+def _pins() -> dict[str, str]:
+    """constraints.txt as {canonical name: version}."""
+    pins: dict[str, str] = {}
+    for line in CONSTRAINTS.read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            pins[canonicalize_name(name)] = version.strip()
+    return pins
+
+
+def _imported_top_level_modules() -> set[str]:
+    modules = set()
+    for package in OUR_CODE:
+        for path in (REPO_ROOT / package).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                if isinstance(node, ast.Import):
+                    modules |= {alias.name.split(".")[0] for alias in node.names}
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    modules.add(node.module.split(".")[0])
+    return modules - set(sys.stdlib_module_names)
+
+
+def test_every_declared_dependency_is_imported_or_needed_without_an_import() -> None:
+    distributions = packages_distributions()
+    imported = {
+        canonicalize_name(distribution)
+        for module in _imported_top_level_modules()
+        for distribution in distributions.get(module, [])
+    }
+    unused = {canonicalize_name(r.name) for r in DECLARED} - imported
+    assert unused <= set(NEEDED_WITHOUT_AN_IMPORT), sorted(unused - set(NEEDED_WITHOUT_AN_IMPORT))
+
+
+def test_every_declared_dependency_is_pinned_to_a_version_its_range_admits() -> None:
+    pins = _pins()
+    for requirement in DECLARED:
+        name = canonicalize_name(requirement.name)
+        assert name in pins, f"{name} has no line in constraints.txt: `make constraints`"
+        assert requirement.specifier.contains(pins[name], prereleases=True), (
+            f"constraints.txt pins {name}=={pins[name]}, outside {requirement}"
+        )
+
+
+def test_paho_is_held_to_the_minor_version_whose_internals_the_ingest_client_overrides() -> None:
+    paho = [r for r in DECLARED if canonicalize_name(r.name) == "paho-mqtt"]
+    assert paho, "paho-mqtt is not declared"
+    for requirement in paho:
+        admitted = [
+            v
+            for v in ("2.1.9", "2.2.0", "2.2.7", "2.3.0", "3.0.0")
+            if requirement.specifier.contains(v)
+        ]
+        assert admitted == ["2.2.0", "2.2.7"], f"{requirement} admits {admitted}"
 
 
 def test_edge_extra_declares_nothing_heavy() -> None:
