@@ -13,15 +13,19 @@ NODE_STAMP := node_modules/.package-lock.json
 EXTRAS ?= edge,server,train,dev
 # Exact versions for every install (see its header); `make constraints` regenerates it.
 CONSTRAINTS := constraints.txt
+# Wheels of the edge install, so tests/test_packaging.py builds a fresh edge venv offline.
+WHEELHOUSE := .cache/wheelhouse/edge
+WHEELHOUSE_STAMP := $(WHEELHOUSE)/.complete
 
-.PHONY: help test demo check lint typecheck contracts pytest system-deps venv constraints \
-	asyncapi schemas edge-size clean
+.PHONY: help test demo check lint typecheck contracts pytest setup system-deps venv constraints \
+	wheelhouse asyncapi schemas edge-size clean
 
 help:
 	@echo "make demo   - the fleet on embedded defaults: a device reads a rendered drive with"
 	@echo "              models/default and its readings arrive in the fleet server's dashboard"
 	@echo "make test   - ruff, mypy, import contracts and pytest with coverage (what CI runs)"
 	@echo "make asyncapi / make schemas - regenerate docs/asyncapi.yaml / the profile JSON schema"
+	@echo "make setup  - fetch what make test needs (after it, make test runs without a network)"
 	@echo "make constraints - freeze .venv into constraints.txt, the versions every install uses"
 
 system-deps:
@@ -42,6 +46,17 @@ constraints: $(PY_STAMP)
 		> $(CONSTRAINTS).new
 	mv $(CONSTRAINTS).new $(CONSTRAINTS)
 
+# The edge extra's wheels at the constrained versions, and setuptools to build this project from
+# them: tests/test_packaging.py installs with --no-index from here. Built while online.
+$(WHEELHOUSE_STAMP): pyproject.toml $(CONSTRAINTS) | $(PY_STAMP)
+	rm -rf $(WHEELHOUSE)
+	$(BIN)/python -m pip wheel --quiet -c $(CONSTRAINTS) --wheel-dir $(WHEELHOUSE) \
+		'.[edge]' 'setuptools>=77'
+	rm -f $(WHEELHOUSE)/roadsign_fleet-*.whl
+	touch $@
+
+wheelhouse: $(WHEELHOUSE_STAMP)
+
 $(NODE_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 
@@ -56,12 +71,16 @@ contracts: $(PY_STAMP)
 	$(BIN)/lint-imports --no-cache
 
 # pytest exits 5 when it collects nothing: a suite that tests nothing is a failure, not a pass.
-pytest: $(PY_STAMP) $(NODE_STAMP)
+pytest: $(PY_STAMP) $(NODE_STAMP) $(WHEELHOUSE_STAMP)
 	rc=0; $(BIN)/python -m pytest --cov --cov-report=term-missing || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; \
 	exit $$rc
 
 check: lint typecheck contracts pytest
+
+# Everything `make test` fetches from the network. After it, `make test` runs with none (.ci/run
+# proves that in a network namespace that has only loopback).
+setup: system-deps $(PY_STAMP) $(NODE_STAMP) $(WHEELHOUSE_STAMP)
 
 test: system-deps
 	$(MAKE) check
@@ -84,4 +103,5 @@ edge-size:
 	du -sh .cache/edge-size
 
 clean:
-	rm -rf $(VENV) node_modules .mypy_cache .ruff_cache .pytest_cache .coverage htmlcov
+	rm -rf $(VENV) node_modules .mypy_cache .ruff_cache .pytest_cache .coverage htmlcov \
+		$(WHEELHOUSE)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
 import tomllib
@@ -21,6 +22,8 @@ PYPROJECT = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
 EXTRAS: dict[str, list[str]] = PYPROJECT["project"]["optional-dependencies"]
 FORBIDDEN_ON_EDGE = {"torch", "torchvision", "ultralytics", "fastapi", "sqlmodel", "mlflow"}
 CONSTRAINTS = REPO_ROOT / "constraints.txt"
+# The edge extra's wheels at the constrained versions; the Makefile's `wheelhouse` target builds it.
+WHEELHOUSE = REPO_ROOT / ".cache" / "wheelhouse" / "edge"
 DECLARED = [Requirement(r) for r in PYPROJECT["project"]["dependencies"]] + [
     Requirement(r) for extra in EXTRAS.values() for r in extra
 ]
@@ -115,10 +118,16 @@ def test_console_scripts_point_at_real_functions() -> None:
 
 @pytest.mark.slow
 def test_fresh_edge_venv_has_no_torch_and_the_agent_help_runs(tmp_path: Path) -> None:
+    if not (WHEELHOUSE / ".complete").is_file():
+        pytest.fail(f"no edge wheelhouse in {WHEELHOUSE}: `make wheelhouse` builds it (online)")
     env_dir = tmp_path / "edge-venv"
     venv.create(env_dir, with_pip=True)
     python = env_dir / "bin" / "python"
-    subprocess.run(
+    # Offline and on its own: only the wheelhouse, at the pinned versions, and no pip
+    # configuration of this machine (an index, extra wheels or constraints of its own).
+    pip_env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")}
+    pip_env["PIP_CONFIG_FILE"] = os.devnull
+    install = subprocess.run(
         [
             str(python),
             "-m",
@@ -126,23 +135,46 @@ def test_fresh_edge_venv_has_no_torch_and_the_agent_help_runs(tmp_path: Path) ->
             "install",
             "--quiet",
             "--disable-pip-version-check",
+            "--no-index",
+            "--find-links",
+            str(WHEELHOUSE),
+            "--constraint",
+            str(CONSTRAINTS),
             f"{REPO_ROOT}[edge]",
         ],
-        check=True,
+        env=pip_env,
         timeout=900,
         capture_output=True,
         text=True,
+        check=False,
+    )
+    assert install.returncode == 0, (
+        f"pip could not install .[edge] from {WHEELHOUSE} (`make wheelhouse` rebuilds it after a "
+        f"change of pyproject.toml or constraints.txt):\n{install.stdout}{install.stderr}"
     )
     installed = subprocess.run(
         [str(python), "-m", "pip", "list", "--format=freeze", "--disable-pip-version-check"],
+        env=pip_env,
         check=True,
         capture_output=True,
         text=True,
         timeout=120,
     ).stdout
-    names = {line.split("==")[0].lower() for line in installed.splitlines()}
+    versions: dict[str, str] = {}
+    for line in installed.splitlines():
+        name, _, version = line.partition("==")
+        versions[canonicalize_name(name)] = version
+    names = set(versions)
     assert names.isdisjoint(FORBIDDEN_ON_EDGE), sorted(names & FORBIDDEN_ON_EDGE)
     assert {"onnxruntime", "openvino", "paho-mqtt", "tesserocr"} <= names
+    pins = _pins()
+    # pip and setuptools are the venv's own bootstrap copies; roadsign-fleet is this checkout.
+    off_pin = {
+        name: version
+        for name, version in versions.items()
+        if name not in {"pip", "setuptools", "roadsign-fleet"} and pins.get(name) != version
+    }
+    assert not off_pin, f"installed at versions constraints.txt does not pin: {off_pin}"
     result = subprocess.run(
         [str(env_dir / "bin" / "roadsign-agent"), "--help"],
         check=True,
