@@ -106,10 +106,26 @@ class CameraConfig(StrictConfigModel):
     kind: Literal["auto", "device", "stream", "video", "folder"] = Field(
         default="auto", description="What `source` is; auto guesses from its form."
     )
-    width: int = Field(default=1280, ge=160, le=7680, description="Capture width, pixels.")
-    height: int = Field(default=720, ge=120, le=4320, description="Capture height, pixels.")
+    width: int = Field(
+        default=1280,
+        ge=160,
+        le=7680,
+        description="Capture width asked of a camera device, pixels; streams, videos and image "
+        "folders keep their own size.",
+    )
+    height: int = Field(
+        default=720,
+        ge=120,
+        le=4320,
+        description="Capture height asked of a camera device, pixels; streams, videos and image "
+        "folders keep their own size.",
+    )
     fps_cap: float = Field(
-        default=15, gt=0, le=240, description="Frames per second processed at most."
+        default=15,
+        gt=0,
+        le=240,
+        description="Frames per second taken at most from a live source (camera device or "
+        "stream); videos and image folders are read at the pipeline's pace, every frame.",
     )
     reconnect_max_backoff_s: float = Field(
         default=30, gt=0, le=3600, description="Longest wait between reconnect attempts."

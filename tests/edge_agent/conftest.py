@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
@@ -172,3 +173,13 @@ def write_tiny_bundle(directory: Path, size: int = 64) -> Path:
         '"detector": {"onnx_int8": "detector/onnx_int8/model.onnx"}}'
     )
     return directory
+
+
+def noise_drive(path: Path, frames: int = 30) -> Path:
+    """A real MPEG-4 video of random 200x100 frames at 15 fps, for the constant detector."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), 15, (200, 100))
+    rng = np.random.default_rng(0)
+    for _ in range(frames):
+        writer.write(rng.integers(0, 255, (100, 200, 3), dtype=np.uint8))
+    writer.release()
+    return path

@@ -19,18 +19,9 @@ from edge_agent.profile import DeviceProfile
 from edge_agent.runner import apply_overrides, resolve_device_id
 from fleet_protocol.codec import decode_device_message
 from fleet_protocol.messages import HealthReport, Reading
-from tests.edge_agent.conftest import write_tiny_bundle
+from tests.edge_agent.conftest import noise_drive, write_tiny_bundle
 from tests.edge_agent.test_mqtt_link import DEVICE, Subscriber, _wait
 from tests.mosquitto import Broker
-
-
-def _drive(path: Path, frames: int = 30) -> Path:
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), 15, (200, 100))
-    rng = np.random.default_rng(0)
-    for _ in range(frames):
-        writer.write(rng.integers(0, 255, (100, 200, 3), dtype=np.uint8))
-    writer.release()
-    return path
 
 
 def _profile(tmp_path: Path, **reporting: object) -> Path:
@@ -39,7 +30,7 @@ def _profile(tmp_path: Path, **reporting: object) -> Path:
         "profile": "test",
         "identity": {"device_id": DEVICE},
         "detector": {"backend": "onnxruntime", "model_dir": str(bundle), "threads": 1},
-        "camera": {"source": str(_drive(tmp_path / "drive.mp4")), "fps_cap": 240},
+        "camera": {"source": str(noise_drive(tmp_path / "drive.mp4")), "fps_cap": 240},
         "reading": {"min_confidence": 0.0, "confirm_frames": 3},
         "reporting": {"health_interval_s": 1, "include_crops": True, **reporting},
         "outbox": {"path": str(tmp_path / "outbox.sqlite3")},
