@@ -64,7 +64,10 @@ class DetectorConfig(StrictConfigModel):
     execution_providers: list[ExecutionProvider] = Field(
         default_factory=_cpu_only,
         min_length=1,
-        description="ONNX Runtime providers in order of preference (ignored by OpenVINO).",
+        description="ONNX Runtime execution providers for the bundle's models, in order of "
+        "preference: those the installed ONNX Runtime lacks are skipped with a warning, and a "
+        "list it has none of is refused at start. The OpenVINO backend runs on its CPU plugin "
+        "and does not use them.",
     )
     threads: int = Field(default=2, ge=1, le=64, description="Inference threads.")
     input_size: int | None = Field(

@@ -161,6 +161,7 @@ def _run_agent(
         model_format=profile.detector.model_format,
         threads=profile.detector.threads,
         round_unit=profile.reading.speed_unit,
+        execution_providers=profile.detector.execution_providers,
     )
     metadata = reader.detector.metadata
     wanted = profile.detector.input_size
@@ -211,6 +212,7 @@ def _run_agent(
                 backend=profile.detector.backend,
                 threads=1,
                 round_unit=profile.reading.speed_unit,
+                execution_providers=profile.detector.execution_providers,
             ),
             health=health,
             metrics=lambda: render(

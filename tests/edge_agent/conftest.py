@@ -7,6 +7,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import onnx
+import onnxruntime as ort
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from edge_agent.bundle import ModelMetadata, file_sha256, write_metadata
@@ -173,6 +175,18 @@ def write_tiny_bundle(directory: Path, size: int = 64) -> Path:
         '"detector": {"onnx_int8": "detector/onnx_int8/model.onnx"}}'
     )
     return directory
+
+
+def missing_onnx_provider() -> str:
+    """An execution provider a profile may name that this ONNX Runtime build lacks (else skip)."""
+    lacking = [
+        p
+        for p in ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+        if p not in ort.get_available_providers()
+    ]
+    if not lacking:
+        pytest.skip("this ONNX Runtime build has every provider a profile can name")
+    return lacking[0]
 
 
 def noise_drive(path: Path, frames: int = 30) -> Path:

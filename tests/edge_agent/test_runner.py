@@ -19,7 +19,7 @@ from edge_agent.profile import DeviceProfile
 from edge_agent.runner import apply_overrides, resolve_device_id
 from fleet_protocol.codec import decode_device_message
 from fleet_protocol.messages import HealthReport, Reading
-from tests.edge_agent.conftest import noise_drive, write_tiny_bundle
+from tests.edge_agent.conftest import missing_onnx_provider, noise_drive, write_tiny_bundle
 from tests.edge_agent.test_mqtt_link import DEVICE, Subscriber, _wait
 from tests.mosquitto import Broker
 
@@ -121,6 +121,22 @@ def test_sigterm_flushes_and_publishes_offline(tmp_path: Path) -> None:
         process.stderr.close()
         subscriber.close()
         broker.stop()
+
+
+def test_execution_providers_the_runtime_lacks_are_refused_naming_the_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = missing_onnx_provider()
+    profile = _profile(tmp_path)
+    data = yaml.safe_load(profile.read_text())
+    data["detector"]["execution_providers"] = [missing]
+    profile.write_text(yaml.safe_dump(data))
+    out = tmp_path / "out.jsonl"
+    assert main(["run", "--config", str(profile), "--sink", "file", "--output", str(out)]) == 1
+    error = capsys.readouterr().err
+    assert "detector.execution_providers" in error
+    assert missing in error
+    assert not out.exists() or "/readings" not in out.read_text()
 
 
 def test_device_id_falls_back_to_a_cleaned_host_name() -> None:
