@@ -46,7 +46,11 @@ log = logging.getLogger(__name__)
 
 
 def resolve_device_id(profile: DeviceProfile, hostname: str | None = None) -> str:
-    """The profile's device id, else the host name made into a valid one."""
+    """The profile's device id, else the host name made into a valid one.
+
+    Characters a device id cannot hold become ``-``, leading and trailing separators go, and
+    the rest is cut to 64 characters (an empty result is ``device``).
+    """
     if profile.identity.device_id:
         return profile.identity.device_id
     raw = hostname or socket.gethostname()
