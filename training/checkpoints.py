@@ -6,12 +6,14 @@ shared run folder runs whatever code its author chose. Every checkpoint we read 
 `load_checkpoint`, with ``weights_only=True``: tensors, containers, numbers and strings only.
 
 An ultralytics detector checkpoint also holds its network, pickled as ``torch.nn`` and
-``ultralytics.nn`` modules. We read only its metadata (epoch, training arguments), so with
-`networks` those classes are stood in for by `_NetworkStandIn`, which takes the saved state and
-does nothing. Modules are pickled as "make an empty object, then set its state", never as a call;
-a checkpoint that *calls* one of those classes (the way a payload would smuggle arguments into a
-constructor) is refused like any other callable. Ultralytics then loads such a checkpoint with
-its own loader; what passed here holds nothing that runs when it is unpickled.
+``ultralytics.nn`` modules (an unfinished run's network also keeps its settings, an
+``ultralytics.utils.IterableSimpleNamespace``). We read only the checkpoint's metadata (epoch,
+training arguments), so with `networks` those classes are stood in for by inert placeholders that
+take the saved state and drop it. Modules are pickled as "make an empty object, then set its
+state", never as a call, and the settings namespace as a call without arguments; a checkpoint
+that calls one of them otherwise (the way a payload would smuggle arguments into a constructor)
+is refused like any other callable. Ultralytics then loads such a checkpoint with its own loader;
+what passed here holds nothing that runs when it is unpickled.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from training.exceptions import CheckpointError
 
 NETWORK_MODULES = ("torch.nn.modules.", "ultralytics.nn.")
 """Where the classes of a pickled network live (torch's layers, ultralytics' blocks)."""
+NETWORK_SETTINGS = frozenset({"ultralytics.utils.IterableSimpleNamespace"})
+"""The namespace an ultralytics network keeps its settings in."""
 
 
 class _NetworkStandIn:
@@ -32,23 +36,42 @@ class _NetworkStandIn:
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         raise pickle.UnpicklingError(
-            "the checkpoint calls a network class with arguments instead of restoring a module"
+            "the checkpoint calls a network class instead of restoring a module"
         )
 
     def __setstate__(self, state: object) -> None:
         """Drop the module's saved state: nothing of the network is used."""
 
 
-def _network_class(name: str) -> bool:
+class _SettingsStandIn:
+    """What a network's settings namespace reads as: made without arguments, state dropped."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        if args or kwargs:
+            raise pickle.UnpicklingError(
+                "the checkpoint calls a network's settings class with arguments"
+            )
+
+    def __setstate__(self, state: object) -> None:
+        """Drop the settings: nothing of the network is used."""
+
+
+def _stand_in(name: str) -> type | None:
+    """The placeholder a network's class `name` reads as, or None if it is no such class."""
+    if name in NETWORK_SETTINGS:
+        return _SettingsStandIn
     module, _, attribute = name.rpartition(".")
-    return f"{module}.".startswith(NETWORK_MODULES) and attribute[:1].isupper()
+    if f"{module}.".startswith(NETWORK_MODULES) and attribute[:1].isupper():
+        return _NetworkStandIn
+    return None
 
 
 def load_checkpoint(path: Path, *, networks: bool = False) -> dict[str, Any]:
     """The dict saved in the checkpoint at `path`, read weights-only; `CheckpointError` if not.
 
-    With `networks`, pickled network modules (classes under `NETWORK_MODULES`) read as inert
-    stand-ins; anything else that is not plain data is refused, named, before it is unpickled.
+    With `networks`, a pickled network (classes under `NETWORK_MODULES`, `NETWORK_SETTINGS`)
+    reads as inert stand-ins; anything else that is not plain data is refused, named, before it
+    is unpickled.
     """
     import torch
 
@@ -56,18 +79,18 @@ def load_checkpoint(path: Path, *, networks: bool = False) -> dict[str, Any]:
         named = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
     except (OSError, RuntimeError, pickle.UnpicklingError) as e:
         raise CheckpointError(f"cannot read the checkpoint {path}: {e}") from e
-    networks_named = {name for name in named if networks and _network_class(name)}
-    refused = sorted(set(named) - networks_named)
+    stand_ins = {name: _stand_in(name) for name in named} if networks else {}
+    refused = sorted(name for name in named if stand_ins.get(name) is None)
     if refused:
         raise CheckpointError(
             f"{path} is not a checkpoint of ours: it names {', '.join(refused)}, code that an "
             "unrestricted load would import and may run; refused unread"
         )
-    stand_ins: list[Callable[..., Any] | tuple[Callable[..., Any], str]] = [
-        (_NetworkStandIn, name) for name in sorted(networks_named)
+    allowed: list[Callable[..., Any] | tuple[Callable[..., Any], str]] = [
+        (cls, name) for name, cls in stand_ins.items() if cls is not None
     ]
     try:
-        with torch.serialization.safe_globals(stand_ins):
+        with torch.serialization.safe_globals(allowed):
             state = torch.load(path, map_location="cpu", weights_only=True)
     except (OSError, RuntimeError, pickle.UnpicklingError) as e:
         raise CheckpointError(f"refused the checkpoint {path}: {e}") from e

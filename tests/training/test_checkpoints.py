@@ -15,6 +15,7 @@ from training.checkpoints import load_checkpoint
 from training.classifier.dataset import rendered_crops
 from training.classifier.train import train_classifier
 from training.config import ClassifierTrainingConfig, DetectorTrainingConfig
+from training.detector.offline import prepare_ultralytics
 from training.detector.train import checkpoint_train_args, train_detector
 from training.exceptions import CheckpointError
 
@@ -105,3 +106,23 @@ def test_the_shipped_detector_checkpoint_reads_weights_only() -> None:
     assert checkpoint_train_args(SHIPPED)["epochs"] == state["train_args"]["epochs"] > 0
     with pytest.raises(CheckpointError, match=r"ultralytics\.nn\.tasks\.DetectionModel"):
         load_checkpoint(SHIPPED)  # its network is read only when asked for
+
+
+def test_an_unfinished_detector_run_reads_weights_only_to_resume(tmp_path: Path) -> None:
+    import torch
+
+    prepare_ultralytics(tmp_path / ".ultralytics")
+    from ultralytics.nn.tasks import DetectionModel
+    from ultralytics.utils import IterableSimpleNamespace
+
+    # What ultralytics saves after each epoch of a run: the network keeps its settings.
+    network = DetectionModel("yolov8n.yaml", nc=1, verbose=False)
+    network.args = IterableSimpleNamespace(imgsz=64, epochs=3)
+    optimiser = torch.optim.SGD(network.parameters(), lr=0.01)
+    last = tmp_path / "last.pt"
+    torch.save(
+        {"epoch": 0, "ema": network, "optimizer": optimiser.state_dict(), "train_args": {}}, last
+    )
+    state = load_checkpoint(last, networks=True)
+    assert state["epoch"] == 0
+    assert state["optimizer"]["param_groups"][0]["lr"] == 0.01
