@@ -3,7 +3,9 @@
 Each frame is read (detect, classify), readings are tracked, and when a track becomes due its
 reading is checked once more by OCR on its best view (text plates get their text; a speed
 number OCR reads differently from the classifier marks the reading as disagreeing and lowers its
-confidence), turned into a `fleet_protocol` Reading and handed to the sink. Sinks put messages
+confidence), turned into a `fleet_protocol` Reading and handed to the sink. A reading is stamped
+with the time its best view's frame was seen, not when it became due: a sign is often reported
+only when it leaves the view, half a second or more after it was passed. Sinks put messages
 in the outbox for the broker, or write JSON lines where there is no broker.
 """
 
@@ -196,7 +198,7 @@ class Agent:
         location = profile.location
         self._location = GeoPoint(lat=location.lat, lon=location.lon) if location else None
 
-    def process(self, frame: Frame, decode_seconds: float = 0.0) -> list[Reading]:
+    def process(self, frame: Frame) -> list[Reading]:
         """Read one frame; return the protocol readings it made due (already emitted)."""
         started = time.perf_counter()
         detections = self.reader.detect(
@@ -216,17 +218,17 @@ class Agent:
             replace(r, view=sign_view(frame.image, r.box)) if read else r
             for r, read in zip(readings, wanted, strict=True)
         ]
-        due = self.tracker.update(viewed, frame.timestamp)
+        due = self.tracker.update(viewed, frame.captured_at)
         ocr_started = time.perf_counter()
         sent = [self._emit(item) for item in due]
         finished = time.perf_counter()
         self.health.frame(
             {
-                PipelineStage.DECODE: decode_seconds,
+                PipelineStage.DECODE: frame.decode_seconds,
                 PipelineStage.DETECT: detected - started,
                 PipelineStage.CLASSIFY: classified - detected,
                 PipelineStage.OCR: finished - ocr_started,
-                PipelineStage.TOTAL: decode_seconds + finished - started,
+                PipelineStage.TOTAL: frame.decode_seconds + finished - started,
             }
         )
         self.frames_total += 1
@@ -253,7 +255,7 @@ class Agent:
         message = Reading(
             device_id=self.device_id,
             seq=self.sink.next_seq(),
-            timestamp=self.clock(),
+            timestamp=datetime.fromtimestamp(tracked.seen_at, UTC),
             sign_type=reading.sign_type,
             gtsrb_class_id=reading.gtsrb_class_id,
             value=reading.value,

@@ -57,7 +57,8 @@ class LinkSettings:
 
 @dataclass
 class LinkStats:
-    """Counters the health report carries."""
+    """Counters of the link since it started (read by `simulate`'s summary; no message
+    carries them)."""
 
     sent: int = 0
     acknowledged: int = 0

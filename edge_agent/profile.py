@@ -2,9 +2,9 @@
 
 A profile (one YAML file in ``firmware_configs/``) says what a class of device runs: which detector
 backend and model format, how many threads and what input size, which camera, how often to report,
-how big the outbox may grow, which broker with which TLS files, which TUF root to trust and, for
-roadside units, where the device stands. Every field has a default and a description; an unknown
-or wrong field is refused with its name and line (`roadsign-agent validate-config`).
+how big the outbox may grow, which broker with which TLS files and, for roadside units, where the
+device stands. Every field has a default and a description; an unknown or wrong field is refused
+with its name and line (`roadsign-agent validate-config`).
 """
 
 from __future__ import annotations
@@ -40,7 +40,8 @@ class IdentityConfig(StrictConfigModel):
 
     device_id: Annotated[str, Field(pattern=DEVICE_ID_PATTERN)] | None = Field(
         default=None,
-        description="Device id; unset takes it from the enrolment bundle, else the host name.",
+        description="Device id, as enrolled in the fleet; unset: the host name, with characters "
+        "a device id cannot hold (outside A-Z a-z 0-9 . _ -) turned into '-' and cut to 64.",
     )
 
 
@@ -64,7 +65,10 @@ class DetectorConfig(StrictConfigModel):
     execution_providers: list[ExecutionProvider] = Field(
         default_factory=_cpu_only,
         min_length=1,
-        description="ONNX Runtime providers in order of preference (ignored by OpenVINO).",
+        description="ONNX Runtime execution providers for the bundle's models, in order of "
+        "preference: those the installed ONNX Runtime lacks are skipped with a warning, and a "
+        "list it has none of is refused at start. The OpenVINO backend runs on its CPU plugin "
+        "and does not use them.",
     )
     threads: int = Field(default=2, ge=1, le=64, description="Inference threads.")
     input_size: int | None = Field(
@@ -106,10 +110,26 @@ class CameraConfig(StrictConfigModel):
     kind: Literal["auto", "device", "stream", "video", "folder"] = Field(
         default="auto", description="What `source` is; auto guesses from its form."
     )
-    width: int = Field(default=1280, ge=160, le=7680, description="Capture width, pixels.")
-    height: int = Field(default=720, ge=120, le=4320, description="Capture height, pixels.")
+    width: int = Field(
+        default=1280,
+        ge=160,
+        le=7680,
+        description="Capture width asked of a camera device, pixels; streams, videos and image "
+        "folders keep their own size.",
+    )
+    height: int = Field(
+        default=720,
+        ge=120,
+        le=4320,
+        description="Capture height asked of a camera device, pixels; streams, videos and image "
+        "folders keep their own size.",
+    )
     fps_cap: float = Field(
-        default=15, gt=0, le=240, description="Frames per second processed at most."
+        default=15,
+        gt=0,
+        le=240,
+        description="Frames per second taken at most from a live source (camera device or "
+        "stream); videos and image folders are read at the pipeline's pace, every frame.",
     )
     reconnect_max_backoff_s: float = Field(
         default=30, gt=0, le=3600, description="Longest wait between reconnect attempts."
@@ -264,31 +284,11 @@ class BrokerConfig(StrictConfigModel):
         return self
 
 
-class OtaConfig(StrictConfigModel):
-    """Signed model updates."""
-
-    trusted_root: Path = Field(
-        default=Path("/etc/roadsign/tuf/root.json"),
-        description="TUF root metadata the device trusts first (installed at enrolment).",
-    )
-    repository_url: str = Field(
-        default="http://127.0.0.1:8000/tuf/",
-        pattern=r"^https?://",
-        description="Base URL of the fleet's TUF repository (metadata/ and targets/ below it).",
-    )
-    check_interval_s: float = Field(
-        default=300, ge=10, le=86400, description="Seconds between update checks."
-    )
-
-
 class FixedLocation(StrictConfigModel):
     """Where a roadside unit stands."""
 
     lat: float = Field(default=0, ge=-90, le=90, description="Latitude, degrees (WGS84).")
     lon: float = Field(default=0, ge=-180, le=180, description="Longitude, degrees (WGS84).")
-    heading_deg: float | None = Field(
-        default=None, ge=0, lt=360, description="Direction the camera faces, degrees from north."
-    )
 
 
 class LocalApiConfig(StrictConfigModel):
@@ -310,7 +310,9 @@ class DeviceProfile(StrictConfigModel):
     )
     description: str = Field(default="", max_length=500, description="What the profile is for.")
     mounting: Literal["bench", "vehicle", "roadside"] = Field(
-        default="bench", description="Where the camera is: bench (development), vehicle, roadside."
+        default="bench",
+        description="Where the camera is: bench (development), vehicle, roadside (which needs a "
+        "fixed location).",
     )
     identity: IdentityConfig = Field(default_factory=IdentityConfig, description="Identity.")
     detector: DetectorConfig = Field(default_factory=DetectorConfig, description="Detector.")
@@ -321,9 +323,9 @@ class DeviceProfile(StrictConfigModel):
     )
     outbox: OutboxConfig = Field(default_factory=OutboxConfig, description="Outbox.")
     broker: BrokerConfig = Field(default_factory=BrokerConfig, description="MQTT broker.")
-    ota: OtaConfig = Field(default_factory=OtaConfig, description="Model updates.")
     location: FixedLocation | None = Field(
-        default=None, description="Fixed position; required for roadside units."
+        default=None,
+        description="Fixed position, sent with every reading; required for roadside units.",
     )
     api: LocalApiConfig = Field(default_factory=LocalApiConfig, description="Local HTTP API.")
 

@@ -46,7 +46,11 @@ log = logging.getLogger(__name__)
 
 
 def resolve_device_id(profile: DeviceProfile, hostname: str | None = None) -> str:
-    """The profile's device id, else the host name made into a valid one."""
+    """The profile's device id, else the host name made into a valid one.
+
+    Characters a device id cannot hold become ``-``, leading and trailing separators go, and
+    the rest is cut to 64 characters (an empty result is ``device``).
+    """
     if profile.identity.device_id:
         return profile.identity.device_id
     raw = hostname or socket.gethostname()
@@ -161,6 +165,7 @@ def _run_agent(
         model_format=profile.detector.model_format,
         threads=profile.detector.threads,
         round_unit=profile.reading.speed_unit,
+        execution_providers=profile.detector.execution_providers,
     )
     metadata = reader.detector.metadata
     wanted = profile.detector.input_size
@@ -211,6 +216,7 @@ def _run_agent(
                 backend=profile.detector.backend,
                 threads=1,
                 round_unit=profile.reading.speed_unit,
+                execution_providers=profile.detector.execution_providers,
             ),
             health=health,
             metrics=lambda: render(

@@ -15,6 +15,8 @@ than sending or discarding its first guess) lets the nearer, larger views decide
 reason a track is reported before it ends only from a view at least `min_report_px` tall. The
 agent may still turn a reading down after its own checks (OCR disagreeing); `reject` then
 re-opens the track, which is offered again only from a surer view than the one turned down.
+Each view keeps the time of the frame it came from, so a reading says when its sign was seen
+(its best view), however many frames later it is reported.
 
 Reading (classifying) a detection is most of a frame's work after detection itself, so
 `to_read` tells the agent which of a frame's detections are worth it; the rest are fed in as
@@ -53,6 +55,14 @@ class TrackedReading:
     """Share of the track's confidence that voted for the winner (0-1)."""
     first_seen: float
     last_seen: float
+    seen_at: float
+    """Time of the frame `reading` comes from (the caller's timestamps, like first/last_seen)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _View:
+    reading: SignReading
+    seen_at: float
 
 
 @dataclass
@@ -73,8 +83,8 @@ class _Track:
     first_seen: float = 0.0
     last_seen: float = 0.0
     votes: dict[VoteKey, float] = field(default_factory=lambda: defaultdict(float))
-    best: dict[VoteKey, SignReading] = field(default_factory=dict)
-    best_large: dict[VoteKey, SignReading] = field(default_factory=dict)
+    best: dict[VoteKey, _View] = field(default_factory=dict)
+    best_large: dict[VoteKey, _View] = field(default_factory=dict)
 
     def predicted(self) -> Box:
         steps = self.misses + 1  # frames since the box was seen
@@ -82,7 +92,7 @@ class _Track:
         x1, y1, x2, y2 = self.box
         return (x1 + dx, y1 + dy, x2 + dx, y2 + dy)
 
-    def add(self, reading: SignReading, large_px: float) -> None:
+    def add(self, reading: SignReading, large_px: float, timestamp: float) -> None:
         if reading.confidence <= 0:
             self.unread_frames += 1
             return  # an unread detection: it says where the sign is, not what it says
@@ -95,13 +105,15 @@ class _Track:
             reading.gtsrb_class_id,
         )
         self.votes[key] += reading.confidence
-        if key not in self.best or reading.confidence > self.best[key].confidence:
-            self.best[key] = reading
+        view = _View(reading, timestamp)
+        if key not in self.best or reading.confidence > self.best[key].reading.confidence:
+            self.best[key] = view
         large = reading.box[3] - reading.box[1] >= large_px
         if large and (
-            key not in self.best_large or reading.confidence > self.best_large[key].confidence
+            key not in self.best_large
+            or reading.confidence > self.best_large[key].reading.confidence
         ):
-            self.best_large[key] = reading
+            self.best_large[key] = view
 
     def result(self, *, large_only: bool = False) -> TrackedReading | None:
         """The vote's winner with its surest view (of those large enough, if `large_only`)."""
@@ -114,11 +126,12 @@ class _Track:
         total = sum(self.votes.values())
         return TrackedReading(
             self.track_id,
-            view,
+            view.reading,
             self.hits,
             self.votes[winner] / total if total > 0 else 0.0,
             self.first_seen,
             self.last_seen,
+            view.seen_at,
         )
 
 
@@ -227,7 +240,7 @@ class SignTracker:
         return wanted
 
     def update(self, readings: Sequence[SignReading], timestamp: float) -> list[TrackedReading]:
-        """Feed one frame's readings; return the readings that became due on this frame."""
+        """Feed one frame's readings, seen at `timestamp`; return the readings now due."""
         matches = self._match([(r.box, r.category) for r in readings])
         used_tracks = set(matches.values())
         used_readings = set(matches)
@@ -239,7 +252,7 @@ class SignTracker:
             track.box, track.hits, track.misses = reading.box, track.hits + 1, 0
             track.category = reading.category
             track.last_seen = timestamp
-            track.add(reading, self.min_report_px)
+            track.add(reading, self.min_report_px, timestamp)
         for ti, track in enumerate(self._tracks):
             if ti not in used_tracks:
                 track.misses += 1
@@ -252,7 +265,7 @@ class SignTracker:
                     first_seen=timestamp,
                     last_seen=timestamp,
                 )
-                track.add(reading, self.min_report_px)
+                track.add(reading, self.min_report_px, timestamp)
                 self._next_id += 1
                 self._tracks.append(track)
         due = []

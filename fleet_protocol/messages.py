@@ -153,6 +153,12 @@ BoundingBox = tuple[float, float, float, float]
 class Reading(Envelope):
     """One physical sign passed, as read over its whole track."""
 
+    timestamp: AwareDatetime = Field(
+        description="When the sign was seen (RFC 3339 with an offset; stored as UTC): when the "
+        "frame of `bbox` and `crop_jpeg`, the sign's best view, was captured; not when the "
+        "reading was sent, which can be seconds later. A replayed video's frames are seen when "
+        "they are decoded."
+    )
     sign_type: Annotated[SignType, Lax] = Field(description="The sign's meaning.")
     gtsrb_class_id: int | None = Field(
         default=None,

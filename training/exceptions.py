@@ -9,3 +9,7 @@ class TrainingError(Exception):
 
 class DatasetError(TrainingError):
     """A dataset cannot be read as its format says: the text names the file (and line)."""
+
+
+class CheckpointError(TrainingError):
+    """A checkpoint cannot be read, or holds more than weights and plain data."""

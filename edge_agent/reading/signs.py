@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_agent.bundle import load_bundle, pick_detector
+from edge_agent.bundle import load_bundle, load_metadata, pick_detector
 from edge_agent.detection import Detection, Detector
 from edge_agent.reading.classifier import CropClassifier, CropReading
 from fleet_protocol.taxonomy import SignType, SpeedUnit, gtsrb_class
@@ -182,15 +182,21 @@ def load_reader(
     model_format: str = "auto",
     threads: int = 1,
     round_unit: SpeedUnit = "km/h",
+    execution_providers: Sequence[str] = ("CPUExecutionProvider",),
 ) -> SignReader:
-    """A `SignReader` from a model bundle folder, every artifact verified before it loads."""
-    from edge_agent.inference import resolve_backend_name
+    """A `SignReader` from a model bundle folder, every artifact verified before it loads.
+
+    Both models run on `backend`; with ONNX Runtime, on `execution_providers` in that order.
+    """
+    from edge_agent.inference import get_backend, resolve_backend_name
 
     index = load_bundle(bundle_dir)
-    runtime = resolve_backend_name(backend)
-    artifact, _ = pick_detector(bundle_dir, index, runtime, model_format)
-    detector = Detector.load(artifact, backend=runtime, threads=threads)
-    classifier = CropClassifier.load(
-        bundle_dir / index.classifier, backend=runtime, threads=threads
-    )
+    name = resolve_backend_name(backend)
+    runtime = get_backend(name, execution_providers=execution_providers)
+    detector_file, _ = pick_detector(bundle_dir, index, name, model_format)
+    detector_metadata = load_metadata(detector_file)  # verified before it loads
+    detector = Detector(runtime.load(detector_file, threads=threads), detector_metadata)
+    classifier_file = bundle_dir / index.classifier
+    classifier_metadata = load_metadata(classifier_file)
+    classifier = CropClassifier(runtime.load(classifier_file, threads=threads), classifier_metadata)
     return SignReader(detector, classifier, round_unit=round_unit)

@@ -1,7 +1,8 @@
 """Frame sources behind one interface, chosen through an explicit registry.
 
 ``device`` (a camera index) and ``stream`` (RTSP/HTTP) are live and reconnect with backoff;
-``video`` and ``folder`` are recorded and read at the pipeline's pace.
+``video`` and ``folder`` are recorded and read at the pipeline's pace. Every frame carries the
+wall-clock time it was seen and the time its decoding took.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def _video(config: CameraConfig) -> FrameSource:
 def _folder(config: CameraConfig) -> FrameSource:
     from edge_agent.sources.folder import ImageFolderSource
 
-    return ImageFolderSource(Path(config.source), fps=config.fps_cap)
+    return ImageFolderSource(Path(config.source))
 
 
 SOURCES: dict[str, Callable[[CameraConfig], FrameSource]] = {

@@ -15,11 +15,17 @@ from fleet_protocol.messages import CameraState
 
 @dataclass(frozen=True, slots=True)
 class Frame:
-    """One RGB frame and when it was taken (seconds: wall clock for live sources)."""
+    """One RGB frame, when it was seen, and what it cost to turn into an image."""
 
     image: np.ndarray
-    timestamp: float
+    captured_at: float
+    """Wall-clock time it was seen, Unix seconds: when a live source captured it, when a
+    recorded one decoded it (a replayed file is seen as it is read: OpenCV tells no capture
+    time of a recording, and its media time says nothing of the day it was shot)."""
     index: int
+    decode_seconds: float
+    """Time spent decoding it and converting it to RGB; for a live source not the wait for
+    the camera's next frame."""
 
 
 class FrameSource(Protocol):

@@ -1,7 +1,9 @@
-"""Frames from a folder of images, in name order, at a nominal frame rate."""
+"""Frames from a folder of images, in name order; each is seen when it is decoded."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -20,13 +22,13 @@ class ImageFolderSource:
     name = "folder"
     live = False
 
-    def __init__(self, folder: Path, *, fps: float = 10.0) -> None:
+    def __init__(self, folder: Path, *, clock: Callable[[], float] = time.time) -> None:
         if not folder.is_dir():
             raise SourceError(f"{folder} is not a folder")
         self._files = sorted(p for p in folder.iterdir() if p.suffix.lower() in SUFFIXES)
         if not self._files:
             raise SourceError(f"no images in {folder}")
-        self._fps = fps
+        self._clock = clock
         self._index = 0
         self.skipped = 0
 
@@ -35,13 +37,13 @@ class ImageFolderSource:
         while self._index < len(self._files):
             path = self._files[self._index]
             self._index += 1
+            started = time.perf_counter()
             bgr = cv2.imdecode(np.fromfile(str(path), np.uint8), cv2.IMREAD_COLOR)
             if bgr is None:
                 self.skipped += 1
                 continue
-            return Frame(
-                cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), (self._index - 1) / self._fps, self._index - 1
-            )
+            image = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            return Frame(image, self._clock(), self._index - 1, time.perf_counter() - started)
         return None
 
     @property

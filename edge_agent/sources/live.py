@@ -1,7 +1,10 @@
 """The reconnecting capture that live sources (camera, stream) share.
 
 Both are OpenCV captures that can drop out: a read failure closes the capture and reopens it
-after a delay that doubles up to `max_backoff_s`, while `state` says ``reconnecting``.
+after a delay that doubles up to `max_backoff_s`, while `state` says ``reconnecting``. A frame is
+grabbed (which waits for the camera's next one) and then retrieved: its capture time is taken when
+the grab returns, its decode time is the retrieval and colour conversion. (FFmpeg streams decode
+partly inside the grab, which cannot be told apart from the wait: their decode time is a floor.)
 """
 
 from __future__ import annotations
@@ -23,8 +26,12 @@ class Capture(Protocol):
         """Whether the device or stream opened."""
         ...
 
-    def read(self) -> tuple[bool, Any]:
-        """One frame, or False."""
+    def grab(self) -> bool:
+        """Wait for the next frame and take it; False when none came."""
+        ...
+
+    def retrieve(self) -> tuple[bool, Any]:
+        """The grabbed frame, decoded (BGR), or False."""
         ...
 
     def release(self) -> None:
@@ -33,7 +40,7 @@ class Capture(Protocol):
 
 
 class ReconnectingCapture:
-    """An OpenCV capture reopened with backoff; timestamps from the wall clock."""
+    """An OpenCV capture reopened with backoff; frames are seen at `clock` (the wall clock)."""
 
     name = "live"
     live = True
@@ -47,12 +54,14 @@ class ReconnectingCapture:
         max_backoff_s: float,
         opener: Callable[[str], Capture] | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._target = target
         self._width, self._height = width, height
         self._max_backoff = max_backoff_s
         self._opener = opener or self._open
         self._sleep = sleep
+        self._clock = clock
         self._capture: Capture | None = None
         self._backoff = 0.5
         self._index = 0
@@ -72,17 +81,26 @@ class ReconnectingCapture:
                     self._wait()
                     continue
                 self._capture = capture
-            ok, bgr = self._capture.read()
-            if ok:
+            frame = self._next_frame(self._capture)
+            if frame is not None:
                 self._state = CameraState.OK
                 self._backoff = 0.5
-                frame = Frame(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), time.time(), self._index)
                 self._index += 1
                 return frame
             self._capture.release()
             self._capture = None
             self._wait()
         return None
+
+    def _next_frame(self, capture: Capture) -> Frame | None:
+        if not capture.grab():
+            return None
+        seen, started = self._clock(), time.perf_counter()
+        ok, bgr = capture.retrieve()
+        if not ok:
+            return None
+        image = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        return Frame(image, seen, self._index, time.perf_counter() - started)
 
     def _wait(self) -> None:
         self._state = CameraState.RECONNECTING

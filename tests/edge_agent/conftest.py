@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import cv2
 import numpy as np
 import onnx
+import onnxruntime as ort
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from edge_agent.bundle import ModelMetadata, file_sha256, write_metadata
@@ -172,3 +175,25 @@ def write_tiny_bundle(directory: Path, size: int = 64) -> Path:
         '"detector": {"onnx_int8": "detector/onnx_int8/model.onnx"}}'
     )
     return directory
+
+
+def missing_onnx_provider() -> str:
+    """An execution provider a profile may name that this ONNX Runtime build lacks (else skip)."""
+    lacking = [
+        p
+        for p in ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+        if p not in ort.get_available_providers()
+    ]
+    if not lacking:
+        pytest.skip("this ONNX Runtime build has every provider a profile can name")
+    return lacking[0]
+
+
+def noise_drive(path: Path, frames: int = 30) -> Path:
+    """A real MPEG-4 video of random 200x100 frames at 15 fps, for the constant detector."""
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), 15, (200, 100))
+    rng = np.random.default_rng(0)
+    for _ in range(frames):
+        writer.write(rng.integers(0, 255, (100, 200, 3), dtype=np.uint8))
+    writer.release()
+    return path

@@ -9,7 +9,7 @@ import pytest
 
 from edge_agent.cli import main
 from edge_agent.profile import DeviceProfile
-from fleet_protocol.config_files import InvalidConfigError, load_config
+from fleet_protocol.config_files import ConfigProblem, InvalidConfigError, load_config
 from tests.conftest import REPO_ROOT
 
 PROFILES = sorted((REPO_ROOT / "firmware_configs").glob("*.yaml"))
@@ -20,6 +20,13 @@ def _profile(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "profile.yaml"
     path.write_text(text)
     return path
+
+
+def _only_problem(path: Path) -> ConfigProblem:
+    with pytest.raises(InvalidConfigError) as caught:
+        load_config(DeviceProfile, path)
+    [problem] = caught.value.problems
+    return problem
 
 
 def test_the_four_device_classes_have_profiles() -> None:
@@ -88,11 +95,23 @@ def test_committed_json_schema_is_current() -> None:
 def test_wrong_field_is_refused_with_its_name_and_line(
     tmp_path: Path, text: str, field: str, line: int
 ) -> None:
-    path = _profile(tmp_path, text)
-    with pytest.raises(InvalidConfigError) as caught:
-        load_config(DeviceProfile, path)
-    [problem] = caught.value.problems
-    assert (problem.field, problem.origin) == (field, f"{path}:{line}")
+    problem = _only_problem(_profile(tmp_path, text))
+    assert (problem.field, problem.origin) == (field, f"{tmp_path / 'profile.yaml'}:{line}")
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "line"),
+    [
+        ("ota:\n  check_interval_s: 60\n", "ota", 1),
+        ("location:\n  lat: 48.1\n  heading_deg: 270\n", "location.heading_deg", 3),
+    ],
+)
+def test_fields_that_did_nothing_are_gone_and_refused(
+    tmp_path: Path, text: str, field: str, line: int
+) -> None:
+    problem = _only_problem(_profile(tmp_path, text))
+    assert (problem.field, problem.origin) == (field, f"{tmp_path / 'profile.yaml'}:{line}")
+    assert problem.message == "Extra inputs are not permitted"
 
 
 @pytest.mark.parametrize(

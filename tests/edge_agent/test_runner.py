@@ -19,18 +19,9 @@ from edge_agent.profile import DeviceProfile
 from edge_agent.runner import apply_overrides, resolve_device_id
 from fleet_protocol.codec import decode_device_message
 from fleet_protocol.messages import HealthReport, Reading
-from tests.edge_agent.conftest import write_tiny_bundle
+from tests.edge_agent.conftest import missing_onnx_provider, noise_drive, write_tiny_bundle
 from tests.edge_agent.test_mqtt_link import DEVICE, Subscriber, _wait
 from tests.mosquitto import Broker
-
-
-def _drive(path: Path, frames: int = 30) -> Path:
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), 15, (200, 100))
-    rng = np.random.default_rng(0)
-    for _ in range(frames):
-        writer.write(rng.integers(0, 255, (100, 200, 3), dtype=np.uint8))
-    writer.release()
-    return path
 
 
 def _profile(tmp_path: Path, **reporting: object) -> Path:
@@ -39,7 +30,7 @@ def _profile(tmp_path: Path, **reporting: object) -> Path:
         "profile": "test",
         "identity": {"device_id": DEVICE},
         "detector": {"backend": "onnxruntime", "model_dir": str(bundle), "threads": 1},
-        "camera": {"source": str(_drive(tmp_path / "drive.mp4")), "fps_cap": 240},
+        "camera": {"source": str(noise_drive(tmp_path / "drive.mp4")), "fps_cap": 240},
         "reading": {"min_confidence": 0.0, "confirm_frames": 3},
         "reporting": {"health_interval_s": 1, "include_crops": True, **reporting},
         "outbox": {"path": str(tmp_path / "outbox.sqlite3")},
@@ -130,6 +121,22 @@ def test_sigterm_flushes_and_publishes_offline(tmp_path: Path) -> None:
         process.stderr.close()
         subscriber.close()
         broker.stop()
+
+
+def test_execution_providers_the_runtime_lacks_are_refused_naming_the_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = missing_onnx_provider()
+    profile = _profile(tmp_path)
+    data = yaml.safe_load(profile.read_text())
+    data["detector"]["execution_providers"] = [missing]
+    profile.write_text(yaml.safe_dump(data))
+    out = tmp_path / "out.jsonl"
+    assert main(["run", "--config", str(profile), "--sink", "file", "--output", str(out)]) == 1
+    error = capsys.readouterr().err
+    assert "detector.execution_providers" in error
+    assert missing in error
+    assert not out.exists() or "/readings" not in out.read_text()
 
 
 def test_device_id_falls_back_to_a_cleaned_host_name() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from edge_agent.reading.signs import SignReading
-from edge_agent.tracking import SignTracker
+from edge_agent.tracking import SignTracker, TrackedReading
 from fleet_protocol.taxonomy import SignType
 
 
@@ -243,3 +243,22 @@ def test_an_unread_detection_never_makes_a_reading_of_its_own() -> None:
     for i, box in enumerate(_approach(300, 5)):
         assert tracker.update([_sign(box, confidence=0.0)], timestamp=i) == []
     assert tracker.flush() == []
+
+
+def test_a_sign_reported_when_it_leaves_the_view_says_when_its_best_view_was_seen() -> None:
+    # Never large enough to report in view: it goes out when the track ends, 16 frames on.
+    tracker = SignTracker(confirm_frames=3, max_misses=15, min_report_px=1000)
+    boxes = _approach(300, 5)
+    confidences = [0.6, 0.7, 0.95, 0.8, 0.7]
+    emitted: list[TrackedReading] = []
+    reported_at = None
+    for i in range(40):
+        seen = [_sign(boxes[i], confidence=confidences[i])] if i < len(boxes) else []
+        due = tracker.update(seen, timestamp=100.0 + i)
+        if due:
+            emitted, reported_at = emitted + due, 100.0 + i
+    [result] = emitted
+    assert reported_at == 100.0 + len(boxes) + 15
+    assert (result.first_seen, result.last_seen) == (100.0, 104.0)
+    assert result.seen_at == 102.0  # the surest view's frame, the one `reading` is
+    assert result.reading.confidence == 0.95

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F  # noqa: N812
 
+from training.checkpoints import load_checkpoint
 from training.classifier.dataset import CropSet, class_balance_weights, views
 from training.classifier.labels import SIGN_LABELS, SPEED_LABELS
 from training.classifier.model import SignClassifier
@@ -91,7 +92,7 @@ def train_classifier(
     )
     start, best_score, best_epoch, best_metrics = 0, -1.0, -1, {}
     if resume and last.is_file():
-        state = torch.load(last, weights_only=False)
+        state = load_checkpoint(last)
         model.load_state_dict(state["model"])
         optimiser.load_state_dict(state["optimiser"])
         schedule.load_state_dict(state["schedule"])
@@ -160,5 +161,5 @@ def train_classifier(
 def load_trained(weights: Path, config: ClassifierTrainingConfig) -> SignClassifier:
     """The network with the weights of a `best.pt`."""
     model = SignClassifier(len(SIGN_LABELS), len(SPEED_LABELS), config.width)
-    model.load_state_dict(torch.load(weights, weights_only=True))
+    model.load_state_dict(load_checkpoint(weights))
     return model.eval()

@@ -5,7 +5,10 @@ starts from `init_weights`, a checkpoint of ours, with a fresh schedule (continu
 run, e.g. the shipped bundle's ``training/detector.pt``), or with no epochs is `init_weights`
 unchanged (to export it again). Ultralytics' trainer keeps ``last.pt``
 after every epoch; ``resume`` continues an interrupted run from it. Each
-epoch's losses and validation metrics go to `log_metrics` (MLflow in the stage).
+epoch's losses and validation metrics go to `log_metrics` (MLflow in the stage). Ultralytics
+unpickles a checkpoint it starts from without restriction, so each one is first read here
+weights-only (`training.checkpoints`): one that would run code is refused before ultralytics
+sees it.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from training.checkpoints import load_checkpoint
 from training.config import DetectorTrainingConfig
 from training.detector.offline import disable_integrations, prepare_ultralytics
 from training.exceptions import TrainingError
@@ -49,13 +53,8 @@ def _device(choice: str) -> str:
 
 
 def _checkpoint_state(checkpoint: Path) -> dict[str, Any]:
-    """The dict ultralytics saved in a checkpoint (our own files: not weights-only)."""
-    import torch
-
-    try:
-        return dict(torch.load(checkpoint, map_location="cpu", weights_only=False))
-    except (OSError, RuntimeError) as e:
-        raise TrainingError(f"cannot read the checkpoint {checkpoint}: {e}") from e
+    """The dict ultralytics saved in a checkpoint, read weights-only (its network as stand-ins)."""
+    return load_checkpoint(checkpoint, networks=True)
 
 
 def _finished(checkpoint: Path) -> bool:
@@ -80,6 +79,11 @@ def train_detector(
     """Train (or resume) into ``out_dir/train``; ultralytics' ``best.pt`` and ``last.pt``."""
     run_dir = out_dir / "train"
     last, best = run_dir / "weights" / "last.pt", run_dir / "weights" / "best.pt"
+    resuming = resume and last.is_file()
+    # Both reads refuse a checkpoint that would run code, before ultralytics loads it.
+    if config.init_weights is not None:
+        _checkpoint_state(config.init_weights)
+    finished = resuming and _finished(last)
     if config.epochs == 0:
         if config.init_weights is None:
             raise TrainingError("detector.epochs 0 exports init_weights, and none is set")
@@ -94,8 +98,7 @@ def train_detector(
 
     disable_integrations(out_dir)
 
-    resuming = resume and last.is_file()
-    if resuming and best.is_file() and _finished(last):
+    if finished and best.is_file():
         return TrainedDetector(best, last, run_dir)
     start = config.init_weights or config.architecture
     model = YOLO(str(last) if resuming else str(start), task="detect")

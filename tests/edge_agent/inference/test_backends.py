@@ -10,7 +10,12 @@ import pytest
 from edge_agent.exceptions import InferenceError, ModelError
 from edge_agent.inference import get_backend, resolve_backend_name
 from edge_agent.inference.openvino_backend import MAX_IMAGE_SIZES, OpenVinoModel
-from tests.edge_agent.conftest import SIGNS, constant_detector_onnx, tiny_classifier_onnx
+from tests.edge_agent.conftest import (
+    SIGNS,
+    constant_detector_onnx,
+    missing_onnx_provider,
+    tiny_classifier_onnx,
+)
 
 
 @pytest.mark.parametrize(
@@ -82,3 +87,17 @@ def test_openvino_keeps_a_dynamic_batch_in_one_compilation(tmp_path: Path) -> No
     for crops in (1, 3, 7):
         assert model.infer(np.zeros((crops, 3, 8, 8), np.float32))["sign"].shape[0] == crops
     assert model.compiled_sizes == []
+
+
+def test_onnxruntime_skips_a_preferred_provider_it_lacks_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from edge_agent.inference.onnxruntime_backend import OnnxRuntimeModel
+
+    missing = missing_onnx_provider()
+    backend = get_backend("onnxruntime", execution_providers=[missing, "CPUExecutionProvider"])
+    model = backend.load(tiny_classifier_onnx(tmp_path / "m.onnx"), threads=1)
+    assert isinstance(model, OnnxRuntimeModel)
+    assert model.providers == ["CPUExecutionProvider"]
+    assert f"lacks ['{missing}']" in caplog.text
+    assert "detector.execution_providers" in caplog.text

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from pathlib import Path
 
@@ -26,15 +27,19 @@ def _video(path: Path, frames: int = 12, fps: float = 10) -> Path:
     return path
 
 
-def test_video_file_gives_every_frame_with_its_timestamp(tmp_path: Path) -> None:
-    source = VideoFileSource(_video(tmp_path / "drive.mp4"))
+def test_video_file_gives_every_frame_seen_when_decoded_with_its_decode_time(
+    tmp_path: Path,
+) -> None:
+    wall = itertools.count(1_700_000_000.0, 2.5)  # a clock that is never the media time
+    source = VideoFileSource(_video(tmp_path / "drive.mp4"), clock=lambda: next(wall))
     frames = []
     while (frame := source.read()) is not None:
         frames.append(frame)
     assert len(frames) == 12
     assert frames[0].image.shape == (48, 64, 3)
     assert [f.index for f in frames] == list(range(12))
-    assert frames[5].timestamp == pytest.approx(0.5, abs=0.05)
+    assert frames[5].captured_at == 1_700_000_000.0 + 5 * 2.5
+    assert all(f.decode_seconds > 0 for f in frames)
     assert source.state is CameraState.STOPPED
     with pytest.raises(SourceError, match="cannot open video"):
         VideoFileSource(tmp_path / "missing.mp4")
@@ -44,9 +49,10 @@ def test_folder_reads_images_in_order_and_skips_unreadable(tmp_path: Path) -> No
     for i in range(3):
         cv2.imwrite(str(tmp_path / f"{i:03d}.png"), np.full((8, 8, 3), i, np.uint8))
     (tmp_path / "001b.jpg").write_bytes(b"broken")
-    source = ImageFolderSource(tmp_path, fps=5)
+    source = ImageFolderSource(tmp_path, clock=lambda: 1_700_000_000.0)
     frames = [source.read() for _ in range(4)]
     assert [f.index for f in frames if f] == [0, 1, 3]  # the broken 001b.jpg keeps its place
+    assert all(f.captured_at == 1_700_000_000.0 and f.decode_seconds > 0 for f in frames if f)
     assert frames[3] is None
     assert source.skipped == 1
     (tmp_path / "empty").mkdir()
@@ -63,10 +69,13 @@ class FakeCapture:
     def isOpened(self) -> bool:  # noqa: N802 - OpenCV's name
         return self.opened
 
-    def read(self) -> tuple[bool, np.ndarray | None]:
+    def grab(self) -> bool:
         if self.frames <= 0:
-            return False, None
+            return False
         self.frames -= 1
+        return True
+
+    def retrieve(self) -> tuple[bool, np.ndarray | None]:
         return True, np.zeros((4, 4, 3), np.uint8)
 
     def release(self) -> None:
@@ -89,9 +98,11 @@ def test_live_capture_reconnects_with_doubling_backoff() -> None:
         max_backoff_s=1.5,
         opener=lambda target: script.pop(0),
         sleep=sleeps.append,
+        clock=lambda: 1_700_000_000.0,
     )
     frames = [source.read() for _ in range(3)]
-    assert all(isinstance(f, Frame) for f in frames)
+    assert all(isinstance(f, Frame) and f.captured_at == 1_700_000_000.0 for f in frames)
+    assert [f.index for f in frames if f] == [0, 1, 2]
     assert source.state.value == "ok"
     # Two failed opens, then after 2 frames one failed read and one failed open: backoff
     # doubles while failing and restarts from 0.5 s after success.
@@ -116,7 +127,7 @@ class FakeLive:
         time.sleep(self.delay)
         self.left -= 1
         self.index += 1
-        return Frame(np.zeros((2, 2, 3), np.uint8), time.time(), self.index - 1)
+        return Frame(np.zeros((2, 2, 3), np.uint8), time.time(), self.index - 1, 0.0)
 
     @property
     def state(self) -> CameraState:
