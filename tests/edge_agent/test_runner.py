@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import signal
 import subprocess
 import sys
@@ -20,8 +21,9 @@ from edge_agent.runner import apply_overrides, resolve_device_id
 from fleet_protocol.codec import decode_device_message
 from fleet_protocol.messages import HealthReport, Reading
 from tests.edge_agent.conftest import write_tiny_bundle
-from tests.edge_agent.test_mqtt_link import DEVICE, Subscriber, _wait
+from tests.edge_agent.test_mqtt_link import DEVICE, Subscriber
 from tests.mosquitto import Broker
+from tests.waiting import wait_until
 
 
 def _drive(path: Path, frames: int = 30) -> Path:
@@ -65,7 +67,14 @@ def test_a_drive_to_a_jsonl_file_gives_one_reading_per_sign_and_health(tmp_path:
     health = [m for m in messages if isinstance(m, HealthReport)]
     assert len(readings) == 1  # the constant detector shows one sign for the whole drive
     assert readings[0].frames_seen == 3
+    # The crop is the sign's own pixels (the reported box, within the 200 x 100 frame), as JPEG.
     assert readings[0].crop_jpeg is not None
+    crop = cv2.imdecode(np.frombuffer(readings[0].crop_jpeg, np.uint8), cv2.IMREAD_COLOR)
+    x1, y1, x2, y2 = readings[0].bbox
+    box_px = (min(math.ceil(y2), 100) - max(int(y1), 0), min(math.ceil(x2), 200) - max(int(x1), 0))
+    assert max(box_px) <= 96  # within reporting.crop_max_px: not shrunk
+    assert crop is not None
+    assert crop.shape == (*box_px, 3)
     assert health
     assert health[-1].camera_state == "stopped"
     assert set(health[-1].stage_latency_ms) >= {"detect", "classify", "total"}
@@ -83,8 +92,11 @@ def test_a_drive_over_mqtt_arrives_and_the_agent_says_goodbye(tmp_path: Path) ->
         data["broker"] = {"url": broker.url}
         profile.write_text(yaml.safe_dump(data))
         assert main(["run", "--config", str(profile), "--sink", "mqtt"]) == 0
-        assert _wait(lambda: len(subscriber.readings()) >= 1)
-        assert _wait(lambda: subscriber.last_reason() == "shutdown")
+        # The shutdown status goes out after the outbox drained: every reading is in by then.
+        wait_until(lambda: subscriber.last_reason() == "shutdown", 15, "the shutdown status")
+        readings = subscriber.readings()
+        assert len(readings) == 1  # the constant detector shows one sign for the whole drive
+        assert readings[0].frames_seen == 3
         assert Outbox(tmp_path / "outbox.sqlite3", max_messages=10, max_bytes=10**6).depth == 0
     finally:
         subscriber.close()
@@ -115,13 +127,13 @@ def test_sigterm_flushes_and_publishes_offline(tmp_path: Path) -> None:
         text=True,
     )
     try:
-        assert _wait(lambda: any(s.state == "online" for s in subscriber.statuses()), 30)
+        wait_until(lambda: any(s.state == "online" for s in subscriber.statuses()), 30, "birth")
         # Running, not merely connected: a loaded machine can take seconds to the first frame.
-        assert _wait(lambda: len(subscriber.readings()) >= 1, 60)
+        wait_until(lambda: subscriber.readings(), 60, "the first reading")
         assert process.poll() is None, "the drive ended before the signal: the test proves nothing"
         process.send_signal(signal.SIGTERM)
         assert process.wait(30) == 0
-        assert _wait(lambda: subscriber.last_reason() == "shutdown")
+        wait_until(lambda: subscriber.last_reason() == "shutdown", 15, "the shutdown status")
         assert len(subscriber.readings()) == 1
     finally:
         if process.poll() is None:
