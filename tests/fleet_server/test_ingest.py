@@ -31,7 +31,8 @@ from fleet_server.ingest.worker import IngestWorker
 from fleet_server.models import DeviceCreate
 from fleet_server.settings import BrokerSettings, DatabaseSettings, IngestSettings, ServerSettings
 from tests.conftest import MODEL, make_reading
-from tests.mosquitto import Broker
+from tests.mosquitto import Broker, BrokerTls
+from tests.tls import Pki
 from tests.waiting import wait_until
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -217,6 +218,36 @@ def test_a_valid_message_the_database_refuses_is_dropped_counted_and_stalls_noth
     finally:
         publisher.loop_stop()
         worker.stop()
+
+
+def test_the_worker_stores_readings_received_through_tls(
+    database: DatabaseSettings, engine: Engine, tmp_path: Path, pki: Pki
+) -> None:
+    broker = Broker(
+        tmp_path / "tls-broker", tls=BrokerTls(pki.ca, pki.server_cert, pki.server_key)
+    ).start()
+    _enrol(engine, "veh-1")
+    settings = _settings(database, broker).model_copy(
+        update={"broker": BrokerSettings(url=broker.tls_url, ca_file=pki.ca)}
+    )
+    metrics = IngestMetrics()
+    worker = IngestWorker(settings, engine, metrics, client_id="ingest-tls").start()
+    publisher = _publisher(broker)  # on the plain listener: only the worker's side is TLS
+    try:
+        assert worker.wait_ready(10)
+        for seq in range(5):
+            publisher.publish(
+                device_topic("veh-1", MessageKind.READINGS),
+                encode(make_reading(device_id="veh-1", seq=seq)),
+                1,
+            )
+        wait_until(lambda: _count(engine, "reading") == 5, 20, "5 readings stored")
+        assert metrics.value("roadsign_ingested_total", kind="readings") == 5
+        assert broker.listener_of("ingest-tls") == broker.tls_port
+    finally:
+        publisher.loop_stop()
+        worker.stop()
+        broker.stop()
 
 
 class _FakeClient:
