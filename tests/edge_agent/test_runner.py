@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import re
 import signal
 import subprocess
 import sys
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -22,7 +26,7 @@ from fleet_protocol.codec import decode_device_message
 from fleet_protocol.messages import HealthReport, Reading
 from tests.edge_agent.conftest import write_tiny_bundle
 from tests.edge_agent.test_mqtt_link import DEVICE, Subscriber
-from tests.mosquitto import Broker
+from tests.mosquitto import Broker, free_port
 from tests.waiting import wait_until
 
 
@@ -103,9 +107,14 @@ def test_a_drive_over_mqtt_arrives_and_the_agent_says_goodbye(tmp_path: Path) ->
         broker.stop()
 
 
-def test_sigterm_flushes_and_publishes_offline(tmp_path: Path) -> None:
-    broker = Broker(tmp_path / "broker").start()
-    subscriber = Subscriber(broker)
+@contextlib.contextmanager
+def _agent_on_a_long_drive(
+    tmp_path: Path, broker: Broker, **sections: dict[str, object]
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``roadsign-agent run`` in its own process on a drive that lasts well past any signal.
+
+    `sections` update the test profile's sections. The agent's log is in ``agent.log``.
+    """
     profile = _profile(tmp_path)
     data = yaml.safe_load(profile.read_text())
     data["broker"] = {"url": broker.url}
@@ -120,26 +129,81 @@ def test_sigterm_flushes_and_publishes_offline(tmp_path: Path) -> None:
         else:
             (frames / f"{i:05d}.png").hardlink_to(frames / "00001.png")
     data["camera"] = {"source": str(frames), "fps_cap": 30}
+    for name, changes in sections.items():
+        data[name] = {**data.get(name, {}), **changes}
     profile.write_text(yaml.safe_dump(data))
-    process = subprocess.Popen(
-        [sys.executable, "-m", "edge_agent.cli", "run", "--config", str(profile)],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    with (tmp_path / "agent.log").open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "edge_agent.cli", "run", "--config", str(profile)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     try:
-        wait_until(lambda: any(s.state == "online" for s in subscriber.statuses()), 30, "birth")
-        # Running, not merely connected: a loaded machine can take seconds to the first frame.
-        wait_until(lambda: subscriber.readings(), 60, "the first reading")
-        assert process.poll() is None, "the drive ended before the signal: the test proves nothing"
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(30) == 0
-        wait_until(lambda: subscriber.last_reason() == "shutdown", 15, "the shutdown status")
-        assert len(subscriber.readings()) == 1
+        yield process
     finally:
         if process.poll() is None:
             process.kill()
-        assert process.stderr is not None
-        process.stderr.close()
+            process.wait(10)
+
+
+def test_sigterm_flushes_and_publishes_offline(tmp_path: Path) -> None:
+    broker = Broker(tmp_path / "broker").start()
+    subscriber = Subscriber(broker)
+    try:
+        with _agent_on_a_long_drive(tmp_path, broker) as process:
+            wait_until(lambda: any(s.state == "online" for s in subscriber.statuses()), 30, "birth")
+            # Running, not merely connected: a loaded machine can take seconds to the first frame.
+            wait_until(lambda: subscriber.readings(), 60, "the first reading")
+            assert process.poll() is None, "the drive ended before the signal: it proves nothing"
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(30) == 0
+        wait_until(lambda: subscriber.last_reason() == "shutdown", 15, "the shutdown status")
+        assert len(subscriber.readings()) == 1
+    finally:
+        subscriber.close()
+        broker.stop()
+
+
+def _agent_counters(port: int) -> dict[str, float]:
+    """The agent's Prometheus counters from its local API, by name."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return {
+        name: float(value)
+        for name, value in re.findall(r"^(roadsign_\w+_total)\{[^}]*\} (\S+)$", text, re.M)
+    }
+
+
+def _frames_so_far(port: int) -> float:
+    try:
+        return _agent_counters(port).get("roadsign_frames_total", 0.0)
+    except OSError:  # the API is not up yet
+        return 0.0
+
+
+def test_sigterm_reports_a_sign_still_in_view_before_exiting(tmp_path: Path) -> None:
+    # The constant detector shows the same sign in every frame, 160 px tall: below
+    # min_report_px it is confirmed (after 3 frames) but never reported while in view.
+    broker = Broker(tmp_path / "broker").start()
+    subscriber = Subscriber(broker)
+    port = free_port()
+    try:
+        with _agent_on_a_long_drive(
+            tmp_path,
+            broker,
+            reading={"min_report_px": 1000},
+            api={"enabled": True, "port": port},
+        ) as process:
+            wait_until(lambda: _frames_so_far(port) >= 5, 60, "5 frames read")
+            assert _agent_counters(port)["roadsign_readings_total"] == 0  # pending, not sent
+            assert process.poll() is None, "the drive ended before the signal: it proves nothing"
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(30) == 0
+        wait_until(lambda: subscriber.last_reason() == "shutdown", 15, "the shutdown status")
+        readings = subscriber.readings()
+        assert len(readings) == 1  # the pending track, reported once
+        assert readings[0].frames_seen >= 5
+    finally:
         subscriber.close()
         broker.stop()
 
