@@ -60,13 +60,6 @@ def _publisher(broker: Broker) -> mqtt.Client:
     return client
 
 
-@pytest.fixture
-def engine(database: DatabaseSettings) -> Iterator[Engine]:
-    engine = make_engine(database)
-    yield engine
-    engine.dispose()
-
-
 def _enrol(engine: Engine, *device_ids: str) -> None:
     with session_scope(engine) as session:
         for device_id in device_ids:
