@@ -99,6 +99,16 @@ def fleet(database: DatabaseSettings, engine: Engine, broker: Broker) -> Iterato
     fleet.close()
 
 
+def _one_stops_mid_run(fleet: Fleet) -> tuple[IngestWorker, IngestWorker]:
+    """Two workers; the first stops (cleanly) after half of each device's readings."""
+    first, second = fleet.worker("ingest-a"), fleet.worker("ingest-b")
+    half = PER_DEVICE // 2
+    fleet.publish(range(half))
+    first.stop()
+    fleet.publish(range(half, PER_DEVICE))
+    return first, second
+
+
 def test_two_workers_in_one_group_split_the_readings_and_store_each_once(fleet: Fleet) -> None:
     first, second = fleet.worker("ingest-a"), fleet.worker("ingest-b")
     fleet.publish(range(PER_DEVICE))
@@ -114,12 +124,8 @@ def test_two_workers_in_one_group_split_the_readings_and_store_each_once(fleet: 
 def test_a_worker_stopped_mid_run_and_back_under_its_id_loses_nothing_and_counts_nothing_twice(
     fleet: Fleet,
 ) -> None:
-    first, second = fleet.worker("ingest-a"), fleet.worker("ingest-b")
-    half = PER_DEVICE // 2
-    fleet.publish(range(half))
-    first.stop()
-    fleet.publish(range(half, PER_DEVICE))  # the broker keeps the stopped one's share for it
-    again = fleet.worker("ingest-a")
+    first, second = _one_stops_mid_run(fleet)
+    again = fleet.worker("ingest-a")  # the broker kept the stopped one's share for it
     wait_until(lambda: len(fleet.stored()) >= len(EVERY_READING), 30, "every reading stored")
     assert sorted(fleet.stored()) == sorted(EVERY_READING)
     assert _ingested(first) + _ingested(second) + _ingested(again) == len(EVERY_READING)
@@ -135,11 +141,7 @@ def test_a_worker_stopped_mid_run_and_back_under_its_id_loses_nothing_and_counts
 def test_a_worker_stopped_mid_run_for_good_loses_nothing_the_other_takes_over(
     fleet: Fleet,
 ) -> None:
-    first, second = fleet.worker("ingest-a"), fleet.worker("ingest-b")
-    half = PER_DEVICE // 2
-    fleet.publish(range(half))
-    first.stop()
-    fleet.publish(range(half, PER_DEVICE))
+    first, second = _one_stops_mid_run(fleet)
     wait_until(lambda: len(fleet.stored()) >= len(EVERY_READING), 5, "every reading stored")
     assert sorted(fleet.stored()) == sorted(EVERY_READING)
     assert _ingested(first) + _ingested(second) == len(EVERY_READING)
