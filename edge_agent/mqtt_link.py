@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -111,6 +112,7 @@ class MqttLink:
         self._client.reconnect_delay_set(min_delay=1, max_delay=settings.reconnect_max_s)
         self._client.max_inflight_messages_set(settings.inflight)
         self._client.on_connect = self._connected
+        self._client.on_connect_fail = self._connect_failed
         self._client.on_disconnect = self._disconnected
         self._client.on_publish = self._published
         self._client.on_message = self._received
@@ -203,6 +205,13 @@ class MqttLink:
             client.subscribe(topic, qos=1)
         self._connected_event.set()
         self._wake.set()
+
+    def _connect_failed(self, client: mqtt.Client, userdata: Any) -> None:
+        # paho calls this inside its `except OSError` and retries with backoff, saying nothing:
+        # the error being handled is the reason (a broker certificate the CA file does not
+        # vouch for, a refused port), and the only clue a device's operator gets.
+        reason = str(sys.exc_info()[1])  # the text only: a kept exception keeps paho's socket
+        log.warning("cannot connect to the broker at %s: %s", self.settings.url, reason)
 
     def _publish_status(self, reason: StatusReason) -> mqtt.MQTTMessageInfo:
         info = self._client.publish(self._status_topic, self._status(reason), qos=1, retain=True)

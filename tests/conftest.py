@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from fleet_protocol.messages import HealthReport, ModelRef, Reading
+from tests.tls import Pki, make_pki
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
@@ -60,3 +61,9 @@ def make_health(**overrides: object) -> HealthReport:
 def reading() -> Reading:
     """A valid reading."""
     return make_reading()
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """A test CA with a 127.0.0.1 server certificate and a client one, made once per session."""
+    return make_pki(tmp_path_factory.mktemp("pki"))

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from edge_agent.cli import main
 from edge_agent.profile import DeviceProfile
@@ -46,7 +47,12 @@ def test_profiles_differ_where_their_hardware_does() -> None:
     rsu, rpi = by_name["roadside-intel"], by_name["vehicle-rpi"]
     jetson = by_name["vehicle-jetson"]
     assert (rsu.detector.backend, rsu.detector.model_format) == ("openvino", "openvino_int8")
-    assert rsu.location is not None
+    placed = yaml.safe_load((REPO_ROOT / "firmware_configs" / "roadside-intel.yaml").read_text())
+    assert rsu.location is not None  # a roadside unit stands somewhere: here, where it says
+    assert (rsu.location.lat, rsu.location.lon) == (
+        placed["location"]["lat"],
+        placed["location"]["lon"],
+    )
     assert rsu.camera.kind == "stream"
     assert (rpi.detector.backend, rpi.detector.model_format) == ("onnxruntime", "onnx_int8")
     assert rpi.detector.input_size == 416

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
+import re
 import signal
 import subprocess
 import sys
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -20,8 +25,9 @@ from edge_agent.runner import apply_overrides, resolve_device_id
 from fleet_protocol.codec import decode_device_message
 from fleet_protocol.messages import HealthReport, Reading
 from tests.edge_agent.conftest import missing_onnx_provider, noise_drive, write_tiny_bundle
-from tests.edge_agent.test_mqtt_link import DEVICE, Subscriber, _wait
-from tests.mosquitto import Broker
+from tests.edge_agent.test_mqtt_link import DEVICE, Subscriber
+from tests.mosquitto import Broker, free_port
+from tests.waiting import wait_until
 
 
 def _profile(tmp_path: Path, **reporting: object) -> Path:
@@ -56,7 +62,14 @@ def test_a_drive_to_a_jsonl_file_gives_one_reading_per_sign_and_health(tmp_path:
     health = [m for m in messages if isinstance(m, HealthReport)]
     assert len(readings) == 1  # the constant detector shows one sign for the whole drive
     assert readings[0].frames_seen == 3
+    # The crop is the sign's own pixels (the reported box, within the 200 x 100 frame), as JPEG.
     assert readings[0].crop_jpeg is not None
+    crop = cv2.imdecode(np.frombuffer(readings[0].crop_jpeg, np.uint8), cv2.IMREAD_COLOR)
+    x1, y1, x2, y2 = readings[0].bbox
+    box_px = (min(math.ceil(y2), 100) - max(int(y1), 0), min(math.ceil(x2), 200) - max(int(x1), 0))
+    assert max(box_px) <= 96  # within reporting.crop_max_px: not shrunk
+    assert crop is not None
+    assert crop.shape == (*box_px, 3)
     assert health
     assert health[-1].camera_state == "stopped"
     assert set(health[-1].stage_latency_ms) >= {"detect", "classify", "total"}
@@ -74,17 +87,25 @@ def test_a_drive_over_mqtt_arrives_and_the_agent_says_goodbye(tmp_path: Path) ->
         data["broker"] = {"url": broker.url}
         profile.write_text(yaml.safe_dump(data))
         assert main(["run", "--config", str(profile), "--sink", "mqtt"]) == 0
-        assert _wait(lambda: len(subscriber.readings()) >= 1)
-        assert _wait(lambda: subscriber.last_reason() == "shutdown")
+        # The shutdown status goes out after the outbox drained: every reading is in by then.
+        wait_until(lambda: subscriber.last_reason() == "shutdown", 15, "the shutdown status")
+        readings = subscriber.readings()
+        assert len(readings) == 1  # the constant detector shows one sign for the whole drive
+        assert readings[0].frames_seen == 3
         assert Outbox(tmp_path / "outbox.sqlite3", max_messages=10, max_bytes=10**6).depth == 0
     finally:
         subscriber.close()
         broker.stop()
 
 
-def test_sigterm_flushes_and_publishes_offline(tmp_path: Path) -> None:
-    broker = Broker(tmp_path / "broker").start()
-    subscriber = Subscriber(broker)
+@contextlib.contextmanager
+def _agent_on_a_long_drive(
+    tmp_path: Path, broker: Broker, **sections: dict[str, object]
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``roadsign-agent run`` in its own process on a drive that lasts well past any signal.
+
+    `sections` update the test profile's sections. The agent's log is in ``agent.log``.
+    """
     profile = _profile(tmp_path)
     data = yaml.safe_load(profile.read_text())
     data["broker"] = {"url": broker.url}
@@ -99,26 +120,81 @@ def test_sigterm_flushes_and_publishes_offline(tmp_path: Path) -> None:
         else:
             (frames / f"{i:05d}.png").hardlink_to(frames / "00001.png")
     data["camera"] = {"source": str(frames), "fps_cap": 30}
+    for name, changes in sections.items():
+        data[name] = {**data.get(name, {}), **changes}
     profile.write_text(yaml.safe_dump(data))
-    process = subprocess.Popen(
-        [sys.executable, "-m", "edge_agent.cli", "run", "--config", str(profile)],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    with (tmp_path / "agent.log").open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "edge_agent.cli", "run", "--config", str(profile)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     try:
-        assert _wait(lambda: any(s.state == "online" for s in subscriber.statuses()), 30)
-        # Running, not merely connected: a loaded machine can take seconds to the first frame.
-        assert _wait(lambda: len(subscriber.readings()) >= 1, 60)
-        assert process.poll() is None, "the drive ended before the signal: the test proves nothing"
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(30) == 0
-        assert _wait(lambda: subscriber.last_reason() == "shutdown")
-        assert len(subscriber.readings()) == 1
+        yield process
     finally:
         if process.poll() is None:
             process.kill()
-        assert process.stderr is not None
-        process.stderr.close()
+            process.wait(10)
+
+
+def test_sigterm_flushes_and_publishes_offline(tmp_path: Path) -> None:
+    broker = Broker(tmp_path / "broker").start()
+    subscriber = Subscriber(broker)
+    try:
+        with _agent_on_a_long_drive(tmp_path, broker) as process:
+            wait_until(lambda: any(s.state == "online" for s in subscriber.statuses()), 30, "birth")
+            # Running, not merely connected: a loaded machine can take seconds to the first frame.
+            wait_until(lambda: subscriber.readings(), 60, "the first reading")
+            assert process.poll() is None, "the drive ended before the signal: it proves nothing"
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(30) == 0
+        wait_until(lambda: subscriber.last_reason() == "shutdown", 15, "the shutdown status")
+        assert len(subscriber.readings()) == 1
+    finally:
+        subscriber.close()
+        broker.stop()
+
+
+def _agent_counters(port: int) -> dict[str, float]:
+    """The agent's Prometheus counters from its local API, by name."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    return {
+        name: float(value)
+        for name, value in re.findall(r"^(roadsign_\w+_total)\{[^}]*\} (\S+)$", text, re.M)
+    }
+
+
+def _frames_so_far(port: int) -> float:
+    try:
+        return _agent_counters(port).get("roadsign_frames_total", 0.0)
+    except OSError:  # the API is not up yet
+        return 0.0
+
+
+def test_sigterm_reports_a_sign_still_in_view_before_exiting(tmp_path: Path) -> None:
+    # The constant detector shows the same sign in every frame, 160 px tall: below
+    # min_report_px it is confirmed (after 3 frames) but never reported while in view.
+    broker = Broker(tmp_path / "broker").start()
+    subscriber = Subscriber(broker)
+    port = free_port()
+    try:
+        with _agent_on_a_long_drive(
+            tmp_path,
+            broker,
+            reading={"min_report_px": 1000},
+            api={"enabled": True, "port": port},
+        ) as process:
+            wait_until(lambda: _frames_so_far(port) >= 5, 60, "5 frames read")
+            assert _agent_counters(port)["roadsign_readings_total"] == 0  # pending, not sent
+            assert process.poll() is None, "the drive ended before the signal: it proves nothing"
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(30) == 0
+        wait_until(lambda: subscriber.last_reason() == "shutdown", 15, "the shutdown status")
+        readings = subscriber.readings()
+        assert len(readings) == 1  # the pending track, reported once
+        assert readings[0].frames_seen >= 5
+    finally:
         subscriber.close()
         broker.stop()
 

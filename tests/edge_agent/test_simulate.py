@@ -13,8 +13,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from edge_agent.cli import main
 from fleet_protocol.codec import decode_device_message
 from fleet_protocol.messages import HealthReport, Reading, StatusMessage
-from tests.edge_agent.test_mqtt_link import _wait
 from tests.mosquitto import Broker
+from tests.waiting import wait_until
 
 
 @pytest.mark.parametrize("per_process", [100, 2], ids=["one-process", "split-over-processes"])
@@ -55,15 +55,17 @@ def test_virtual_devices_deliver_every_reading_once(
         assert summary["all_delivered"] is True
         assert summary["never_connected"] == 0
         assert summary.get("processes", 1) == -(-5 // per_process)
-        readings = [m for m in seen if isinstance(m, Reading)]
-        assert _wait(
-            lambda: len([m for m in seen if isinstance(m, Reading)]) >= summary["readings_sent"]
+        wait_until(
+            lambda: len([m for m in seen if isinstance(m, Reading)]) >= summary["readings_sent"],
+            15,
+            "every reading sent at the subscriber",
         )
         readings = [m for m in seen if isinstance(m, Reading)]
         per_device = Counter(r.device_id for r in readings)
         assert sorted(per_device) == [f"sim-{i:05d}" for i in range(5)]
         assert len({(r.device_id, r.seq) for r in readings}) == summary["readings_sent"]
-        assert any(isinstance(m, HealthReport) for m in seen)
+        # Two seconds at one report a second: every device reported its health.
+        assert {m.device_id for m in seen if isinstance(m, HealthReport)} == set(per_device)
         statuses = [m for m in seen if isinstance(m, StatusMessage)]
         assert {s.reason for s in statuses} >= {"connected", "shutdown"}
     finally:

@@ -2,7 +2,8 @@
 
 The server is `tests.postgres.Postgres`, started the first time a test asks for a database and
 stopped at the end of the session; nothing touches the machine's own PostgreSQL. The schema is
-migrated once into a template, and each test's database is a copy of it.
+migrated once into a template, and each test's database is a copy of it. Beside it, an engine on
+that database and a client of the HTTP API whose admin token is `ADMIN`.
 """
 
 from __future__ import annotations
@@ -11,10 +12,15 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from fastapi.testclient import TestClient
 from psycopg import sql
+from pydantic import SecretStr
+from sqlalchemy import Engine
 
+from fleet_server.api.main import create_app
+from fleet_server.db import make_engine
 from fleet_server.migrate import upgrade
-from fleet_server.settings import DatabaseSettings
+from fleet_server.settings import AuthSettings, DatabaseSettings, ServerSettings
 from tests.postgres import Postgres
 
 TEMPLATE = "fleet_template"
@@ -46,3 +52,24 @@ def database(postgres: Postgres, migrated_template: str) -> Iterator[DatabaseSet
     postgres.create_database(name, template=migrated_template)
     yield DatabaseSettings(url=postgres.url(name))
     postgres.drop_database(name)
+
+
+ADMIN = "rsf_test-admin-token"
+"""The bootstrap admin token of the `client` fixture's app."""
+
+
+@pytest.fixture
+def engine(database: DatabaseSettings) -> Iterator[Engine]:
+    engine = make_engine(database)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def client(database: DatabaseSettings, engine: Engine) -> Iterator[TestClient]:
+    """The API and dashboard on the test database, started (lifespan run), admin token `ADMIN`."""
+    settings = ServerSettings(
+        database=database, auth=AuthSettings(bootstrap_admin_token=SecretStr(ADMIN))
+    )
+    with TestClient(create_app(settings, engine)) as test_client:
+        yield test_client

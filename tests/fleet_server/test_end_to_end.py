@@ -8,7 +8,6 @@ worker, the HTTP server, and Debian's Chromium driven by Playwright. Screenshots
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,6 +39,7 @@ from fleet_server.settings import (
 )
 from tests.conftest import REPO_ROOT, make_reading
 from tests.mosquitto import Broker, free_port
+from tests.waiting import wait_until
 
 ADMIN = "rsf_e2e-admin-token"
 DEVICE = "rsu-e2e-01"
@@ -54,15 +54,6 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-
-
-def _wait(condition: object, timeout: float = 30) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():  # type: ignore[operator]
-            return True
-        time.sleep(0.1)
-    return False
 
 
 @pytest.fixture
@@ -82,7 +73,7 @@ def stack(
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    assert _wait(lambda: server.started)
+    wait_until(lambda: server.started, 30, "the HTTP server")
     worker = IngestWorker(settings, engine, IngestMetrics(), client_id="e2e-ingest").start()
     assert worker.wait_ready(10)
     yield settings, engine, broker, f"http://127.0.0.1:{port}"
@@ -157,10 +148,14 @@ def test_enrol_publish_store_query_and_see_it_on_the_dashboard(
             page = api.get("/api/v1/readings", params={"device_id": DEVICE}, headers=admin).json()
             return list(page["items"])
 
-        assert _wait(lambda: len(stored()) == 3)
+        wait_until(lambda: len(stored()) == 3, 30, "the 3 readings through the API")
         assert sorted(float(str(r["value"])) for r in stored()) == [50.0, 80.0, 120.0]
-        assert _wait(
-            lambda: api.get(f"/api/v1/devices/{DEVICE}", headers=admin).json()["status"] == "online"
+        wait_until(
+            lambda: (
+                api.get(f"/api/v1/devices/{DEVICE}", headers=admin).json()["status"] == "online"
+            ),
+            30,
+            "the device online",
         )
 
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -191,7 +186,8 @@ def test_enrol_publish_store_query_and_see_it_on_the_dashboard(
             page.screenshot(path=str(ARTIFACTS / "dashboard-device.png"), full_page=True)
 
             page.goto(f"{base}/live")
-            page.wait_for_timeout(1500)  # the feed starts after what is already stored
+            # The feed starts after what is stored when it opens: wait until it is open.
+            page.wait_for_function("() => source.readyState === EventSource.OPEN")
             sink.emit(
                 MessageKind.READINGS,
                 make_reading(

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -31,18 +31,11 @@ from fleet_server.ingest.worker import IngestWorker
 from fleet_server.models import DeviceCreate
 from fleet_server.settings import BrokerSettings, DatabaseSettings, IngestSettings, ServerSettings
 from tests.conftest import MODEL, make_reading
-from tests.mosquitto import Broker
+from tests.mosquitto import Broker, BrokerTls
+from tests.tls import Pki
+from tests.waiting import wait_until
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
-
-
-def _wait(condition: Callable[[], bool], timeout: float = 20) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 @pytest.fixture
@@ -65,13 +58,6 @@ def _publisher(broker: Broker) -> mqtt.Client:
     client.connect("127.0.0.1", broker.port)
     client.loop_start()
     return client
-
-
-@pytest.fixture
-def engine(database: DatabaseSettings) -> Iterator[Engine]:
-    engine = make_engine(database)
-    yield engine
-    engine.dispose()
 
 
 def _enrol(engine: Engine, *device_ids: str) -> None:
@@ -99,13 +85,15 @@ def test_good_messages_become_rows_once_and_bad_ones_are_counted_by_reason(
         _settings(database, broker), engine, metrics, client_id="ingest-test"
     ).start()
     fleet: list[Reading] = []
+    watching = threading.Event()
     watcher = _publisher(broker)
     watcher.on_message = lambda c, u, m: fleet.append(decode_as(Reading, bytes(m.payload)))
+    watcher.on_subscribe = lambda *_: watching.set()
     watcher.subscribe(FLEET_READINGS_TOPIC, qos=1)
     publisher = _publisher(broker)
     try:
         assert worker.wait_ready(10)
-        time.sleep(0.3)  # the fleet-topic watcher subscribes too
+        assert watching.wait(10), "the fleet-topic watcher could not subscribe"
         readings_topic = device_topic("veh-1", MessageKind.READINGS)
         for seq in range(20):
             publisher.publish(readings_topic, encode(make_reading(device_id="veh-1", seq=seq)), 1)
@@ -153,13 +141,15 @@ def test_good_messages_become_rows_once_and_bad_ones_are_counted_by_reason(
             1,
             retain=True,
         )
-        assert _wait(
+        wait_until(
             lambda: (
                 _count(engine, "reading") == 20
                 and metrics.value("roadsign_ingest_rejected_total", reason="too_large") == 1
-            )
+            ),
+            20,
+            "20 readings stored and the oversized message rejected",
         )
-        assert _wait(lambda: _count(engine, "healthsample") == 1)
+        wait_until(lambda: _count(engine, "healthsample") == 1, 20, "the health sample stored")
         assert metrics.value("roadsign_ingest_rejected_total", reason="malformed") == 1
         assert metrics.value("roadsign_ingest_rejected_total", reason="device_mismatch") == 1
         assert metrics.value("roadsign_ingest_rejected_total", reason="unknown_device") == 1
@@ -173,9 +163,11 @@ def test_good_messages_become_rows_once_and_bad_ones_are_counted_by_reason(
             veh1 = crud.get_device(session, device_id="veh-1")
             assert veh1 is not None
             assert veh1.model_version == MODEL.version
-        assert _wait(lambda: len(fleet) >= 20)
-        time.sleep(0.3)
-        assert sorted(r.seq for r in fleet) == list(range(20))  # each new reading once
+        # A last new reading is republished after everything published before it (one worker,
+        # batches in order): once it is in, a republished duplicate would be in too.
+        publisher.publish(readings_topic, encode(make_reading(device_id="veh-1", seq=20)), 1)
+        wait_until(lambda: any(r.seq == 20 for r in fleet), 20, "the last reading republished")
+        assert sorted(r.seq for r in fleet) == list(range(21))  # each new reading once
     finally:
         publisher.loop_stop()
         watcher.loop_stop()
@@ -204,11 +196,14 @@ def test_a_valid_message_the_database_refuses_is_dropped_counted_and_stalls_noth
                 overrides["frames_seen"] = 10**12
             reading = make_reading(device_id="veh-1", seq=seq, **overrides)
             publisher.publish(topic, encode(reading), 1)
-        assert _wait(lambda: _count(engine, "reading") == 38)
-        unstorable = ("roadsign_ingest_rejected_total", {"reason": "unstorable"})
-        assert _wait(lambda: metrics.value(unstorable[0], **unstorable[1]) == 2)
+        wait_until(lambda: _count(engine, "reading") == 38, 20, "the 38 storable readings")
+        wait_until(
+            lambda: metrics.value("roadsign_ingest_rejected_total", reason="unstorable") == 2,
+            20,
+            "both refused readings counted",
+        )
         publisher.publish(topic, encode(make_reading(device_id="veh-1", seq=40)), 1)
-        assert _wait(lambda: _count(engine, "reading") == 39)  # still ingesting
+        wait_until(lambda: _count(engine, "reading") == 39, 20, "ingestion to go on")
         with engine.connect() as connection:
             stored = connection.execute(text("SELECT seq FROM reading ORDER BY seq")).scalars()
             assert list(stored) == [s for s in range(41) if s not in (11, 29)]
@@ -216,6 +211,36 @@ def test_a_valid_message_the_database_refuses_is_dropped_counted_and_stalls_noth
     finally:
         publisher.loop_stop()
         worker.stop()
+
+
+def test_the_worker_stores_readings_received_through_tls(
+    database: DatabaseSettings, engine: Engine, tmp_path: Path, pki: Pki
+) -> None:
+    broker = Broker(
+        tmp_path / "tls-broker", tls=BrokerTls(pki.ca, pki.server_cert, pki.server_key)
+    ).start()
+    _enrol(engine, "veh-1")
+    settings = _settings(database, broker).model_copy(
+        update={"broker": BrokerSettings(url=broker.tls_url, ca_file=pki.ca)}
+    )
+    metrics = IngestMetrics()
+    worker = IngestWorker(settings, engine, metrics, client_id="ingest-tls").start()
+    publisher = _publisher(broker)  # on the plain listener: only the worker's side is TLS
+    try:
+        assert worker.wait_ready(10)
+        for seq in range(5):
+            publisher.publish(
+                device_topic("veh-1", MessageKind.READINGS),
+                encode(make_reading(device_id="veh-1", seq=seq)),
+                1,
+            )
+        wait_until(lambda: _count(engine, "reading") == 5, 20, "5 readings stored")
+        assert metrics.value("roadsign_ingested_total", kind="readings") == 5
+        assert broker.listener_of("ingest-tls") == broker.tls_port
+    finally:
+        publisher.loop_stop()
+        worker.stop()
+        broker.stop()
 
 
 class _FakeClient:

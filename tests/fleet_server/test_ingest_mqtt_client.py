@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -11,6 +10,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from fleet_server.ingest.mqtt_client import READ_SIZE, BufferedReadClient
 from tests.mosquitto import Broker
+from tests.waiting import wait_until
 
 TOPIC = "test/buffered"
 
@@ -52,8 +52,10 @@ def test_every_message_arrives_whole_and_in_order_through_a_broker_restart(
         else:
             connects["pub"] += 1
 
+    subscribed = threading.Event()
     subscriber.on_message = on_message
     subscriber.on_connect = on_connect
+    subscriber.on_subscribe = lambda *_: subscribed.set()
     subscriber.reconnect_delay_set(min_delay=1, max_delay=1)
     publisher = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="pub", protocol=mqtt.MQTTv5)
     publisher.reconnect_delay_set(min_delay=1, max_delay=1)
@@ -61,7 +63,7 @@ def test_every_message_arrives_whole_and_in_order_through_a_broker_restart(
     try:
         subscriber.connect("127.0.0.1", broker.port)
         subscriber.loop_start()
-        time.sleep(0.5)
+        _wait(subscribed, 10)
         publisher.connect("127.0.0.1", broker.port)
         publisher.loop_start()
         for i in range(total // 2):
@@ -69,9 +71,7 @@ def test_every_message_arrives_whole_and_in_order_through_a_broker_restart(
         _wait(first_half, 30)
         broker.stop()  # the subscriber's socket dies with buffered state in between
         broker.start()
-        deadline = time.monotonic() + 30
-        while min(connects.values()) < 2 and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_until(lambda: min(connects.values()) >= 2, 30, "both clients back")
         assert connects == {"buffered": 2, "pub": 2}
         for i in range(total // 2, total):
             publisher.publish(TOPIC, _payload(i), qos=1).wait_for_publish(30)

@@ -17,6 +17,7 @@ from edge_agent.sources.folder import ImageFolderSource
 from edge_agent.sources.stream import StreamSource
 from edge_agent.sources.video import VideoFileSource
 from fleet_protocol.messages import CameraState
+from tests.waiting import wait_until
 
 
 def _video(path: Path, frames: int = 12, fps: float = 10) -> Path:
@@ -139,7 +140,8 @@ class FakeLive:
 
 def test_a_slow_consumer_of_a_live_source_loses_the_oldest_frames_counted() -> None:
     grabber = FrameGrabber(FakeLive(50), fps_cap=0, queue_size=2).start()
-    time.sleep(0.3)  # the consumer stalls; capture goes on
+    # The consumer stalls while capture goes on, through all 50 frames: 48 pushed out.
+    wait_until(lambda: grabber.dropped == 48, 10, "capture through all 50 frames")
     taken = []
     while (frame := grabber.get(0.2)) is not None:
         taken.append(frame.index)
@@ -152,7 +154,7 @@ def test_a_recorded_source_is_never_dropped(tmp_path: Path) -> None:
     grabber = FrameGrabber(
         VideoFileSource(_video(tmp_path / "v.mp4", 20)), fps_cap=1000, queue_size=2
     ).start()
-    time.sleep(0.2)
+    time.sleep(0.2)  # the behaviour under test: a consumer that lags; capture must wait for it
     taken = []
     while not grabber.finished:
         frame = grabber.get(1)
@@ -165,7 +167,7 @@ def test_a_recorded_source_is_never_dropped(tmp_path: Path) -> None:
 
 def test_the_fps_cap_spaces_live_frames_out() -> None:
     grabber = FrameGrabber(FakeLive(10_000, delay=0.001), fps_cap=20, queue_size=100).start()
-    time.sleep(0.5)
+    time.sleep(0.5)  # the window the rate is measured over
     grabber.stop()
     count = 0
     while grabber.get(0.01) is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from tests.training.data.conftest import write_image
 from training.classifier.dataset import (
@@ -41,17 +42,22 @@ def test_real_crops_store_every_box_and_one_crop_per_background(tmp_path: Path) 
     assert [SPEED_LABELS[i] for i in crops.speed] == ["30", "40", "none"]
     assert crops.source.tolist() == ["s", "s", "bg"]
     capped = real_crops(records, np.random.default_rng(0), max_images=1)
-    assert len(capped) in (1, 2)
+    # One image of the two, whole: either the sign image's two crops or the background's one.
+    kept = ["s", "s"] if capped.source.tolist() == ["s", "s"] else ["bg"]
+    assert capped.source.tolist() == kept
+    if kept == ["s", "s"]:
+        assert np.array_equal(capped.images, crops.images[:2])
 
 
 def test_rendered_crops_carry_gtsrb_classes_where_the_design_is_german() -> None:
     crops = rendered_crops(300, np.random.default_rng(1))
     assert crops.images.shape == (300, STORE, STORE, 3)
     speeds = {SPEED_LABELS[i] for i in crops.speed}
-    assert {"5", "110", "none"} <= speeds or len(speeds) > 10
-    # A rendered 30 km/h round sign is GTSRB class 1; a rendered 40 km/h one is "other".
+    # Values GTSRB has no class for (5, 110 km/h) are rendered too, and signs without a number.
+    assert {"5", "110", "none"} <= speeds
+    # A rendered 30 km/h round sign is GTSRB class 1 in the German design, "other" in others.
     thirty = crops.sign[crops.speed == SPEED_LABELS.index("30")]
-    assert set(thirty.tolist()) <= {1, OTHER_INDEX}
+    assert set(thirty.tolist()) == {1, OTHER_INDEX}
 
 
 def test_scoring_views_are_deterministic_and_training_views_vary() -> None:
@@ -67,5 +73,7 @@ def test_scoring_views_are_deterministic_and_training_views_vary() -> None:
 
 def test_rare_classes_get_more_weight_per_sample() -> None:
     weights = class_balance_weights(np.array([0] * 90 + [1] * 10))
-    assert weights.sum() == np.float64(1.0) or abs(weights.sum() - 1) < 1e-9
-    assert weights[-1] > weights[0]
+    assert weights.sum() == pytest.approx(1.0, abs=1e-9)
+    # By the inverse square root of the class's count: 9 times rarer, 3 times the weight
+    # (a fair share without letting a handful of samples dominate an epoch).
+    assert weights[-1] == pytest.approx(3 * weights[0])
