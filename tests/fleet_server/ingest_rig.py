@@ -48,6 +48,7 @@ class Rig:
     worker: IngestWorker
     metrics: IngestMetrics
     publisher: mqtt.Client
+    client_id: str
 
     def publish(self, kind: MessageKind, message: Envelope) -> None:
         """Publish `message` (QoS 1) on its device's `kind` topic; wait until the broker has it."""
@@ -96,11 +97,12 @@ def ingest_rig(
     )
     enrol(engine, *devices)
     metrics = IngestMetrics()
-    worker = IngestWorker(settings, engine, metrics, client_id=f"ingest-{workdir.name}").start()
+    client_id = f"ingest-{workdir.name}"
+    worker = IngestWorker(settings, engine, metrics, client_id=client_id).start()
     publisher = open_publisher(broker)
     try:
         assert worker.wait_ready(10), "the worker did not subscribe"
-        yield Rig(settings, broker, engine, worker, metrics, publisher)
+        yield Rig(settings, broker, engine, worker, metrics, publisher, client_id)
     finally:
         publisher.loop_stop()
         publisher.disconnect()

@@ -5,6 +5,7 @@ packet larger than it accepts. Nothing is acknowledged before it is stored, noth
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,8 @@ import pytest
 
 from fleet_protocol.topics import MessageKind, device_topic
 from fleet_server import crud
-from fleet_server.ingest.worker import PACKET_ROOM_BYTES
+from fleet_server.ingest.metrics import IngestMetrics
+from fleet_server.ingest.worker import PACKET_ROOM_BYTES, IngestWorker
 from fleet_server.settings import DatabaseSettings
 from tests.conftest import make_reading
 from tests.fleet_server.ingest_rig import FAST, enrol, ingest_rig, refusing_connections
@@ -32,9 +34,10 @@ def test_messages_published_during_a_database_outage_are_all_stored_once_it_is_b
         enrol(rig.engine, "veh-2")  # not in the worker's list yet: it must read the list again
 
         with refusing_connections(database):
+            # veh-2 first: the first batch of the outage has a device the worker must look up.
             for seq in range(5, 10):
-                rig.publish(MessageKind.READINGS, make_reading(device_id="veh-1", seq=seq))
                 rig.publish(MessageKind.READINGS, make_reading(device_id="veh-2", seq=seq))
+                rig.publish(MessageKind.READINGS, make_reading(device_id="veh-1", seq=seq))
             wait_until(
                 lambda: rig.value("roadsign_ingest_storage_errors_total") >= 2,
                 10,
@@ -49,6 +52,30 @@ def test_messages_published_during_a_database_outage_are_all_stored_once_it_is_b
         assert rig.value("roadsign_ingest_duplicates_total") == 0
         # What failed was reading the device list (veh-2 was not in it), not only a commit.
         assert any("reading the device list failed" in r.message for r in caplog.records)
+
+
+def test_a_worker_stopped_during_an_outage_leaves_its_batch_to_the_next_one(
+    database: DatabaseSettings, tmp_path: Path
+) -> None:
+    with ingest_rig(database, tmp_path, devices=["veh-1"]) as rig:
+        with refusing_connections(database):
+            for seq in range(5):
+                rig.publish(MessageKind.READINGS, make_reading(device_id="veh-1", seq=seq))
+            wait_until(
+                lambda: rig.value("roadsign_ingest_storage_errors_total") >= 1,
+                10,
+                "the worker to fail against the database",
+            )
+            stopping = time.monotonic()
+            rig.worker.stop()
+            assert time.monotonic() - stopping < 5  # no waiting out the outage
+        # Nothing was acknowledged: the broker hands the batch to the next session.
+        successor = IngestWorker(rig.settings, rig.engine, IngestMetrics(), client_id=rig.client_id)
+        successor.start()
+        try:
+            wait_until(lambda: rig.count("reading") == 5, 20, "the successor to store the batch")
+        finally:
+            successor.stop()
 
 
 def test_an_unexpected_error_while_storing_is_retried_and_loses_nothing(
