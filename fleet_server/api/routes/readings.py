@@ -11,6 +11,7 @@ import base64
 import csv
 import io
 import json
+import logging
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
 from typing import Annotated, Literal
@@ -25,9 +26,11 @@ from sqlalchemy import Engine, RowMapping
 from fleet_server import crud
 from fleet_server.api.deps import ReaderDep, SessionDep
 from fleet_server.db import session_scope
+from fleet_server.exceptions import StorageError
 from fleet_server.live_feed import reading_feed
 from fleet_server.models import ReadingPublic
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v1/readings", tags=["readings"])
 EXPORT_LIMIT = 100_000
 EXPORT_CHUNK = 500
@@ -135,8 +138,8 @@ def _drain(buffer: io.StringIO) -> str:
 
 
 def _export_records(engine: Engine, where: crud.ReadingFilter) -> Iterator[dict[str, object]]:
-    # A session of its own: the request's closes when the handler returns, before the body is
-    # sent, and this one must stay open while the rows are read.
+    # A session of its own, opened when the body is first read and closed when it ends: the
+    # server-side cursor lives as long as the stream, not as long as the handler.
     with session_scope(engine) as session:
         for row in crud.stream_readings(
             session, where=where, columns=FIELDS, limit=EXPORT_LIMIT, chunk=EXPORT_CHUNK
@@ -218,8 +221,8 @@ async def stream(request: Request, _: ReaderDep) -> StreamingResponse:
 
     async def events() -> AsyncIterator[str]:
         feed = reading_feed(engine)
-        await feed.open()
         try:
+            await feed.open()
             yield ": connected\n\n"
             while not await request.is_disconnected():
                 ids = await feed.next_ids(timeout=FEED_IDLE_S)
@@ -227,6 +230,9 @@ async def stream(request: Request, _: ReaderDep) -> StreamingResponse:
                     page = ids[start : start + FEED_PAGE]
                     for row in await run_in_threadpool(_feed_rows, engine, page):
                         yield _event(row)
+        except StorageError as e:
+            # The stream ends; the browser's EventSource connects again by itself.
+            log.warning("live feed ended: %s", e)
         finally:
             with CancelScope(shield=True):  # a client that left cancels us: close anyway
                 await feed.close()
