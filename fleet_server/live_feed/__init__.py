@@ -3,7 +3,7 @@
 A reading's id is not its commit order: two workers take ids from one sequence and may commit
 the other way round (a transaction with ids 11-20 after one with 21-30), so asking for ids above
 the last one sent misses rows. On PostgreSQL each transaction that stores readings announces
-their ids (NOTIFY, in `crud.insert_readings`); the server delivers an announcement only if and
+their ids (NOTIFY, `fleet_server.announcements`); the server delivers an announcement only if and
 when its transaction commits, in commit order, once to every listener
 (`postgresql.ListeningFeed`). SQLite lets one writer in at a time, so there ids do commit in
 order and asking for ids above the last one is exact (`sqlite.PollingFeed`).

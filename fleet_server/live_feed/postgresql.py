@@ -10,12 +10,12 @@ import psycopg
 from psycopg import sql
 from sqlalchemy import Engine
 
-from fleet_server import crud
+from fleet_server.announcements import READINGS_CHANNEL, announced_ids
 from fleet_server.exceptions import StorageError
 
 
 class ListeningFeed:
-    """`ReadingFeed` through LISTEN/NOTIFY on `crud.READINGS_CHANNEL`."""
+    """`ReadingFeed` through LISTEN/NOTIFY on `READINGS_CHANNEL`."""
 
     def __init__(self, engine: Engine) -> None:
         # The engine's URL minus SQLAlchemy's driver suffix is a libpq connection URI.
@@ -31,7 +31,7 @@ class ListeningFeed:
                 self._conninfo, autocommit=True
             )
             await self._connection.execute(
-                sql.SQL("LISTEN {}").format(sql.Identifier(crud.READINGS_CHANNEL))
+                sql.SQL("LISTEN {}").format(sql.Identifier(READINGS_CHANNEL))
             )
         except psycopg.Error as e:
             await self.close()
@@ -44,7 +44,7 @@ class ListeningFeed:
         ids: list[int] = []
         try:
             async for notify in self._connection.notifies(timeout=timeout, stop_after=1):
-                ids.extend(crud.announced_ids(notify.payload))
+                ids.extend(announced_ids(notify.payload))
         except psycopg.Error as e:
             raise StorageError(f"lost the live feed's connection: {e}") from e
         return ids

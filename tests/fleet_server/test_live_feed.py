@@ -18,6 +18,7 @@ from sqlalchemy import Engine, text
 from sqlmodel import Session
 
 from fleet_server import crud
+from fleet_server.announcements import announced_ids, announcement_payloads
 from fleet_server.api.main import create_app
 from fleet_server.db import make_engine, session_scope
 from fleet_server.ingest.worker import reading_row
@@ -135,9 +136,9 @@ def test_the_sqlite_feed_reports_each_reading_committed_after_it_opened_once(
 
 def test_announcements_carry_every_id_in_payloads_postgresql_accepts() -> None:
     ids = [*range(1, 5000), *range(5001, 20_000, 2), 30_000]
-    payloads = crud.announcement_payloads(ids)
+    payloads = announcement_payloads(ids)
     assert all(len(payload.encode()) < 8000 for payload in payloads)
     assert len(payloads) > 1
-    assert [i for payload in payloads for i in crud.announced_ids(payload)] == ids
-    assert crud.announcement_payloads([7]) == ["7"]
-    assert crud.announcement_payloads([]) == []
+    assert [i for payload in payloads for i in announced_ids(payload)] == ids
+    assert announcement_payloads([7]) == ["7"]
+    assert announcement_payloads([]) == []
