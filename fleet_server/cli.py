@@ -105,7 +105,6 @@ def _serve(settings: ServerSettings, args: argparse.Namespace) -> int:
 def _tail(settings: ServerSettings, args: argparse.Namespace) -> int:
     import json
     import threading
-    from urllib.parse import urlsplit
 
     import paho.mqtt.client as mqtt
     from paho.mqtt.enums import CallbackAPIVersion
@@ -114,6 +113,8 @@ def _tail(settings: ServerSettings, args: argparse.Namespace) -> int:
     from fleet_protocol.exceptions import ProtocolError
     from fleet_protocol.messages import Reading
     from fleet_protocol.topics import FLEET_READINGS_TOPIC
+    from fleet_server.exceptions import IngestError
+    from fleet_server.ingest.mqtt_client import configure_client
 
     done = threading.Event()
     printed = 0
@@ -133,14 +134,14 @@ def _tail(settings: ServerSettings, args: argparse.Namespace) -> int:
         if args.count and printed >= args.count:
             done.set()
 
-    parts = urlsplit(settings.broker.url)
     client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-    client.username_pw_set(settings.broker.username, settings.broker.password.get_secret_value())
-    if parts.scheme == "mqtts":
-        client.tls_set(ca_certs=str(settings.broker.ca_file) if settings.broker.ca_file else None)
+    address = configure_client(client, settings.broker)
     client.on_message = received
     client.on_connect = lambda c, *_: c.subscribe(FLEET_READINGS_TOPIC, qos=1)
-    client.connect(parts.hostname or "127.0.0.1", parts.port or 1883)
+    try:
+        client.connect(address.host, address.port)
+    except OSError as e:  # refused, unreachable, or a failed TLS handshake
+        raise IngestError(f"cannot reach the broker at {address.host}:{address.port}: {e}") from e
     client.loop_start()
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a person stops tailing
         done.wait(args.timeout)

@@ -1,12 +1,13 @@
 """Every query of the fleet server, as keyword-only functions on a session.
 
-Inserts of readings and health samples ignore (device_id, seq) pairs already stored and return
-only what was new, so redeliveries are neither counted nor republished twice.
+Inserts of device messages (readings, health, OTA status, config reports) ignore (device_id, seq)
+pairs already stored and return only what was new, so redeliveries are neither counted nor
+republished twice. On PostgreSQL new readings are also announced (NOTIFY) for the live feed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -14,11 +15,21 @@ from typing import Any
 
 import psycopg
 from psycopg.types.json import Json
-from sqlalchemy import JSON, Table, and_, func, select, tuple_, update
+from sqlalchemy import JSON, ColumnElement, RowMapping, Table, and_, func, select, tuple_, update
 from sqlalchemy.dialects import sqlite
+from sqlalchemy.orm import defer
 from sqlmodel import Session, SQLModel, col
 
-from fleet_server.models import ApiToken, Device, DeviceCreate, HealthSample, Reading
+from fleet_server.announcements import READINGS_CHANNEL, announcement_payloads
+from fleet_server.models import (
+    ApiToken,
+    ConfigReport,
+    Device,
+    DeviceCreate,
+    HealthSample,
+    OtaStatusEvent,
+    Reading,
+)
 
 
 def _table(name: str) -> Table:
@@ -27,8 +38,8 @@ def _table(name: str) -> Table:
 
 def _insert_ignoring_duplicates(
     session: Session, table: Table, rows: Sequence[Mapping[str, Any]]
-) -> list[tuple[str, int]]:
-    """Insert `rows`, skipping (device_id, seq) already stored; return the new pairs."""
+) -> list[tuple[str, int, int]]:
+    """Insert `rows`, skipping (device_id, seq) already stored; the new (device_id, seq, id)."""
     if not rows:
         return []
     if session.get_bind().dialect.name == "postgresql":
@@ -37,9 +48,9 @@ def _insert_ignoring_duplicates(
         sqlite.insert(table)
         .values(list(rows))
         .on_conflict_do_nothing(index_elements=["device_id", "seq"])
-        .returning(table.c.device_id, table.c.seq)
+        .returning(table.c.device_id, table.c.seq, table.c.id)
     )
-    return [(row[0], int(row[1])) for row in session.execute(statement)]
+    return [(row[0], int(row[1]), int(row[2])) for row in session.execute(statement)]
 
 
 @lru_cache(maxsize=16)
@@ -52,13 +63,13 @@ def _staged_insert_sql(table: Table, names: tuple[str, ...]) -> tuple[str, str, 
         f"AS SELECT {listed} FROM {table.name} WITH NO DATA",
         f"COPY {staging} ({listed}) FROM STDIN",
         f"INSERT INTO {table.name} ({listed}) SELECT {listed} FROM {staging} "  # noqa: S608
-        "ON CONFLICT (device_id, seq) DO NOTHING RETURNING device_id, seq",
+        "ON CONFLICT (device_id, seq) DO NOTHING RETURNING device_id, seq, id",
     )
 
 
 def _insert_staged(
     session: Session, table: Table, rows: Sequence[Mapping[str, Any]]
-) -> list[tuple[str, int]]:
+) -> list[tuple[str, int, int]]:
     # COPY into a per-connection temporary table, then one INSERT ... SELECT that skips what is
     # stored. COPY costs the worker a third of the CPU of binding the rows as parameters (a
     # multi-row VALUES statement, compiled anew for every batch, was half the ingest time).
@@ -76,19 +87,70 @@ def _insert_staged(
                     values[i] = Json(values[i])
                 staged.write_row(values)
         cursor.execute(insert)
-        return [(device_id, int(seq)) for device_id, seq in cursor.fetchall()]
+        return [(device_id, int(seq), int(row_id)) for device_id, seq, row_id in cursor.fetchall()]
+
+
+def _new_pairs(inserted: Sequence[tuple[str, int, int]]) -> list[tuple[str, int]]:
+    return [(device_id, seq) for device_id, seq, _ in inserted]
 
 
 def insert_readings(
     session: Session, *, rows: Sequence[Mapping[str, Any]]
 ) -> list[tuple[str, int]]:
-    """Store readings; return the (device_id, seq) of those that were new."""
-    return _insert_ignoring_duplicates(session, _table("reading"), rows)
+    """Store readings; return the (device_id, seq) of those that were new.
+
+    On PostgreSQL the new rows' ids are announced on `READINGS_CHANNEL`, delivered to listeners
+    when (and only if) the transaction commits, in commit order.
+    """
+    inserted = _insert_ignoring_duplicates(session, _table("reading"), rows)
+    if inserted and session.get_bind().dialect.name == "postgresql":
+        for payload in announcement_payloads(sorted(row_id for _, _, row_id in inserted)):
+            session.connection().exec_driver_sql(
+                "SELECT pg_notify(%(channel)s, %(payload)s)",
+                {"channel": READINGS_CHANNEL, "payload": payload},
+            )
+    return _new_pairs(inserted)
 
 
 def insert_health(session: Session, *, rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, int]]:
     """Store health samples; return the (device_id, seq) of those that were new."""
-    return _insert_ignoring_duplicates(session, _table("healthsample"), rows)
+    return _new_pairs(_insert_ignoring_duplicates(session, _table("healthsample"), rows))
+
+
+def insert_ota_statuses(
+    session: Session, *, rows: Sequence[Mapping[str, Any]]
+) -> list[tuple[str, int]]:
+    """Store OTA status reports; return the (device_id, seq) of those that were new."""
+    return _new_pairs(_insert_ignoring_duplicates(session, _table("otastatusevent"), rows))
+
+
+def insert_config_reports(
+    session: Session, *, rows: Sequence[Mapping[str, Any]]
+) -> list[tuple[str, int]]:
+    """Store config reports; return the (device_id, seq) of those that were new."""
+    return _new_pairs(_insert_ignoring_duplicates(session, _table("configreport"), rows))
+
+
+def ota_status_history(session: Session, *, device_id: str, limit: int) -> list[OtaStatusEvent]:
+    """A device's OTA status reports, newest (highest seq) first."""
+    statement = (
+        select(OtaStatusEvent)
+        .where(col(OtaStatusEvent.device_id) == device_id)
+        .order_by(col(OtaStatusEvent.seq).desc())
+        .limit(limit)
+    )
+    return list(session.execute(statement).scalars())
+
+
+def latest_config_report(session: Session, *, device_id: str) -> ConfigReport | None:
+    """A device's newest config report (its reported config), if it sent one."""
+    statement = (
+        select(ConfigReport)
+        .where(col(ConfigReport.device_id) == device_id)
+        .order_by(col(ConfigReport.seq).desc())
+        .limit(1)
+    )
+    return session.execute(statement).scalar_one_or_none()
 
 
 def create_device(session: Session, *, device: DeviceCreate) -> Device:
@@ -103,6 +165,14 @@ def enrolled_device_ids(session: Session) -> set[str]:
     """Ids of the devices that may report (enrolled and not decommissioned)."""
     statement = select(col(Device.device_id)).where(col(Device.status) != "decommissioned")
     return set(session.execute(statement).scalars())
+
+
+def device_statuses(session: Session, *, device_ids: Iterable[str] | None = None) -> dict[str, str]:
+    """The status of every device, or of those of `device_ids` that exist, by id."""
+    statement = select(col(Device.device_id), col(Device.status))
+    if device_ids is not None:
+        statement = statement.where(col(Device.device_id).in_(list(device_ids)))
+    return {str(device_id): str(status) for device_id, status in session.execute(statement)}
 
 
 def mark_seen(
@@ -297,15 +367,7 @@ class ReadingFilter:
     max_lon: float | None = None
 
 
-def query_readings(
-    session: Session,
-    *,
-    where: ReadingFilter,
-    limit: int,
-    before: tuple[datetime, int] | None = None,
-) -> list[Reading]:
-    """Newest first; `before` (observed_at, id) continues after the last row of a page."""
-    statement = select(Reading).order_by(col(Reading.observed_at).desc(), col(Reading.id).desc())
+def _reading_conditions(where: ReadingFilter) -> list[ColumnElement[bool]]:
     conditions = []
     if where.device_id is not None:
         conditions.append(col(Reading.device_id) == where.device_id)
@@ -325,14 +387,65 @@ def query_readings(
         conditions.append(col(Reading.lon) >= where.min_lon)
     if where.max_lon is not None:
         conditions.append(col(Reading.lon) <= where.max_lon)
+    return conditions
+
+
+NEWEST_FIRST = (col(Reading.observed_at).desc(), col(Reading.id).desc())
+
+
+def query_readings(
+    session: Session,
+    *,
+    where: ReadingFilter,
+    limit: int,
+    before: tuple[datetime, int] | None = None,
+) -> list[Reading]:
+    """Newest first; `before` (observed_at, id) continues after the last row of a page.
+
+    The crop is not loaded (up to 32 KiB a row, and lists never show it): `reading_crop` and
+    `readings_with_crops` read it.
+    """
+    conditions = _reading_conditions(where)
     if before is not None:
         observed, row_id = before
         conditions.append(
             tuple_(col(Reading.observed_at), col(Reading.id)) < tuple_(observed, row_id)
         )
+    without_crop = defer(Reading.crop_jpeg, raiseload=True)  # type: ignore[arg-type]
+    statement = select(Reading).options(without_crop).order_by(*NEWEST_FIRST)
     if conditions:
         statement = statement.where(and_(*conditions))
     return list(session.execute(statement.limit(limit)).scalars())
+
+
+def stream_readings(
+    session: Session, *, where: ReadingFilter, columns: Sequence[str], limit: int, chunk: int
+) -> Iterator[RowMapping]:
+    """Matching readings newest first, as rows of `columns`, `chunk` at a time from the database.
+
+    A server-side cursor on PostgreSQL: an export of 100,000 rows holds `chunk` of them.
+    """
+    table = _table("reading")
+    statement = select(*(table.c[name] for name in columns)).order_by(*NEWEST_FIRST)
+    conditions = _reading_conditions(where)
+    if conditions:
+        statement = statement.where(and_(*conditions))
+    result = session.execute(statement.limit(limit).execution_options(yield_per=chunk))
+    yield from result.mappings()
+
+
+def reading_crop(session: Session, *, reading_id: int) -> bytes | None:
+    """The crop JPEG of a reading (None where it has none, or there is no such reading)."""
+    statement = select(col(Reading.crop_jpeg)).where(col(Reading.id) == reading_id)
+    return session.execute(statement).scalar_one_or_none()
+
+
+def readings_with_crops(session: Session, *, ids: Iterable[int]) -> set[int]:
+    """Which of the readings `ids` have a crop (without reading the crops)."""
+    statement = select(col(Reading.id)).where(
+        col(Reading.id).in_(list(ids)), col(Reading.crop_jpeg).is_not(None)
+    )
+    return {int(row_id) for row_id in session.execute(statement).scalars()}
 
 
 def health_series(
@@ -366,15 +479,30 @@ def latest_health(session: Session, *, device_id: str) -> HealthSample | None:
     return session.execute(statement).scalar_one_or_none()
 
 
+FEED_COLUMNS = ("id", "device_id", "sign_type", "value", "unit", "confidence", "observed_at")
+"""What the live feed shows of a reading."""
+
+
 def max_reading_id(session: Session) -> int:
     """The highest reading id stored (0 when none)."""
     return int(session.execute(select(func.coalesce(func.max(Reading.id), 0))).scalar_one())
 
 
-def readings_after(session: Session, *, after_id: int, limit: int) -> list[Reading]:
-    """Readings stored after `after_id`, in storage order."""
-    statement = select(Reading).where(col(Reading.id) > after_id).order_by(col(Reading.id))
-    return list(session.execute(statement.limit(limit)).scalars())
+def reading_ids_after(session: Session, *, after_id: int, limit: int) -> list[int]:
+    """Ids of the readings stored after `after_id`, in id order."""
+    statement = select(col(Reading.id)).where(col(Reading.id) > after_id).order_by(col(Reading.id))
+    return [int(row_id) for row_id in session.execute(statement.limit(limit)).scalars()]
+
+
+def feed_readings(session: Session, *, ids: Sequence[int]) -> list[RowMapping]:
+    """`FEED_COLUMNS` of the readings `ids`, in id order."""
+    table = _table("reading")
+    statement = (
+        select(*(table.c[name] for name in FEED_COLUMNS))
+        .where(table.c.id.in_(list(ids)))
+        .order_by(table.c.id)
+    )
+    return list(session.execute(statement).mappings())
 
 
 def broker_users(session: Session) -> dict[str, str]:

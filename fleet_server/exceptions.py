@@ -21,3 +21,10 @@ class UnstorableError(StorageError):
 
 class IngestError(FleetError):
     """The ingestion worker cannot reach the broker or the database."""
+
+
+class BatchAbandoned(IngestError):  # noqa: N818 - not a fault: the worker was told to stop
+    """The worker stopped while a batch could not be stored; nothing of it was acknowledged.
+
+    The broker keeps unacknowledged messages in the worker's session and delivers them again.
+    """

@@ -1,11 +1,13 @@
 """The fleet's tables (SQLModel) and their API shapes (XBase / XCreate / XPublic).
 
-Readings and health samples are unique by (device_id, seq): a message redelivered after a crash
-or reconnect is stored once. Timestamps are UTC (``timestamptz``).
+Readings, health samples, OTA status events and config reports are unique by (device_id, seq):
+a message redelivered after a crash or reconnect is stored once. Timestamps are UTC
+(``timestamptz``).
 """
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,6 +22,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     UniqueConstraint,
+    Uuid,
 )
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
@@ -225,6 +228,78 @@ class HealthSample(SQLModel, table=True):
     stage_latency_ms: dict[str, Any] = Field(
         default_factory=dict, sa_column=Column(JSON, nullable=False)
     )
+
+
+class OtaStatusEventBase(SQLModel):
+    """Where one OTA command stood on a device at one moment (a device's `OtaStatus`)."""
+
+    device_id: str = Field(max_length=64, description="The reporting device.")
+    seq: int = Field(sa_column=Column(BigInteger, nullable=False), description="Device's seq.")
+    observed_at: datetime = _timestamp(nullable=False)
+    command_id: uuid.UUID = Field(
+        sa_column=Column(Uuid, nullable=False), description="The OTA command reported on."
+    )
+    state: str = Field(max_length=16, description="received, downloading, ..., installed, failed.")
+    model_version: str = Field(max_length=64, description="Version the command is about.")
+    detail: str = Field(default="", max_length=1000, description="Why, on failure or rollback.")
+    running_model_version: str | None = Field(
+        default=None, max_length=64, description="Model the device runs now, where it said."
+    )
+    running_model_sha256: str | None = Field(default=None, max_length=64)
+
+
+class OtaStatusEvent(OtaStatusEventBase, table=True):
+    """A stored OTA status report: the per-device history a rollout reads."""
+
+    # The unique key also serves a device's history, newest first (device_id, seq DESC).
+    __table_args__ = (UniqueConstraint("device_id", "seq", name="uq_otastatus_device_seq"),)
+
+    id: int | None = Field(
+        default=None, sa_column=Column(ROW_ID, primary_key=True, autoincrement=True)
+    )
+    received_at: datetime = _timestamp(nullable=False, now=True)
+
+
+class OtaStatusEventPublic(OtaStatusEventBase):
+    """An OTA status report as the API shows it."""
+
+    id: int
+    received_at: datetime
+
+
+class ConfigReportBase(SQLModel):
+    """What a device did with a desired config (a device's `ReportedConfig`)."""
+
+    device_id: str = Field(max_length=64, description="The reporting device.")
+    seq: int = Field(sa_column=Column(BigInteger, nullable=False), description="Device's seq.")
+    observed_at: datetime = _timestamp(nullable=False)
+    config_version: int = Field(
+        sa_column=Column(BigInteger, nullable=False), description="The desired version handled."
+    )
+    applied: bool = Field(description="True when the settings are in effect on the device.")
+    errors: list[str] = Field(
+        default_factory=list,
+        sa_column=Column(JSON, nullable=False),
+        description="Why not, one line per bad field.",
+    )
+
+
+class ConfigReport(ConfigReportBase, table=True):
+    """A stored config report; a device's reported config is its newest (highest seq)."""
+
+    __table_args__ = (UniqueConstraint("device_id", "seq", name="uq_configreport_device_seq"),)
+
+    id: int | None = Field(
+        default=None, sa_column=Column(ROW_ID, primary_key=True, autoincrement=True)
+    )
+    received_at: datetime = _timestamp(nullable=False, now=True)
+
+
+class ConfigReportPublic(ConfigReportBase):
+    """A config report as the API shows it."""
+
+    id: int
+    received_at: datetime
 
 
 class ApiToken(SQLModel, table=True):

@@ -92,7 +92,19 @@ class IngestSettings(StrictConfigModel):
         default=3600, ge=0, description="Broker keeps unacknowledged messages this long."
     )
     max_payload_bytes: int = Field(
-        default=64 * 1024, ge=1024, description="Larger messages are rejected unparsed."
+        default=64 * 1024,
+        ge=1024,
+        le=16 * 1024 * 1024,
+        description="Larger messages are rejected unparsed; the worker also asks the broker "
+        "(MQTT v5 maximum packet size) never to deliver a packet much larger.",
+    )
+    known_devices_ttl_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=3600,
+        description="Longest time the worker trusts its list of enrolled and decommissioned "
+        "devices before reading it again, seconds: a decommissioned device's messages are "
+        "rejected at most this long after the decommissioning.",
     )
     metrics_port: int = Field(
         default=9101, ge=0, le=65535, description="Prometheus /metrics of the worker; 0: none."

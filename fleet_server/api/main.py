@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from sqlalchemy import Engine
 
 from fleet_server import crud
-from fleet_server.api.routes import dashboard, devices, health, readings
+from fleet_server.api.routes import alerts, dashboard, device_config, devices, health, ota, readings
 from fleet_server.broker_admin import MosquittoAuth, reload_by_pid_file
 from fleet_server.credentials import mosquitto_hash
 from fleet_server.db import session_scope
@@ -105,7 +105,7 @@ def create_app(
             reload_by_pid_file(enrolment.mosquitto_pid_file),
         )
         app.state.server_password_hash = mosquitto_hash(settings.broker.password.get_secret_value())
-    for module in (devices, readings, health, dashboard):
+    for module in (devices, readings, health, ota, device_config, alerts, dashboard):
         app.include_router(module.router)
 
     @app.get("/docs", include_in_schema=False)

@@ -12,7 +12,11 @@ class IngestMetrics:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.ingested = Counter(
-            "roadsign_ingested_total", "Rows stored, by message kind.", ["kind"], registry=r
+            "roadsign_ingested_total",
+            "Messages stored, by kind: readings, health, ota_status and config_reported rows "
+            "(new ones), status changes applied.",
+            ["kind"],
+            registry=r,
         )
         self.rejected = Counter(
             "roadsign_ingest_rejected_total", "Messages dropped, by reason.", ["reason"], registry=r
@@ -22,7 +26,15 @@ class IngestMetrics:
         )
         self.storage_errors = Counter(
             "roadsign_ingest_storage_errors_total",
-            "Batches the database refused (retried).",
+            "Database operations that failed and were retried (storing a batch, reading the "
+            "device list).",
+            registry=r,
+        )
+        self.flush_errors = Counter(
+            "roadsign_ingest_flush_errors_total",
+            "Unexpected errors in the flusher, by stage: store (retried), acknowledge and "
+            "republish (that message skipped), flush (the batch left to redelivery).",
+            ["stage"],
             registry=r,
         )
         self.batch_seconds = Histogram(

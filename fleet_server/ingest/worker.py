@@ -7,6 +7,14 @@ transaction that skips (device_id, seq) pairs already stored, and only after it 
 messages acknowledged to the broker (paho manual acks). A worker killed mid-batch has
 acknowledged nothing of it: the broker redelivers, the unique key drops what was already stored.
 New readings are then republished once on the fleet-wide topic.
+
+Messages of devices that are not enrolled, or decommissioned, are rejected by those reasons. The
+worker's list of devices is read again at least every ``ingest.known_devices_ttl_s``, so a
+decommissioning takes effect within that bound whether or not the server manages the broker's
+credentials; a device missing from it (enrolled a moment ago) is looked up at once.
+
+A failure while storing (the database away, or an error nobody foresaw) is retried with backoff
+and never ends the flusher; until it succeeds nothing of the batch is acknowledged.
 """
 
 from __future__ import annotations
@@ -15,10 +23,11 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
-from urllib.parse import urlsplit
+from functools import partial
+from typing import Any, TypeVar
 
 import paho.mqtt.client as mqtt
 from opentelemetry.sdk.trace import TracerProvider
@@ -30,22 +39,36 @@ from sqlalchemy import Engine
 
 from fleet_protocol.codec import decode_device_message, encode
 from fleet_protocol.exceptions import ProtocolError
-from fleet_protocol.messages import Envelope, HealthReport, Reading, StatusMessage
+from fleet_protocol.messages import (
+    Envelope,
+    HealthReport,
+    OtaStatus,
+    Reading,
+    ReportedConfig,
+    StatusMessage,
+)
 from fleet_protocol.topics import FLEET_READINGS_TOPIC, server_subscriptions, status_snapshot_filter
 from fleet_server import crud
 from fleet_server.db import session_scope
-from fleet_server.exceptions import StorageError, UnstorableError
+from fleet_server.exceptions import BatchAbandoned, StorageError, UnstorableError
 from fleet_server.ingest.metrics import IngestMetrics
-from fleet_server.ingest.mqtt_client import BufferedReadClient
+from fleet_server.ingest.mqtt_client import BufferedReadClient, configure_client
 from fleet_server.observability import make_tracer_provider
 from fleet_server.settings import ServerSettings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 UNKNOWN_DEVICE = "unknown_device"
+DECOMMISSIONED = "decommissioned"
 UNSTORABLE = "unstorable"
 POLL_S = 0.005
 """How often the flusher looks for a full batch."""
+RETRY_FIRST_S, RETRY_MAX_S = 0.1, 5.0
+"""Backoff of a failed store: first wait, then doubling up to the longest (seconds)."""
+PACKET_ROOM_BYTES = 1024
+"""What an MQTT PUBLISH adds to its payload: fixed header, the topic (about 100 bytes for the
+longest device topic), packet id and the properties a device may set (expiry, content type)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +88,8 @@ class Batch:
     readings: list[dict[str, Any]] = field(default_factory=list)
     reading_messages: dict[tuple[str, int], Reading] = field(default_factory=dict)
     health: list[dict[str, Any]] = field(default_factory=list)
+    ota_statuses: list[dict[str, Any]] = field(default_factory=list)
+    config_reports: list[dict[str, Any]] = field(default_factory=list)
     statuses: list[StatusMessage] = field(default_factory=list)
     last_seen: dict[str, datetime] = field(default_factory=dict)
     models: dict[str, tuple[str, str]] = field(default_factory=dict)
@@ -120,6 +145,36 @@ def health_row(message: HealthReport) -> dict[str, Any]:
     }
 
 
+def ota_status_row(message: OtaStatus) -> dict[str, Any]:
+    """An OTA status report as a row of the OTA status table."""
+    running = message.running_model
+    return {
+        "device_id": message.device_id,
+        "seq": message.seq,
+        "observed_at": message.timestamp,
+        "command_id": message.command_id,
+        "state": message.state.value,
+        "model_version": message.model_version,
+        "detail": message.detail,
+        "running_model_version": running.version if running else None,
+        "running_model_sha256": running.sha256 if running else None,
+        "received_at": datetime.now(UTC),
+    }
+
+
+def config_report_row(message: ReportedConfig) -> dict[str, Any]:
+    """A config report as a row of the config report table."""
+    return {
+        "device_id": message.device_id,
+        "seq": message.seq,
+        "observed_at": message.timestamp,
+        "config_version": message.config_version,
+        "applied": message.applied,
+        "errors": list(message.errors),
+        "received_at": datetime.now(UTC),
+    }
+
+
 class IngestWorker:
     """One ingestion replica."""
 
@@ -143,20 +198,12 @@ class IngestWorker:
         # Condition per message cost a tenth of the worker); the flusher polls it.
         self._queue: deque[Pending] = deque()
         self._stop = threading.Event()
-        self._known: set[str] = set()
-        self._known_at = 0.0
-        broker = settings.broker
-        parts = urlsplit(broker.url)
-        self._host, self._port = (
-            parts.hostname or "127.0.0.1",
-            parts.port or (8883 if parts.scheme == "mqtts" else 1883),
-        )
+        self._devices: dict[str, str] = {}  # device id -> status, read at `_devices_at`
+        self._devices_at = -float("inf")
         self._client = BufferedReadClient(
             CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5, manual_ack=True
         )
-        self._client.username_pw_set(broker.username, broker.password.get_secret_value())
-        if parts.scheme == "mqtts":
-            self._client.tls_set(ca_certs=str(broker.ca_file) if broker.ca_file else None)
+        self._address = configure_client(self._client, settings.broker)
         self._client.on_connect = self._connected
         self._client.on_message = self._received
         self._client.on_subscribe = self._subscribed
@@ -172,8 +219,15 @@ class IngestWorker:
         """Connect (keeping the session across restarts) and start flushing."""
         properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         properties.SessionExpiryInterval = self.settings.ingest.session_expiry_s
+        # The broker drops a packet larger than this instead of sending it: an oversized
+        # publish never costs this worker the memory or the read (MQTT v5 maximum packet size).
+        properties.MaximumPacketSize = self.settings.ingest.max_payload_bytes + PACKET_ROOM_BYTES
         self._client.connect_async(
-            self._host, self._port, keepalive=30, clean_start=False, properties=properties
+            self._address.host,
+            self._address.port,
+            keepalive=30,
+            clean_start=False,
+            properties=properties,
         )
         self._client.loop_start()
         self._flusher.start()
@@ -237,13 +291,19 @@ class IngestWorker:
             return
         self._queue.append(Pending(message.mid, message.qos, decoded, time.monotonic()))
 
-    def _known_devices(self, device_ids: set[str]) -> set[str]:
-        # Refresh on a miss (a device enrolled a moment ago) but at most once a second.
-        if not device_ids <= self._known and time.monotonic() - self._known_at > 1.0:
+    def _device_statuses(self, device_ids: set[str]) -> dict[str, str]:
+        # The whole list is read again once older than its TTL, so that a decommissioning takes
+        # effect within it. A device not in the list (enrolled a moment ago, or never) is looked
+        # up alone, by the unique index: cheap enough for every batch that has one.
+        if time.monotonic() - self._devices_at > self.settings.ingest.known_devices_ttl_s:
             with session_scope(self.engine) as session:
-                self._known = crud.enrolled_device_ids(session)
-            self._known_at = time.monotonic()
-        return self._known
+                self._devices = crud.device_statuses(session)
+            self._devices_at = time.monotonic()
+        missing = device_ids - self._devices.keys()
+        if missing:
+            with session_scope(self.engine) as session:
+                self._devices.update(crud.device_statuses(session, device_ids=missing))
+        return self._devices
 
     def _collect(self) -> list[Pending]:
         ingest = self.settings.ingest
@@ -256,10 +316,19 @@ class IngestWorker:
         return items
 
     def _from_known_devices(self, items: list[Pending]) -> list[Pending]:
-        known = self._known_devices({p.message.device_id for p in items})
-        kept = [p for p in items if p.message.device_id in known]
-        if len(kept) < len(items):
-            self.metrics.rejected.labels(reason=UNKNOWN_DEVICE).inc(len(items) - len(kept))
+        statuses = self._retrying(
+            "reading the device list",
+            lambda: self._device_statuses({p.message.device_id for p in items}),
+        )
+        kept = []
+        for pending in items:
+            status = statuses.get(pending.message.device_id)
+            if status is None:
+                self.metrics.rejected.labels(reason=UNKNOWN_DEVICE).inc()
+            elif status == "decommissioned":
+                self.metrics.rejected.labels(reason=DECOMMISSIONED).inc()
+            else:
+                kept.append(pending)
         return kept
 
     def _batch(self, items: list[Pending]) -> Batch:
@@ -277,12 +346,18 @@ class IngestWorker:
                 batch.health.append(health_row(message))
             elif isinstance(message, StatusMessage):
                 batch.statuses.append(message)
+            elif isinstance(message, OtaStatus):
+                batch.ota_statuses.append(ota_status_row(message))
+            elif isinstance(message, ReportedConfig):
+                batch.config_reports.append(config_report_row(message))
         return batch
 
     def _commit(self, batch: Batch) -> list[Reading]:
         with session_scope(self.engine) as session:
             new_readings = crud.insert_readings(session, rows=batch.readings)
             new_health = crud.insert_health(session, rows=batch.health)
+            new_ota = crud.insert_ota_statuses(session, rows=batch.ota_statuses)
+            new_configs = crud.insert_config_reports(session, rows=batch.config_reports)
             crud.set_statuses(
                 session,
                 changes=[
@@ -296,24 +371,41 @@ class IngestWorker:
                 ],
             )
             crud.mark_seen(session, last_seen=batch.last_seen, models=batch.models)
-        self.metrics.ingested.labels(kind="readings").inc(len(new_readings))
-        self.metrics.ingested.labels(kind="health").inc(len(new_health))
-        self.metrics.duplicates.inc(
-            len(batch.readings) - len(new_readings) + len(batch.health) - len(new_health)
-        )
+        stored = {
+            "readings": (len(batch.readings), len(new_readings)),
+            "health": (len(batch.health), len(new_health)),
+            "ota_status": (len(batch.ota_statuses), len(new_ota)),
+            "config_reported": (len(batch.config_reports), len(new_configs)),
+        }
+        for kind, (offered, new) in stored.items():
+            self.metrics.ingested.labels(kind=kind).inc(new)
+            self.metrics.duplicates.inc(offered - new)
+        self.metrics.ingested.labels(kind="status").inc(len(batch.statuses))
         return [batch.reading_messages[key] for key in new_readings]
 
-    def _commit_until_stored(self, batch: Batch, messages: int) -> list[Reading]:
+    def _retrying(self, what: str, operation: Callable[[], T]) -> T:
+        """`operation`, tried again with backoff until it succeeds; `UnstorableError` passes.
+
+        The database being away (`StorageError`) is what this is for. An unexpected error is
+        retried too, not dropped: nothing of the batch is acknowledged until it is stored, so a
+        worker stuck on a bug shows (its error counter and lag grow) and loses nothing.
+        Stopping ends the retries with `BatchAbandoned`.
+        """
+        delay = RETRY_FIRST_S
         while True:
             try:
-                return self._commit(batch)
+                return operation()
             except UnstorableError:
                 raise  # the data, not the database: trying again cannot help
             except StorageError as e:
-                # Nothing is acknowledged: retry; if this process dies, the broker resends.
                 self.metrics.storage_errors.inc()
-                log.error("batch of %d not stored, retrying: %s", messages, e)
-                time.sleep(1.0)
+                log.error("%s failed, retrying in %.1f s: %s", what, delay, e)
+            except Exception:  # isolated here, so that the flusher lives on
+                self.metrics.flush_errors.labels(stage="store").inc()
+                log.exception("%s failed unexpectedly, retrying in %.1f s", what, delay)
+            if self._stop.wait(delay):
+                raise BatchAbandoned(what)
+            delay = min(delay * 2, RETRY_MAX_S)
 
     def _store(self, items: list[Pending]) -> list[Reading]:
         """Store `items`; the new readings. A message the database refuses is dropped, counted.
@@ -325,7 +417,9 @@ class IngestWorker:
         if not items:
             return []
         try:
-            return self._commit_until_stored(self._batch(items), len(items))
+            return self._retrying(
+                f"storing a batch of {len(items)}", lambda: self._commit(self._batch(items))
+            )
         except UnstorableError as e:
             if len(items) > 1:
                 half = len(items) // 2
@@ -345,17 +439,47 @@ class IngestWorker:
             items = self._collect()
             if not items:
                 continue
-            started = time.monotonic()
-            with self._tracer.start_as_current_span("ingest batch") as span:
-                span.set_attribute("messages", len(items))
-                new = self._store(self._from_known_devices(items))
-                span.set_attribute("new_readings", len(new))
-            # Every message of the batch is now stored, a duplicate, or dropped and counted.
-            for pending in items:
-                self._client.ack(pending.mid, pending.qos)
-            for reading in new:
-                self._client.publish(FLEET_READINGS_TOPIC, encode(reading), qos=1)
-            now = time.monotonic()
-            self.metrics.batch_seconds.observe(now - started)
-            self.metrics.lag_seconds.set(now - min(p.received for p in items))
-            self.metrics.queue_depth.set(len(self._queue))
+            try:
+                self._flush(items)
+            except BatchAbandoned as e:
+                log.warning(
+                    "stopped while %s: %d messages left unacknowledged for redelivery",
+                    e,
+                    len(items) + len(self._queue),
+                )
+                return
+            except Exception:  # the last guard: the flusher must outlive anything
+                # Storing is retried inside, so this came after it: what is not acknowledged
+                # yet comes again when the broker redelivers it (then a duplicate).
+                self.metrics.flush_errors.labels(stage="flush").inc()
+                log.exception("flushing a batch of %d failed; going on", len(items))
+
+    def _flush(self, items: list[Pending]) -> None:
+        """Store `items`, acknowledge them, republish the new readings."""
+        started = time.monotonic()
+        with self._tracer.start_as_current_span("ingest batch") as span:
+            span.set_attribute("messages", len(items))
+            new = self._store(self._from_known_devices(items))
+            span.set_attribute("new_readings", len(new))
+        # Every message of the batch is now stored, a duplicate, or dropped and counted. From
+        # here nothing is retried: acknowledging a packet id twice could acknowledge a newer
+        # message that reuses it, before it is stored.
+        for pending in items:
+            self._isolated("acknowledge", partial(self._client.ack, pending.mid, pending.qos))
+        for reading in new:
+            self._isolated("republish", partial(self._republish, reading))
+        now = time.monotonic()
+        self.metrics.batch_seconds.observe(now - started)
+        self.metrics.lag_seconds.set(now - min(p.received for p in items))
+        self.metrics.queue_depth.set(len(self._queue))
+
+    def _republish(self, reading: Reading) -> None:
+        self._client.publish(FLEET_READINGS_TOPIC, encode(reading), qos=1)
+
+    def _isolated(self, stage: str, call: Callable[[], object]) -> None:
+        """`call()`; an error is counted and logged, and the batch goes on without it."""
+        try:
+            call()
+        except Exception:  # one message's failure must not end the flusher
+            self.metrics.flush_errors.labels(stage=stage).inc()
+            log.exception("%s failed; going on", stage)

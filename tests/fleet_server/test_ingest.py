@@ -105,7 +105,9 @@ def test_good_messages_become_rows_once_and_bad_ones_are_counted_by_reason(
             encode(make_reading(device_id="ghost-9", seq=1)),
             1,
         )
-        publisher.publish(readings_topic, b"{" + b" " * 70_000 + b"}", 1)
+        # One byte over the payload limit: the broker still delivers it (the worker's maximum
+        # packet size leaves room for the header), and the worker rejects it unparsed.
+        publisher.publish(readings_topic, b"{" + b" " * (64 * 1024 - 1) + b"}", 1)
         publisher.publish(
             device_topic("veh-2", MessageKind.HEALTH),
             encode(

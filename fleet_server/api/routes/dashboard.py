@@ -3,33 +3,28 @@
 ``/login`` takes an API token and keeps it in an HttpOnly cookie; ``/`` is the fleet overview,
 ``/devices/{id}`` a device's health charts and recent readings with their crops, ``/live`` the
 live readings feed (server-sent events from ``/api/v1/readings/stream``), ``/alerts`` what needs
-attention. Every page needs a token of the reader role at least.
+attention. Every page needs a token of the reader role at least. HTML only: the JSON the pages
+load lives with its resource (``routes/readings.py``, ``routes/alerts.py``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import html
-import json
-from collections.abc import AsyncIterator, Sequence
-from datetime import UTC, datetime, timedelta
+from collections.abc import Sequence
 from typing import Annotated
 
-from fastapi import APIRouter, Form, HTTPException, Path, Request, status
-from fastapi.responses import HTMLResponse, RedirectResponse, Response, StreamingResponse
+from fastapi import APIRouter, Form, HTTPException, Request, status
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlmodel import Session
 
 from fleet_server import crud
-from fleet_server.api.deps import ReaderDep, SessionDep
+from fleet_server.alerts import ago, alerts_of
+from fleet_server.api.deps import SessionDep
 from fleet_server.models import Device, HealthSample, Reading
 from fleet_server.security import hash_token
 
 router = APIRouter(tags=["dashboard"])
 COOKIE = "roadsign_token"
-OFFLINE_AFTER = timedelta(minutes=5)
-MAX_ID = 2**63 - 1  # ids are 64-bit; larger ones cannot exist
-LOW_FPS = 5.0
-HOT_C = 85.0
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:0;color:#1d2430}
@@ -50,16 +45,6 @@ def _page(title: str, body: str) -> HTMLResponse:
         "<a href='/alerts'>Alerts</a><a href='/docs'>API</a><a href='/logout'>Log out</a>"
         f"</header><main><h1>{html.escape(title)}</h1>{body}</main></body></html>"
     )
-
-
-def _ago(moment: datetime | None) -> str:
-    if moment is None:
-        return "never"
-    seconds = int((datetime.now(UTC) - moment).total_seconds())
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
-        if seconds >= size:
-            return f"{seconds // size} {unit} ago"
-    return f"{max(seconds, 0)} s ago"
 
 
 def _status(device: Device) -> str:
@@ -123,7 +108,7 @@ def overview(request: Request, session: SessionDep) -> Response:
     rows = "".join(
         f"<tr><td><a href='/devices/{html.escape(d.device_id)}'>{html.escape(d.device_id)}</a>"
         f"</td><td>{_status(d)}</td><td>{html.escape(d.profile or '')}</td>"
-        f"<td>{html.escape(d.model_version or '-')}</td><td>{_ago(d.last_seen_at)}</td>"
+        f"<td>{html.escape(d.model_version or '-')}</td><td>{ago(d.last_seen_at)}</td>"
         f"<td>{fps[d.device_id]:.1f}</td></tr>"
         for d in devices
     )
@@ -152,11 +137,11 @@ def _chart(samples: Sequence[HealthSample], field: str, label: str) -> str:
     )
 
 
-def _reading_row(reading: Reading) -> str:
+def _reading_row(reading: Reading, *, has_crop: bool) -> str:
     value = f"{reading.value:g} {reading.unit}" if reading.value is not None else ""
     crop = (
         f"<img class='crop' alt='crop' src='/api/v1/readings/{reading.id}/crop'>"
-        if reading.crop_jpeg
+        if has_crop
         else ""
     )
     return (
@@ -185,11 +170,12 @@ def device_page(device_id: str, request: Request, session: SessionDep) -> Respon
             ("outbox_depth", "outbox depth"),
         )
     )
-    rows = "".join(_reading_row(r) for r in readings)
+    cropped = crud.readings_with_crops(session, ids=[int(r.id or 0) for r in readings])
+    rows = "".join(_reading_row(r, has_crop=r.id in cropped) for r in readings)
     return _page(
         f"Device {device_id}",
         f"<p>{_status(device)} · model {html.escape(device.model_version or '-')} · "
-        f"last seen {_ago(device.last_seen_at)}</p>{charts}<h2>Recent readings</h2>"
+        f"last seen {ago(device.last_seen_at)}</p>{charts}<h2>Recent readings</h2>"
         "<table><tr><th>time (UTC)</th><th>sign</th><th>value</th><th>confidence</th>"
         f"<th>crop</th></tr>{rows}</table>",
     )
@@ -218,34 +204,6 @@ source.onmessage = (event) => {
     )
 
 
-def alerts_of(session: Session) -> list[tuple[str, str, str]]:
-    """(device, severity, message) of every current alert."""
-    found = []
-    now = datetime.now(UTC)
-    for device in crud.list_devices(session):
-        if device.status == "decommissioned":
-            continue
-        stale = device.last_seen_at is None or now - device.last_seen_at > OFFLINE_AFTER
-        if device.status == "offline" or (device.status == "online" and stale):
-            found.append(
-                (device.device_id, "critical", f"offline, last seen {_ago(device.last_seen_at)}")
-            )
-        health = crud.latest_health(session, device_id=device.device_id)
-        if health is None:
-            continue
-        if health.outbox_dropped > 0:
-            found.append(
-                (device.device_id, "warning", f"outbox dropped {health.outbox_dropped} messages")
-            )
-        if health.fps < LOW_FPS and health.camera_state == "ok":
-            found.append((device.device_id, "warning", f"low frame rate {health.fps:.1f} fps"))
-        if health.camera_state in {"failed", "reconnecting"}:
-            found.append((device.device_id, "critical", f"camera {health.camera_state}"))
-        if health.temperature_c is not None and health.temperature_c > HOT_C:
-            found.append((device.device_id, "warning", f"hot: {health.temperature_c:.0f} °C"))
-    return found
-
-
 @router.get("/alerts", response_class=HTMLResponse, include_in_schema=False)
 def alerts_page(request: Request, session: SessionDep) -> Response:
     """Devices offline, dropping messages, slow, failing cameras, too hot."""
@@ -262,59 +220,3 @@ def alerts_page(request: Request, session: SessionDep) -> Response:
         else "<p>No alerts.</p>"
     )
     return _page("Alerts", body)
-
-
-@router.get("/api/v1/alerts", summary="Current alerts")
-def alerts_api(session: SessionDep, _: ReaderDep) -> list[dict[str, str]]:
-    """Offline devices, outbox drops and health thresholds crossed."""
-    return [{"device_id": d, "severity": s, "message": m} for d, s, m in alerts_of(session)]
-
-
-@router.get(
-    "/api/v1/readings/{reading_id}/crop",
-    summary="The crop of a reading",
-    responses={200: {"content": {"image/jpeg": {}}}, 404: {"description": "No crop"}},
-)
-def crop(
-    reading_id: Annotated[int, Path(ge=1, le=MAX_ID)], session: SessionDep, _: ReaderDep
-) -> Response:
-    """The small JPEG the device attached to the reading."""
-    reading = session.get(Reading, reading_id)
-    if reading is None or reading.crop_jpeg is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, "no crop for that reading")
-    return Response(reading.crop_jpeg, media_type="image/jpeg")
-
-
-@router.get(
-    "/api/v1/readings/stream",
-    summary="Live readings (server-sent events)",
-    responses={200: {"content": {"text/event-stream": {}}}},
-)
-async def stream(request: Request, session: SessionDep, _: ReaderDep) -> StreamingResponse:
-    """Each new reading as one ``data:`` event, polled from the database once a second."""
-    engine = request.app.state.engine
-    last_id = crud.max_reading_id(session)
-
-    async def events() -> AsyncIterator[str]:
-        nonlocal last_id
-        yield ": connected\n\n"
-        while not await request.is_disconnected():
-            with Session(engine) as poll:
-                rows = crud.readings_after(poll, after_id=last_id, limit=200)
-            for row in rows:
-                last_id = max(last_id, int(row.id or 0))
-                payload = {
-                    "id": row.id,
-                    "device_id": row.device_id,
-                    "sign_type": row.sign_type,
-                    "value": row.value,
-                    "unit": row.unit,
-                    "confidence": row.confidence,
-                    "observed_at": row.observed_at.isoformat(),
-                }
-                yield f"data: {json.dumps(payload)}\n\n"
-            await asyncio.sleep(1.0)
-
-    return StreamingResponse(
-        events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
-    )

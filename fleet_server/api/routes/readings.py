@@ -1,4 +1,9 @@
-"""Readings: filtered, newest first, with cursor pagination; CSV and NDJSON export."""
+"""Readings: filtered, newest first, with cursor pagination; CSV and NDJSON export; a reading's
+crop; the live feed (server-sent events).
+
+Lists and exports never read the crops (up to 32 KiB each); an export streams from a server-side
+cursor, so 100,000 rows cost the memory of one chunk.
+"""
 
 from __future__ import annotations
 
@@ -6,21 +11,37 @@ import base64
 import csv
 import io
 import json
-from collections.abc import Iterator
+import logging
+from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, HTTPException, Query, status
+from anyio import CancelScope
+from fastapi import APIRouter, HTTPException, Path, Query, Request, Response, status
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
+from sqlalchemy import Engine, RowMapping
 
 from fleet_server import crud
 from fleet_server.api.deps import ReaderDep, SessionDep
+from fleet_server.db import session_scope
+from fleet_server.exceptions import StorageError
+from fleet_server.live_feed import reading_feed
 from fleet_server.models import ReadingPublic
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v1/readings", tags=["readings"])
 EXPORT_LIMIT = 100_000
+EXPORT_CHUNK = 500
+"""Rows fetched from the database at a time while exporting."""
+SEND_CHARS = 64 * 1024
+"""About how much of an export's body is sent at a time."""
 FIELDS = list(ReadingPublic.model_fields)
+MAX_ID = 2**63 - 1  # ids are 64-bit; larger ones cannot exist
+FEED_IDLE_S = 1.0
+"""Longest wait for new readings before the live feed checks that its client is still there."""
+FEED_PAGE = 500
 
 
 class ReadingPage(BaseModel):
@@ -109,13 +130,30 @@ def list_readings(
     )
 
 
+def _drain(buffer: io.StringIO) -> str:
+    text = buffer.getvalue()
+    buffer.seek(0)
+    buffer.truncate()
+    return text
+
+
+def _export_records(engine: Engine, where: crud.ReadingFilter) -> Iterator[dict[str, object]]:
+    # A session of its own, opened when the body is first read and closed when it ends: the
+    # server-side cursor lives as long as the stream, not as long as the handler.
+    with session_scope(engine) as session:
+        for row in crud.stream_readings(
+            session, where=where, columns=FIELDS, limit=EXPORT_LIMIT, chunk=EXPORT_CHUNK
+        ):
+            yield ReadingPublic.model_validate(dict(row)).model_dump(mode="json")
+
+
 @router.get(
     "/export",
     summary="Export readings as CSV or NDJSON",
     responses={200: {"content": {"text/csv": {}, "application/x-ndjson": {}}}},
 )
 def export(
-    session: SessionDep,
+    request: Request,
     _: ReaderDep,
     format: Literal["csv", "ndjson"] = "csv",
     device_id: str | None = None,
@@ -125,17 +163,19 @@ def export(
     value: float | None = None,
     bbox: str | None = None,
 ) -> StreamingResponse:
-    """Every matching reading (up to 100,000), newest first."""
-    rows = crud.query_readings(
-        session, where=_filter(device_id, since, until, sign_type, value, bbox), limit=EXPORT_LIMIT
-    )
-    records = [
-        ReadingPublic.model_validate(r, from_attributes=True).model_dump(mode="json") for r in rows
-    ]
+    """Every matching reading (up to 100,000), newest first, without the crops."""
+    where = _filter(device_id, since, until, sign_type, value, bbox)
+    records = _export_records(request.app.state.engine, where)
 
+    # The body goes out in pieces of about SEND_CHARS: one per row cost a thread hop and a
+    # write per row, most of an export's time.
     def ndjson() -> Iterator[str]:
+        buffer = io.StringIO()
         for record in records:
-            yield json.dumps(record) + "\n"
+            buffer.write(json.dumps(record) + "\n")
+            if buffer.tell() >= SEND_CHARS:
+                yield _drain(buffer)
+        yield _drain(buffer)
 
     def as_csv() -> Iterator[str]:
         buffer = io.StringIO()
@@ -143,10 +183,9 @@ def export(
         writer.writeheader()
         for record in records:
             writer.writerow(record)
-            yield buffer.getvalue()
-            buffer.seek(0)
-            buffer.truncate()
-        yield buffer.getvalue()
+            if buffer.tell() >= SEND_CHARS:
+                yield _drain(buffer)
+        yield _drain(buffer)
 
     if format == "ndjson":
         return StreamingResponse(ndjson(), media_type="application/x-ndjson")
@@ -155,3 +194,64 @@ def export(
         media_type="text/csv",
         headers={"Content-Disposition": "attachment; filename=readings.csv"},
     )
+
+
+def _feed_rows(engine: Engine, ids: list[int]) -> list[RowMapping]:
+    with session_scope(engine) as session:
+        return crud.feed_readings(session, ids=ids)
+
+
+def _event(row: RowMapping) -> str:
+    payload = {**row, "observed_at": row["observed_at"].isoformat()}
+    return f"data: {json.dumps(payload)}\n\n"
+
+
+@router.get(
+    "/stream",
+    summary="Live readings (server-sent events)",
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+async def stream(request: Request, _: ReaderDep) -> StreamingResponse:
+    """Each reading as one ``data:`` event once its transaction commits: all of them, once each.
+
+    The ``: connected`` comment comes when the feed follows the database: every reading
+    committed after it is sent, in commit order (not id order: see `fleet_server.live_feed`).
+    """
+    engine: Engine = request.app.state.engine
+
+    async def events() -> AsyncIterator[str]:
+        feed = reading_feed(engine)
+        try:
+            await feed.open()
+            yield ": connected\n\n"
+            while not await request.is_disconnected():
+                ids = await feed.next_ids(timeout=FEED_IDLE_S)
+                for start in range(0, len(ids), FEED_PAGE):
+                    page = ids[start : start + FEED_PAGE]
+                    for row in await run_in_threadpool(_feed_rows, engine, page):
+                        yield _event(row)
+        except StorageError as e:
+            # The stream ends; the browser's EventSource connects again by itself.
+            log.warning("live feed ended: %s", e)
+        finally:
+            with CancelScope(shield=True):  # a client that left cancels us: close anyway
+                await feed.close()
+
+    return StreamingResponse(
+        events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+    )
+
+
+@router.get(
+    "/{reading_id}/crop",
+    summary="The crop of a reading",
+    responses={200: {"content": {"image/jpeg": {}}}, 404: {"description": "No crop"}},
+)
+def crop(
+    reading_id: Annotated[int, Path(ge=1, le=MAX_ID)], session: SessionDep, _: ReaderDep
+) -> Response:
+    """The small JPEG the device attached to the reading."""
+    jpeg = crud.reading_crop(session, reading_id=reading_id)
+    if jpeg is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no crop for that reading")
+    return Response(jpeg, media_type="image/jpeg")
