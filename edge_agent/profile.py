@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
+from edge_agent.bundle import shipped_bundle
 from fleet_protocol.config_files import StrictConfigModel
 from fleet_protocol.topics import DEVICE_ID_PATTERN
 
@@ -52,8 +53,10 @@ class DetectorConfig(StrictConfigModel):
         description="Inference runtime; auto picks OpenVINO on x86 and ONNX Runtime elsewhere.",
     )
     model_dir: Path = Field(
-        default=Path("models/default"),
-        description="Model bundle directory (artifacts plus metadata sidecars).",
+        default_factory=shipped_bundle,
+        description="Model bundle directory (artifacts plus metadata sidecars); unset: the "
+        "bundle shipped inside the agent package, wherever it is installed. A relative path is "
+        "taken from the working directory.",
     )
     model_format: Literal["auto", "openvino_int8", "openvino_fp32", "onnx_int8", "onnx_fp32"] = (
         Field(
