@@ -1,180 +1,262 @@
 """The device's small local HTTP API, on the standard library alone (no web framework on devices).
 
 ``GET /health`` (JSON), ``GET /metrics`` (Prometheus text), ``POST /predict`` (one image, raw
-body or a multipart ``file`` field) and ``POST /predict/batch`` (multipart, several files),
-``GET /openapi.json``, ``GET /docs`` and an upload page at ``/``. Uploads over the profile's
-limit get 413, anything that is not an image 415, both with a JSON ``detail``.
+body or a multipart ``file`` field) and ``POST /predict/batch`` (multipart, several files), plus
+the constant pages ``/openapi.json``, ``/docs`` and an upload page at ``/`` (`api_docs`).
+
+What a client sends is bounded before it is read, each from the profile's ``api`` section:
+
+- a body needs a Content-Length (411), a plain non-negative integer (400) within the route's
+  limit (413), all decided from the headers; chunked bodies get 411. A refused request's body
+  is not read, and its connection is closed;
+- an image is sized from its header first (`image_header`): over ``max_image_pixels`` is 413,
+  anything but PNG and JPEG 415, both before any decoder allocates it. A batch is read part by
+  part (`multipart`), each part decoded and read before the next is taken off the socket;
+- a connection carries one request (HTTP/1.0), and its client has ``timeout_s`` to send it,
+  headers and body together: a slow-loris client is dropped, not waited on;
+- at most ``max_workers`` requests are served at once; the next connection is answered 503 with
+  Retry-After at once, by the accepting thread, so load never spawns more threads than that;
+- with ``token_file`` (required beyond loopback), every route but the constant pages needs
+  ``Authorization: Bearer <token>``, else 401 (`api_guard`).
 """
 
 from __future__ import annotations
 
+import io
 import json
 import logging
+import socket
 import threading
+import time
 from collections.abc import Callable
-from email.parser import BytesParser
-from email.policy import HTTP
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
-from edge_agent.exceptions import AgentError
+from edge_agent.api_docs import OPENAPI, UPLOAD_PAGE, docs_page
+from edge_agent.api_guard import (
+    bearer_matches,
+    check_token,
+    declared_length,
+    is_loopback_host,
+    unauthorized,
+)
+from edge_agent.exceptions import AgentError, ApiError, ImageHeaderError
+from edge_agent.image_header import ImageHeader, read_image_header
+from edge_agent.multipart import CHUNK, boundary_of, iter_parts
 from edge_agent.predict import reading_fields
+from edge_agent.profile import LocalApiConfig
 from edge_agent.reading.signs import SignReader
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 log = logging.getLogger(__name__)
 
 MAX_BATCH_FILES = 16
-
-OPENAPI: dict[str, Any] = {
-    "openapi": "3.1.0",
-    "info": {
-        "title": "RoadSign agent local API",
-        "version": "1.0.0",
-        "description": "Health, metrics and on-demand sign reading on one device.",
-    },
-    "paths": {
-        "/health": {
-            "get": {
-                "summary": "Current health of the agent",
-                "responses": {
-                    "200": {
-                        "description": "Health as JSON",
-                        "content": {
-                            "application/json": {
-                                "example": {"device_id": "veh-0042", "fps": 61.2, "outbox_depth": 0}
-                            }
-                        },
-                    }
-                },
-            }
-        },
-        "/metrics": {
-            "get": {
-                "summary": "Prometheus metrics",
-                "responses": {"200": {"description": "Prometheus text format 0.0.4"}},
-            }
-        },
-        "/predict": {
-            "post": {
-                "summary": "Read the signs in one image",
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
-                        "image/png": {"schema": {"type": "string", "format": "binary"}},
-                        "multipart/form-data": {
-                            "schema": {
-                                "type": "object",
-                                "properties": {"file": {"type": "string", "format": "binary"}},
-                            }
-                        },
-                    },
-                },
-                "responses": {
-                    "200": {
-                        "description": "Readings",
-                        "content": {
-                            "application/json": {
-                                "example": {
-                                    "source": "upload",
-                                    "readings": [
-                                        {
-                                            "sign_type": "speed_limit",
-                                            "value": 50,
-                                            "unit": "km/h",
-                                            "confidence": 0.91,
-                                            "bbox": [412.0, 120.0, 470.0, 178.0],
-                                        }
-                                    ],
-                                }
-                            }
-                        },
-                    },
-                    "413": {"description": "Upload larger than the limit"},
-                    "415": {"description": "Not an image"},
-                },
-            }
-        },
-        "/predict/batch": {
-            "post": {
-                "summary": "Read the signs in several images (multipart, one part per file)",
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "multipart/form-data": {
-                            "schema": {
-                                "type": "object",
-                                "properties": {
-                                    "files": {
-                                        "type": "array",
-                                        "items": {"type": "string", "format": "binary"},
-                                    }
-                                },
-                            }
-                        }
-                    },
-                },
-                "responses": {
-                    "200": {"description": "One result per file"},
-                    "413": {"description": "Upload larger than the limit"},
-                    "415": {"description": "A part is not an image"},
-                },
-            }
-        },
-    },
-}
-
-UPLOAD_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>RoadSign agent</title>
-<style>body{font-family:sans-serif;margin:2em;max-width:50em}pre{background:#eee;padding:1em}</style>
-</head><body><h1>RoadSign agent</h1>
-<p><a href="/health">health</a> · <a href="/metrics">metrics</a> · <a href="/docs">API</a></p>
-<form id="f"><input type="file" name="files" accept="image/*" multiple>
-<button>Read signs</button></form><pre id="out"></pre>
-<script>
-document.getElementById("f").onsubmit = async (e) => {
-  e.preventDefault();
-  const r = await fetch("/predict/batch", {method: "POST", body: new FormData(e.target)});
-  document.getElementById("out").textContent = JSON.stringify(await r.json(), null, 2);
-};
-</script></body></html>"""
+MIB = 2**20
+CONSTANT_PAGES = frozenset({"/", "/docs", "/openapi.json"})
+ROUTES = frozenset(
+    {("GET", "/health"), ("GET", "/metrics"), ("POST", "/predict"), ("POST", "/predict/batch")}
+    | {("GET", page) for page in CONSTANT_PAGES}
+)
+# After refusing a body, what the client is still sending is read and dropped for this long,
+# and this much at most: enough for the bytes already in flight, so the client reads our answer
+# instead of a connection reset; never a drain of the body it announced.
+LINGER_S = 1.0
+LINGER_BYTES = MIB
+RETRY_AFTER_S = 1
 
 
-class ApiError(Exception):
-    """A request the API answers with an error status and a detail."""
+def read_token(path: Path) -> str:
+    """The bearer token in `path` (surrounding whitespace dropped), or AgentError naming it."""
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeError) as e:
+        raise AgentError(f"cannot read api.token_file {path}: {e}") from e
+    try:
+        return check_token(text)
+    except AgentError as e:
+        raise AgentError(f"api.token_file {path} {e}") from e
 
-    def __init__(self, status: HTTPStatus, detail: str) -> None:
-        super().__init__(detail)
-        self.status, self.detail = status, detail
+
+def checked_header(data: bytes, *, max_pixels: int, source: str) -> ImageHeader:
+    """The header of an uploaded image if it may be decoded: 415 if unread, 413 if too large."""
+    try:
+        header = read_image_header(data)
+    except ImageHeaderError as e:
+        raise ApiError(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, f"{source}: {e}") from e
+    if header.pixels > max_pixels:
+        raise ApiError(
+            HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+            f"{source}: a {header.width}x{header.height} image ({header.pixels} pixels) is over "
+            f"the limit of {max_pixels} pixels",
+        )
+    return header
 
 
-def decode_image(data: bytes) -> np.ndarray:
-    """Uploaded bytes as an RGB image, or 415."""
-    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
+def decode_image(data: bytes, *, source: str) -> np.ndarray:
+    """Uploaded bytes, whose header passed `checked_header`, as an RGB image, or 415."""
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if bgr is None:
-        raise ApiError(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, "the upload is not a readable image")
+        raise ApiError(HTTPStatus.UNSUPPORTED_MEDIA_TYPE, f"{source}: not a readable image")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-def multipart_files(content_type: str, body: bytes) -> list[tuple[str, bytes]]:
-    """(file name, bytes) of each file part of a multipart/form-data body."""
-    message = BytesParser(policy=HTTP).parsebytes(
-        f"Content-Type: {content_type}\r\n\r\n".encode() + body
-    )
-    if not message.is_multipart():
-        raise ApiError(HTTPStatus.BAD_REQUEST, "expected a multipart/form-data body")
-    files = []
-    for part in message.iter_parts():
-        if part.get_filename() is None:
-            continue
-        payload = part.get_payload(decode=True)
-        files.append((str(part.get_filename()), payload if isinstance(payload, bytes) else b""))
-    if not files:
-        raise ApiError(HTTPStatus.BAD_REQUEST, "no file parts in the upload")
-    return files
+class _ClientClock(io.RawIOBase):
+    """A socket's reads, charged to the client's time budget; once it is spent, reads time out.
+
+    A per-read timeout alone lets a client that sends a byte a second hold a worker for ever.
+    """
+
+    def __init__(self, connection: socket.socket, budget_s: float) -> None:
+        super().__init__()
+        self._connection, self.left_s = connection, budget_s
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: WriteableBuffer) -> int:
+        if self.left_s <= 0:
+            raise TimeoutError("the client took longer than api.timeout_s to send its request")
+        self._connection.settimeout(self.left_s)
+        started = time.monotonic()
+        try:
+            return self._connection.recv_into(buffer)
+        finally:
+            self.left_s -= time.monotonic() - started
+
+
+class _Body:
+    """A request's body, read no further than its declared Content-Length."""
+
+    def __init__(self, rfile: io.BufferedIOBase, length: int) -> None:
+        self._rfile, self.remaining = rfile, length
+
+    def read(self, size: int) -> bytes:
+        """Up to `size` bytes, as soon as any arrive; ``b""`` at the end of the body."""
+        if self.remaining <= 0:
+            return b""
+        data = self._rfile.read1(min(size, self.remaining))
+        return self._got(data)
+
+    def read_all(self) -> bytes:
+        """The whole body."""
+        return self._got(self._rfile.read(self.remaining)) if self.remaining else b""
+
+    def _got(self, data: bytes) -> bytes:
+        if not data:
+            raise ApiError(HTTPStatus.BAD_REQUEST, "the body ended before its Content-Length")
+        self.remaining -= len(data)
+        return data
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    server_version = "roadsign-agent"
+    # One request per connection: its time budget and its worker slot are that request's.
+    protocol_version = "HTTP/1.0"
+
+    def setup(self) -> None:
+        super().setup()
+        self.rfile.close()  # the plain socket file: every read goes through the clock instead
+        self.rfile = io.BufferedReader(_ClientClock(self.connection, self.server.api.timeout_s))
+        self.body: _Body | None = None
+        self.linger = False
+
+    def log_message(self, format: str, *args: object) -> None:
+        log.debug("api: " + format, *args)
+
+    def do_GET(self) -> None:
+        self.server.api.handle(self, "GET")
+
+    def do_POST(self) -> None:
+        self.server.api.handle(self, "POST")
+
+    def unread_body(self) -> bool:
+        """Whether the client may still be sending a body this request has not read."""
+        if self.body is not None:
+            return self.body.remaining > 0
+        return "Content-Length" in self.headers or "Transfer-Encoding" in self.headers
+
+    def finish(self) -> None:
+        super().finish()
+        if self.linger:
+            _linger(self.connection)
+
+
+def _linger(connection: socket.socket) -> None:
+    """Say we are done, then drop what the client still sends, briefly (see LINGER_S)."""
+    scratch = bytearray(CHUNK)
+    dropped, deadline = 0, time.monotonic() + LINGER_S
+    try:
+        connection.shutdown(socket.SHUT_WR)
+        while dropped < LINGER_BYTES and (left := deadline - time.monotonic()) > 0:
+            connection.settimeout(left)
+            received = connection.recv_into(scratch)
+            if not received:
+                break
+            dropped += received
+    except OSError as e:  # the client left or stalled: either way the socket closes now
+        log.debug("api: linger ended after %d bytes: %s", dropped, e)
+
+
+class _Server(ThreadingHTTPServer):
+    """A thread per request, at most `max_workers` of them; connections beyond get 503."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], api: LocalApi, *, max_workers: int) -> None:
+        self.api = api
+        self.max_workers = max_workers
+        self._slots = threading.BoundedSemaphore(max_workers)
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        super().__init__(address, _Handler)
+
+    def process_request(self, request: socket.socket, client_address: object) -> None:  # type: ignore[override]
+        if not self._slots.acquire(blocking=False):
+            self._refuse_busy(request)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: socket.socket, client_address: object) -> None:  # type: ignore[override]
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def _refuse_busy(self, request: socket.socket) -> None:
+        # Answered here on the accepting thread, without reading the request: a fresh socket's
+        # send buffer takes these few bytes at once, and the short timeout bounds the rest.
+        body = json.dumps(
+            {"detail": f"busy: {self.max_workers} requests in progress; retry shortly"}
+        ).encode()
+        head = (
+            f"HTTP/1.0 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nRetry-After: {RETRY_AFTER_S}\r\n"
+            "Connection: close\r\n\r\n"
+        ).encode()
+        try:
+            request.settimeout(0.5)
+            request.sendall(head + body)
+            # Drop what already arrived (a bounded amount), so closing does not reset the answer
+            # away before the client reads it.
+            request.setblocking(False)
+            for _ in range(LINGER_BYTES // CHUNK):
+                if not request.recv(CHUNK):
+                    break
+        except OSError as e:  # BlockingIOError: nothing more to drop; others: the client left
+            log.debug("api: busy answer: %s", e)
 
 
 class LocalApi:
@@ -182,40 +264,36 @@ class LocalApi:
 
     def __init__(
         self,
-        host: str,
-        port: int,
+        config: LocalApiConfig,
         *,
         reader: Callable[[], SignReader],
         health: Callable[[], dict[str, object]],
         metrics: Callable[[], str],
-        max_upload_bytes: int,
     ) -> None:
         self._reader_factory = reader
         self._reader: SignReader | None = None
         self._reader_lock = threading.Lock()
         self.health, self.metrics = health, metrics
-        self.max_upload_bytes = max_upload_bytes
-        api = self
-
-        class Handler(BaseHTTPRequestHandler):
-            server_version = "roadsign-agent"
-
-            def log_message(self, format: str, *args: object) -> None:
-                log.debug("api: " + format, *args)
-
-            def do_GET(self) -> None:
-                api.handle(self, "GET")
-
-            def do_POST(self) -> None:
-                api.handle(self, "POST")
-
+        self.max_upload_bytes = int(config.max_upload_mb * MIB)
+        self.max_batch_bytes = int(config.max_batch_mb * MIB)
+        self.max_image_pixels = config.max_image_pixels
+        self.timeout_s = config.timeout_s
+        self._token = read_token(config.token_file) if config.token_file is not None else None
+        if self._token is None and not is_loopback_host(config.host):
+            raise AgentError(f"the local API listens on {config.host!r} and needs api.token_file")
+        self._host = config.host
         try:
-            self._server = ThreadingHTTPServer((host, port), Handler)
+            self._server = _Server((config.host, config.port), self, max_workers=config.max_workers)
         except OSError as e:
-            raise AgentError(f"the local API cannot listen on {host}:{port}: {e}") from e
-        self._server.daemon_threads = True
+            raise AgentError(
+                f"the local API cannot listen on {config.host}:{config.port}: {e}"
+            ) from e
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name="local-api", daemon=True
+            # The loop looks for stop() this often: stop returns within it.
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.1},
+            name="local-api",
+            daemon=True,
         )
 
     @property
@@ -226,6 +304,12 @@ class LocalApi:
     def start(self) -> LocalApi:
         """Start serving."""
         self._thread.start()
+        log.info(
+            "local API on %s port %d, %s",
+            self._host,
+            self.port,
+            "bearer token required" if self._token else "no token (loopback only)",
+        )
         return self
 
     def stop(self) -> None:
@@ -233,102 +317,124 @@ class LocalApi:
         self._server.shutdown()
         self._server.server_close()
 
-    def _read(self, image: np.ndarray) -> list[dict[str, object]]:
-        # One reader for the API, apart from the pipeline's; requests take turns on it.
+    def _read(self, data: bytes, source: str) -> list[dict[str, object]]:
+        checked_header(data, max_pixels=self.max_image_pixels, source=source)
+        # One reader for the API, apart from the pipeline's; requests take turns on it, and
+        # decode inside the turn, so the API holds one decoded image at a time.
         with self._reader_lock:
+            image = decode_image(data, source=source)
             if self._reader is None:
                 self._reader = self._reader_factory()
             return [reading_fields(r) for r in self._reader.read(image)]
 
-    def _body(self, handler: BaseHTTPRequestHandler) -> bytes:
-        length = handler.headers.get("Content-Length")
-        if length is None:
-            raise ApiError(HTTPStatus.LENGTH_REQUIRED, "Content-Length is required")
-        try:
-            size = int(length)
-        except ValueError as e:
-            raise ApiError(HTTPStatus.BAD_REQUEST, "Content-Length is not a number") from e
-        if size > self.max_upload_bytes:
-            raise ApiError(
-                HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                f"upload of {size} bytes is over the limit of {self.max_upload_bytes}",
-            )
-        return handler.rfile.read(size)
-
-    def _uploads(self, handler: BaseHTTPRequestHandler) -> list[tuple[str, bytes]]:
-        content_type = handler.headers.get("Content-Type", "")
-        body = self._body(handler)
-        if content_type.startswith("multipart/form-data"):
-            return multipart_files(content_type, body)
-        return [("upload", body)]
-
-    def handle(self, handler: BaseHTTPRequestHandler, method: str) -> None:
+    def handle(self, handler: _Handler, method: str) -> None:
         """Route one request; every failure becomes a JSON error, never a dead thread."""
         path = handler.path.split("?", 1)[0]
         try:
-            if method == "GET" and path == "/health":
-                self._send_json(handler, HTTPStatus.OK, self.health())
-            elif method == "GET" and path == "/metrics":
-                self._send(
-                    handler, HTTPStatus.OK, self.metrics().encode(), "text/plain; version=0.0.4"
-                )
-            elif method == "GET" and path == "/openapi.json":
-                self._send_json(handler, HTTPStatus.OK, OPENAPI)
-            elif method == "GET" and path == "/docs":
-                self._send(handler, HTTPStatus.OK, _docs_page().encode(), "text/html")
-            elif method == "GET" and path == "/":
-                self._send(handler, HTTPStatus.OK, UPLOAD_PAGE.encode(), "text/html")
-            elif method == "POST" and path == "/predict":
-                name, data = self._uploads(handler)[0]
-                self._send_json(
-                    handler,
-                    HTTPStatus.OK,
-                    {"source": name, "readings": self._read(decode_image(data))},
-                )
-            elif method == "POST" and path == "/predict/batch":
-                uploads = self._uploads(handler)
-                if len(uploads) > MAX_BATCH_FILES:
-                    raise ApiError(
-                        HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                        f"at most {MAX_BATCH_FILES} files per batch",
-                    )
-                images = [(name, decode_image(data)) for name, data in uploads]
-                results = [
-                    {"source": name, "readings": self._read(image)} for name, image in images
-                ]
-                self._send_json(handler, HTTPStatus.OK, {"results": results})
-            else:
-                raise ApiError(HTTPStatus.NOT_FOUND, f"no {method} {path}")
+            self._route(handler, method, path)
         except ApiError as e:
-            self._send_json(handler, e.status, {"detail": e.detail})
+            self._send_json(handler, e.status, {"detail": e.detail}, e.headers)
+        except (TimeoutError, ConnectionError) as e:
+            # The client is gone or too slow: there is no one to answer.
+            log.info("local API dropped a client on %s %s: %s", method, path, e)
+            handler.close_connection = True
         except Exception:  # the device keeps serving whatever one request did
             log.exception("local API failed on %s %s", method, path)
             self._send_json(handler, HTTPStatus.INTERNAL_SERVER_ERROR, {"detail": "internal error"})
 
-    @staticmethod
+    def _route(self, handler: _Handler, method: str, path: str) -> None:
+        if (method, path) not in ROUTES:
+            raise ApiError(HTTPStatus.NOT_FOUND, f"no {method} {path}")
+        if path in CONSTANT_PAGES:
+            page, kind = {
+                "/": (UPLOAD_PAGE, "text/html"),
+                "/docs": (docs_page(), "text/html"),
+                "/openapi.json": (json.dumps(OPENAPI), "application/json"),
+            }[path]
+            self._send(handler, HTTPStatus.OK, page.encode(), kind)
+            return
+        if self._token is not None and not bearer_matches(
+            handler.headers.get("Authorization"), self._token
+        ):
+            raise unauthorized()
+        if path == "/health":
+            self._send_json(handler, HTTPStatus.OK, self.health())
+        elif path == "/metrics":
+            self._send(handler, HTTPStatus.OK, self.metrics().encode(), "text/plain; version=0.0.4")
+        else:
+            batch = path == "/predict/batch"
+            handler.body = _Body(
+                handler.rfile,
+                declared_length(
+                    handler.headers.get_all("Content-Length", []),
+                    handler.headers.get_all("Transfer-Encoding", []),
+                    limit=self.max_batch_bytes if batch else self.max_upload_bytes,
+                ),
+            )
+            result = self._batch(handler) if batch else self._predict(handler)
+            self._send_json(handler, HTTPStatus.OK, result)
+
+    def _predict(self, handler: _Handler) -> dict[str, object]:
+        assert handler.body is not None
+        content_type = handler.headers.get("Content-Type", "")
+        if not content_type.lower().startswith("multipart/"):
+            return {"source": "upload", "readings": self._read(handler.body.read_all(), "upload")}
+        parts = iter_parts(
+            handler.body.read, boundary_of(content_type), max_part_bytes=self.max_upload_bytes
+        )
+        for part in parts:
+            if part.filename is not None:
+                return {"source": part.filename, "readings": self._read(part.data, part.filename)}
+        raise ApiError(HTTPStatus.BAD_REQUEST, "no file part in the upload")
+
+    def _batch(self, handler: _Handler) -> dict[str, object]:
+        assert handler.body is not None
+        parts = iter_parts(
+            handler.body.read,
+            boundary_of(handler.headers.get("Content-Type", "")),
+            max_part_bytes=self.max_upload_bytes,
+        )
+        results: list[dict[str, object]] = []
+        for part in parts:
+            if part.filename is None:
+                continue
+            if len(results) == MAX_BATCH_FILES:
+                raise ApiError(
+                    HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                    f"at most {MAX_BATCH_FILES} files per batch",
+                )
+            results.append(
+                {"source": part.filename, "readings": self._read(part.data, part.filename)}
+            )
+        if not results:
+            raise ApiError(HTTPStatus.BAD_REQUEST, "no file parts in the upload")
+        return {"results": results}
+
     def _send(
-        handler: BaseHTTPRequestHandler, status: HTTPStatus, body: bytes, content_type: str
+        self,
+        handler: _Handler,
+        status: HTTPStatus,
+        body: bytes,
+        content_type: str,
+        headers: dict[str, str] | None = None,
     ) -> None:
+        # Writes get the whole timeout again: the read budget is the client's, not ours.
+        handler.connection.settimeout(self.timeout_s)
+        handler.linger = handler.unread_body()
         handler.send_response(status)
         handler.send_header("Content-Type", content_type)
         handler.send_header("Content-Length", str(len(body)))
+        for name, value in (headers or {}).items():
+            handler.send_header(name, value)
+        handler.send_header("Connection", "close")
         handler.end_headers()
         handler.wfile.write(body)
 
     def _send_json(
-        self, handler: BaseHTTPRequestHandler, status: HTTPStatus, payload: object
+        self,
+        handler: _Handler,
+        status: HTTPStatus,
+        payload: object,
+        headers: dict[str, str] | None = None,
     ) -> None:
-        self._send(handler, status, json.dumps(payload).encode(), "application/json")
-
-
-def _docs_page() -> str:
-    rows = "".join(
-        f"<tr><td><code>{method.upper()} {path}</code></td><td>{op['summary']}</td></tr>"
-        for path, item in OPENAPI["paths"].items()
-        for method, op in item.items()
-    )
-    return (
-        f"<!doctype html><html><head><meta charset='utf-8'><title>API</title></head><body>"
-        f"<h1>{OPENAPI['info']['title']}</h1><table>{rows}</table>"
-        f"<p>Machine-readable: <a href='/openapi.json'>/openapi.json</a></p></body></html>"
-    )
+        self._send(handler, status, json.dumps(payload).encode(), "application/json", headers)

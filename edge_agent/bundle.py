@@ -4,13 +4,14 @@ Every artifact (``model.onnx``, or OpenVINO's ``model.xml`` with its ``.bin``) h
 ``<artifact stem>.json`` beside it: the task, the format, the input size and pre-processing, the
 labels of each output, the sha256 of the artifact's bytes and the training run it came from.
 `load_metadata` refuses an artifact whose bytes do not match its sidecar, so a corrupt or
-half-copied model never runs.
+half-copied model never runs. `shipped_bundle` is the bundle the agent package carries.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from importlib import resources
 from pathlib import Path
 from typing import Literal
 
@@ -113,6 +114,22 @@ def load_metadata(artifact: Path, *, verify: bool = True) -> ModelMetadata:
 
 
 BUNDLE_INDEX = "bundle.json"
+SHIPPED_BUNDLE = "shipped_bundle"
+"""The package-data folder of the shipped bundle: in the repository a link to models/default."""
+
+
+def shipped_bundle() -> Path:
+    """The model bundle shipped inside the agent package, found without the working directory.
+
+    ``roadsign-agent predict`` and a profile that names no ``detector.model_dir`` use it, from
+    any directory, in a source checkout and in an installed wheel alike.
+    """
+    package = resources.files("edge_agent")
+    if not isinstance(package, Path):  # zip imports: the runtimes need files on disk
+        raise ModelError(f"the agent package is not on disk ({package}); no shipped bundle")
+    return package / SHIPPED_BUNDLE
+
+
 _PREFERENCE: dict[str, tuple[ModelFormat, ...]] = {
     "openvino": ("openvino_int8", "openvino_fp32", "onnx_int8", "onnx_fp32"),
     "onnxruntime": ("onnx_int8", "onnx_fp32"),

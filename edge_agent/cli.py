@@ -42,13 +42,14 @@ def _config_schema(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
+    from edge_agent.bundle import shipped_bundle
     from edge_agent.exceptions import AgentError
     from edge_agent.predict import predict_files
 
     try:
         for line in predict_files(
             args.images,
-            model_dir=args.model,
+            model_dir=args.model or shipped_bundle(),
             backend=args.backend,
             threads=args.threads,
             confidence=args.confidence,
@@ -140,8 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument(
         "--model",
         type=Path,
-        default=Path("models/default"),
-        help="model bundle folder (default models/default)",
+        help="model bundle folder (default: the bundle shipped with the agent, models/default)",
     )
     predict.add_argument("--backend", default="auto", choices=["auto", "openvino", "onnxruntime"])
     predict.add_argument("--threads", type=int, default=2, help="inference threads")

@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Annotated, Literal, Self
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from edge_agent.api_guard import is_loopback_host
+from edge_agent.bundle import shipped_bundle
 from fleet_protocol.config_files import StrictConfigModel
 from fleet_protocol.topics import DEVICE_ID_PATTERN
 
@@ -53,8 +55,10 @@ class DetectorConfig(StrictConfigModel):
         description="Inference runtime; auto picks OpenVINO on x86 and ONNX Runtime elsewhere.",
     )
     model_dir: Path = Field(
-        default=Path("models/default"),
-        description="Model bundle directory (artifacts plus metadata sidecars).",
+        default_factory=shipped_bundle,
+        description="Model bundle directory (artifacts plus metadata sidecars); unset: the "
+        "bundle shipped inside the agent package, wherever it is installed. A relative path is "
+        "taken from the working directory.",
     )
     model_format: Literal["auto", "openvino_int8", "openvino_fp32", "onnx_int8", "onnx_fp32"] = (
         Field(
@@ -292,14 +296,70 @@ class FixedLocation(StrictConfigModel):
 
 
 class LocalApiConfig(StrictConfigModel):
-    """The device's small HTTP API."""
+    """The device's small HTTP API: where it listens, who may call it, and what it accepts."""
 
     enabled: bool = Field(default=True, description="Serve /health, /metrics and /predict.")
-    host: str = Field(default="127.0.0.1", description="Address to listen on.")
-    port: int = Field(default=8088, ge=1, le=65535, description="Port to listen on.")
-    max_upload_mb: float = Field(
-        default=10, gt=0, le=200, description="Largest accepted upload, MiB."
+    host: str = Field(
+        default="127.0.0.1",
+        description="Address to listen on. Anything beyond loopback (127.0.0.0/8, ::1, "
+        "localhost), including 0.0.0.0, needs token_file.",
     )
+    port: int = Field(
+        default=8088, ge=0, le=65535, description="Port to listen on; 0 takes any free port."
+    )
+    token_file: Path | None = Field(
+        default=None,
+        description="File holding the bearer token every data route then requires "
+        "(Authorization: Bearer <token>, at least 16 characters); never the token itself in a "
+        "profile. Required when host is beyond loopback; may be set for loopback too.",
+    )
+    max_upload_mb: float = Field(
+        default=10,
+        gt=0,
+        le=200,
+        description="Largest accepted image file, MiB: a /predict body or one /predict/batch part.",
+    )
+    max_batch_mb: float = Field(
+        default=64,
+        gt=0,
+        le=1024,
+        description="Largest accepted /predict/batch body, MiB. Its files are read and decoded "
+        "one at a time, so this bounds the time a batch takes, not its memory.",
+    )
+    max_image_pixels: int = Field(
+        default=7680 * 4320,
+        ge=1,
+        le=2**30,
+        description="Largest image accepted, width x height as its header declares, checked "
+        "before decoding (bigger ones get 413). Default: 7680x4320, the largest camera frame "
+        "a profile may set.",
+    )
+    timeout_s: float = Field(
+        default=30,
+        gt=0,
+        le=600,
+        description="Seconds a client may spend sending one request, headers and body together "
+        "(time the agent spends reading images is not counted); a slower or stalled client is "
+        "disconnected, so it cannot hold a worker.",
+    )
+    max_workers: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        description="Requests served at once; a connection beyond them is answered 503 with "
+        "Retry-After at once rather than queued.",
+    )
+
+    @field_validator("token_file")
+    @classmethod
+    def _token_beyond_loopback(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        host, enabled = info.data.get("host"), info.data.get("enabled")
+        if value is None and enabled and isinstance(host, str) and not is_loopback_host(host):
+            raise ValueError(
+                f"required: the API listens on {host!r}, beyond loopback, and every listener "
+                "beyond loopback authenticates; name a file holding its bearer token"
+            )
+        return value
 
 
 class DeviceProfile(StrictConfigModel):

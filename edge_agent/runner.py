@@ -209,8 +209,7 @@ def _run_agent(
             }
 
         api = LocalApi(
-            profile.api.host,
-            profile.api.port,
+            profile.api,
             reader=lambda: load_reader(
                 profile.detector.model_dir,
                 backend=profile.detector.backend,
@@ -222,7 +221,6 @@ def _run_agent(
             metrics=lambda: render(
                 agent_metrics(agent, outbox=outbox, link=link, frames_dropped=grabber.dropped)
             ),
-            max_upload_bytes=int(profile.api.max_upload_mb * 2**20),
         ).start()
     try:
         frames = agent.run(grabber, stop, outbox=outbox, max_frames=max_frames)

@@ -1,7 +1,10 @@
-"""Tiny real model artifacts for the agent's tests, built with the onnx package (no torch)."""
+"""Tiny real model artifacts for the agent's tests, built with the onnx package (no torch), and
+crafted images whose headers claim more than they carry."""
 
 from __future__ import annotations
 
+import struct
+import zlib
 from pathlib import Path
 
 import cv2
@@ -197,3 +200,25 @@ def noise_drive(path: Path, frames: int = 30) -> Path:
         writer.write(rng.integers(0, 255, (100, 200, 3), dtype=np.uint8))
     writer.release()
     return path
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    """One PNG chunk: length, type, data and CRC."""
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def png_declaring(width: int, height: int, *, rows: int = 1, ihdr_length: int = 13) -> bytes:
+    """A PNG whose IHDR claims `width` x `height` (8-bit RGB) and whose IDAT holds `rows` rows
+    of zeros (deflate shrinks each ~1000-fold: 600 rows of 20,000 pixels fit in 35 KB)."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)[:ihdr_length]
+    row, packer = bytes(1 + 3 * width), zlib.compressobj(9)
+    idat = b"".join(packer.compress(row) for _ in range(rows)) + packer.flush()
+    return (
+        PNG_SIGNATURE
+        + png_chunk(b"IHDR", ihdr)
+        + png_chunk(b"IDAT", idat)
+        + png_chunk(b"IEND", b"")
+    )

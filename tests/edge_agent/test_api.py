@@ -1,11 +1,14 @@
-"""The device's local API: health, metrics, docs, and reading uploaded images, with bounds."""
+"""The device's local API: health, metrics, docs, and reading uploaded images, with bounds on
+what a client may send, how long it may take, how many are served at once, and who may ask."""
 
 from __future__ import annotations
 
 import http.client
 import json
+import socket
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import cv2
@@ -13,27 +16,55 @@ import numpy as np
 import pytest
 
 from edge_agent.api import MAX_BATCH_FILES, LocalApi
+from edge_agent.cli import main
 from edge_agent.exceptions import AgentError
 from edge_agent.metrics import Metric, render
+from edge_agent.profile import DeviceProfile, LocalApiConfig
 from edge_agent.reading.signs import load_reader
-from tests.edge_agent.conftest import write_tiny_bundle
+from fleet_protocol.config_files import InvalidConfigError, load_config
+from tests.edge_agent.conftest import png_declaring, write_tiny_bundle
+
+TOKEN = "s3cret-device-token-0123456789"
+Serve = Callable[..., LocalApi]
 
 
 @pytest.fixture
-def api(tmp_path: Path) -> Iterator[LocalApi]:
+def serve(tmp_path: Path) -> Iterator[Serve]:
+    """Start LocalApi with the tiny bundle and a profile ``api`` section made of `fields`."""
     bundle = write_tiny_bundle(tmp_path / "bundle")
-    server = LocalApi(
-        "127.0.0.1",
-        0,
-        reader=lambda: load_reader(bundle, backend="onnxruntime"),
-        health=lambda: {"device_id": "veh-1", "frames": 3},
-        metrics=lambda: render(
-            [Metric("roadsign_frames_total", "counter", "Frames.", [({"device_id": "veh-1"}, 3)])]
-        ),
-        max_upload_bytes=200_000,
-    ).start()
-    yield server
-    server.stop()
+    started: list[LocalApi] = []
+
+    def start(**fields: object) -> LocalApi:
+        server = LocalApi(
+            LocalApiConfig.model_validate({"port": 0, "max_upload_mb": 0.2, **fields}),
+            reader=lambda: load_reader(bundle, backend="onnxruntime"),
+            health=lambda: {"device_id": "veh-1", "frames": 3},
+            metrics=lambda: render(
+                [
+                    Metric(
+                        "roadsign_frames_total", "counter", "Frames.", [({"device_id": "veh-1"}, 3)]
+                    )
+                ]
+            ),
+        ).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def api(serve: Serve) -> LocalApi:
+    return serve()
+
+
+@pytest.fixture
+def token_file(tmp_path: Path) -> Path:
+    path = tmp_path / "api-token"
+    path.write_text(TOKEN + "\n")
+    return path
 
 
 def _request(
@@ -49,6 +80,30 @@ def _request(
     data = response.read()
     connection.close()
     return response.status, response.getheader("Content-Type") or "", data
+
+
+def _exchange(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send raw request bytes (headers any client may write, lying ones included); the answer."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        response = http.client.HTTPResponse(sock)
+        response.begin()
+        body = response.read()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, body
+
+
+def _closed_by_server(sock: socket.socket) -> bool:
+    """Whether the server hung up, looked at without waiting."""
+    timeout = sock.gettimeout()
+    sock.setblocking(False)
+    try:
+        return sock.recv(1, socket.MSG_PEEK) == b""
+    except BlockingIOError:
+        return False
+    except ConnectionResetError:
+        return True
+    finally:
+        sock.settimeout(timeout)
 
 
 def _png(width: int = 200, height: int = 100) -> bytes:
@@ -94,20 +149,30 @@ def test_a_batch_is_read_file_by_file(api: LocalApi) -> None:
     assert status == 200
     results = json.loads(data)["results"]
     assert [r["source"] for r in results] == ["a.png", "b.png"]
+    assert all(len(r["readings"]) == 1 for r in results)
 
 
 @pytest.mark.parametrize(
     ("path", "body", "headers", "status", "says"),
     [
-        ("/predict", b"not an image", {"Content-Type": "image/png"}, 415, "not a readable image"),
+        ("/predict", b"not an image", {"Content-Type": "image/png"}, 415, "not a PNG or JPEG"),
+        ("/predict", _png()[:40], {"Content-Type": "image/png"}, 415, "not a readable image"),
         ("/predict", b"x" * 300_000, {"Content-Type": "image/png"}, 413, "over the limit"),
+        (
+            "/predict",
+            png_declaring(8000, 5000),
+            {"Content-Type": "image/png"},
+            413,
+            "upload: a 8000x5000 image (40000000 pixels) is over the limit of 33177600 pixels",
+        ),
         (
             "/predict/batch",
             b"plain",
             {"Content-Type": "multipart/form-data; boundary=zz"},
             400,
-            "expected a multipart/form-data body",
+            "no opening boundary",
         ),
+        ("/predict/batch", _png(), {"Content-Type": "image/png"}, 400, "expected a multipart"),
         ("/nowhere", b"", {}, 404, "no POST /nowhere"),
     ],
 )
@@ -119,26 +184,223 @@ def test_bad_uploads_get_a_clear_4xx(
     assert says in json.loads(data)["detail"]
 
 
-def test_too_many_files_and_missing_length_are_refused(api: LocalApi) -> None:
+@pytest.mark.parametrize(
+    ("headers", "status", "says"),
+    [
+        (b"", 411, "Content-Length is required"),
+        (b"Content-Length: -1\r\n", 400, "non-negative integer, not '-1'"),
+        (b"Content-Length: 12abc\r\n", 400, "non-negative integer"),
+        (b"Content-Length: +5\r\n", 400, "non-negative integer"),
+        (b"Content-Length: 5\r\nContent-Length: 6\r\n", 400, "conflicting Content-Length"),
+        (b"Content-Length: 209716\r\n", 413, "over the limit of 209715"),
+        (b"Content-Length: " + b"9" * 40 + b"\r\n", 413, "over the limit"),
+        (b"Transfer-Encoding: chunked\r\n", 411, "Transfer-Encoding is not accepted"),
+        (b"Transfer-Encoding: chunked\r\nContent-Length: 5\r\n", 411, "Transfer-Encoding"),
+    ],
+)
+def test_a_missing_lying_or_too_large_length_is_refused_from_the_headers_alone(
+    api: LocalApi, headers: bytes, status: int, says: str
+) -> None:
+    # No body is sent: each answer must come from the headers, without waiting for one.
+    got, answer_headers, data = _exchange(
+        api.port,
+        b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n" + headers + b"\r\n",
+    )
+    assert (got, answer_headers["connection"]) == (status, "close")
+    assert says in json.loads(data)["detail"]
+
+
+def test_too_many_files_in_a_batch_are_refused(api: LocalApi) -> None:
     body, content_type = _multipart([(f"{i}.png", _png(8, 8)) for i in range(MAX_BATCH_FILES + 1)])
-    assert _request(api, "POST", "/predict/batch", body, {"Content-Type": content_type})[0] == 413
+    status, _, data = _request(api, "POST", "/predict/batch", body, {"Content-Type": content_type})
+    assert status == 413
+    assert f"at most {MAX_BATCH_FILES} files" in json.loads(data)["detail"]
+
+
+def test_a_batch_file_over_the_file_limit_is_refused(serve: Serve) -> None:
+    api = serve(max_upload_mb=0.01, max_batch_mb=1)
+    body, content_type = _multipart([("a.png", _png(8, 8)), ("big.png", b"x" * 20_000)])
+    status, _, data = _request(api, "POST", "/predict/batch", body, {"Content-Type": content_type})
+    assert status == 413
+    assert "part big.png is over the limit of 10485 bytes per file" in json.loads(data)["detail"]
+
+
+def test_a_batch_stops_at_a_part_over_the_pixel_limit_before_the_rest_is_sent(
+    api: LocalApi,
+) -> None:
+    body, content_type = _multipart(
+        [("a.png", _png()), ("bomb.png", png_declaring(20_000, 20_000)), ("c.png", _png())]
+    )
+    head = (
+        f"POST /predict/batch HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    # Everything up to the third part's file name: the bomb's part is complete, c.png is not.
+    sent = body[: body.index(b'filename="c.png"')]
+    with socket.create_connection(("127.0.0.1", api.port), timeout=10) as sock:
+        sock.sendall(head + sent)
+        response = http.client.HTTPResponse(sock)
+        response.begin()  # answered while the request is still incomplete: it streams
+        detail = json.loads(response.read())["detail"]
+    assert response.status == 413
+    assert detail.startswith("bomb.png: a 20000x20000 image (400000000 pixels) is over")
+
+
+def test_beyond_loopback_every_data_route_needs_the_token(serve: Serve, token_file: Path) -> None:
+    api = serve(host="0.0.0.0", token_file=str(token_file))  # noqa: S104 - the case under test
+    png = {"Content-Type": "image/png"}
+    for headers in (
+        {},
+        {"Authorization": "Bearer wrong-token-of-enough-length"},
+        {"Authorization": TOKEN},
+    ):
+        for method, path, body in (
+            ("GET", "/health", None),
+            ("GET", "/metrics", None),
+            ("POST", "/predict", _png()),
+        ):
+            status, _, data = _request(api, method, path, body, {**png, **headers})
+            assert status == 401, (method, path, headers)
+            assert "Bearer" in json.loads(data)["detail"]
     connection = http.client.HTTPConnection("127.0.0.1", api.port, timeout=10)
-    connection.putrequest("POST", "/predict")
-    connection.endheaders()
-    response = connection.getresponse()
-    assert response.status == 411
+    connection.request("GET", "/health")
+    assert connection.getresponse().getheader("WWW-Authenticate") == 'Bearer realm="roadsign-agent"'
     connection.close()
+    right = {"Authorization": f"Bearer {TOKEN}"}
+    assert _request(api, "GET", "/health", None, right)[0] == 200
+    assert _request(api, "POST", "/predict", _png(), {**png, **right})[0] == 200
+    # The constant pages hold no device data: the upload page must load to take the token.
+    for page in ("/", "/docs", "/openapi.json"):
+        assert _request(api, "GET", page)[0] == 200
+
+
+def test_a_request_without_the_token_is_refused_before_its_body_is_read(
+    serve: Serve, token_file: Path
+) -> None:
+    api = serve(token_file=str(token_file))
+    # A body is announced and never sent: the 401 must not wait for it.
+    status, headers, _ = _exchange(
+        api.port, b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n"
+    )
+    assert (status, headers["www-authenticate"]) == (401, 'Bearer realm="roadsign-agent"')
+
+
+def test_a_profile_beyond_loopback_without_a_token_is_refused_naming_the_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    profile = tmp_path / "rsu.yaml"
+    profile.write_text("api:\n  host: 0.0.0.0\n  port: 8088\n")
+    with pytest.raises(InvalidConfigError) as caught:
+        load_config(DeviceProfile, profile)
+    [problem] = caught.value.problems
+    assert problem.field == "api.token_file"
+    assert "beyond loopback" in problem.message
+    assert main(["validate-config", str(profile)]) == 1
+    assert "api.token_file" in capsys.readouterr().out
+    # The same profile passes once the token file is named, in it or from the environment.
+    monkeypatch.setenv("ROADSIGN_AGENT__API__TOKEN_FILE", "/etc/roadsign/api-token")
+    assert main(["validate-config", str(profile)]) == 0
+    loaded = load_config(
+        DeviceProfile,
+        profile,
+        env={"ROADSIGN_AGENT__API__TOKEN_FILE": "/t"},
+        env_prefix="ROADSIGN_AGENT__",
+    )
+    assert loaded.api.token_file == Path("/t")
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.3.2.1", "::1", "localhost"])
+def test_loopback_needs_no_token(host: str) -> None:
+    assert LocalApiConfig(host=host).token_file is None
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "", "::", "192.168.10.5", "rsu.local"])  # noqa: S104
+def test_every_other_address_needs_a_token(host: str) -> None:
+    with pytest.raises(ValueError, match="beyond loopback"):
+        LocalApiConfig(host=host)
+    assert LocalApiConfig(host=host, enabled=False).token_file is None
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        (None, "cannot read api.token_file"),
+        ("short\n", "holds 5 characters"),
+        ("two words here ok!", "holds spaces"),
+    ],
+)
+def test_an_unusable_token_file_is_a_clear_error(
+    serve: Serve, tmp_path: Path, content: str | None, says: str
+) -> None:
+    path = tmp_path / "token"
+    if content is not None:
+        path.write_text(content)
+    with pytest.raises(AgentError, match=says):
+        serve(token_file=str(path))
+
+
+def test_a_client_sending_its_headers_byte_by_byte_is_dropped_within_the_timeout(
+    serve: Serve,
+) -> None:
+    api = serve(timeout_s=1.0)
+    request = b"GET /health HTTP/1.0\r\nX-Slow: " + b"a" * 200
+    with socket.create_connection(("127.0.0.1", api.port), timeout=10) as sock:
+        started, dropped = time.monotonic(), False
+        for byte in request:
+            # The slow client's pace (the behaviour under test): a byte every 50 ms keeps any
+            # per-read timeout from firing; only a budget for the whole request ends it.
+            try:
+                sock.sendall(bytes([byte]))
+            except (BrokenPipeError, ConnectionResetError):
+                dropped = True
+            if dropped or _closed_by_server(sock):
+                dropped = True
+                break
+            time.sleep(0.05)
+        elapsed = time.monotonic() - started
+    assert dropped, "the server still waited after 200 bytes over 10 s"
+    assert 0.9 < elapsed < 3
+
+
+def test_a_client_stalling_mid_body_is_dropped_within_the_timeout(serve: Serve) -> None:
+    api = serve(timeout_s=1.0)
+    with socket.create_connection(("127.0.0.1", api.port), timeout=10) as sock:
+        started = time.monotonic()
+        sock.sendall(b"POST /predict HTTP/1.0\r\nContent-Length: 1000\r\n\r\n" + b"x" * 10)
+        assert sock.recv(1) == b""  # blocks until the server hangs up (or the 10 s timeout)
+        assert time.monotonic() - started < 3
+
+
+def test_connections_beyond_the_worker_cap_get_503_at_once(serve: Serve) -> None:
+    api = serve(max_workers=2)
+    held = [socket.create_connection(("127.0.0.1", api.port), timeout=10) for _ in range(2)]
+    try:
+        for sock in held:
+            sock.sendall(b"GET /health HTTP/1.0\r\n")  # the rest of its headers never comes
+        started = time.monotonic()
+        status, headers, body = _exchange(api.port, b"GET /health HTTP/1.0\r\n\r\n")
+        assert (status, headers["retry-after"]) == (503, "1")
+        assert "2 requests in progress" in json.loads(body)["detail"]
+        assert time.monotonic() - started < 2
+    finally:
+        held[0].close()
+    try:
+        deadline = time.monotonic() + 10
+        while (status := _exchange(api.port, b"GET /health HTTP/1.0\r\n\r\n")[0]) == 503:
+            assert time.monotonic() < deadline, "a freed slot was never taken again"
+            time.sleep(0.05)  # poll interval while the freed worker finishes
+        assert status == 200
+    finally:
+        held[1].close()
 
 
 def test_a_taken_port_is_a_clear_error(api: LocalApi) -> None:
     with pytest.raises(AgentError, match="cannot listen"):
         LocalApi(
-            "127.0.0.1",
-            api.port,
+            LocalApiConfig(port=api.port),
             reader=lambda: None,  # type: ignore[arg-type, return-value]
             health=dict,
             metrics=str,
-            max_upload_bytes=1,
         )
 
 

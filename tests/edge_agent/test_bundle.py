@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.bundle import load_metadata, sidecar_path
+import edge_agent
+from edge_agent.bundle import load_bundle, load_metadata, shipped_bundle, sidecar_path
 from edge_agent.exceptions import ModelError
+from edge_agent.profile import DeviceProfile
 from tests.edge_agent.conftest import tiny_classifier_bundle
 
 
@@ -86,3 +88,13 @@ def test_missing_or_invalid_bundle_index_is_refused(tmp_path: Path) -> None:
     (tmp_path / BUNDLE_INDEX).write_text('{"name": "b"}')
     with pytest.raises(ModelError, match="invalid"):
         load_bundle(tmp_path)
+
+
+def test_the_shipped_bundle_is_package_data_and_the_default_model_dir() -> None:
+    bundle = shipped_bundle()
+    assert bundle.parent == Path(edge_agent.__file__).parent  # inside the package, not the cwd
+    assert bundle.is_absolute()
+    index = load_bundle(bundle)
+    assert (bundle / index.classifier).is_file()
+    assert all((bundle / artifact).is_file() for artifact in index.detector.values())
+    assert DeviceProfile().detector.model_dir == bundle

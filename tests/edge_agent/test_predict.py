@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -38,3 +40,23 @@ def test_a_missing_bundle_fails_with_a_clear_message(
     image = write_image(tmp_path / "a.png", 20, 20)
     assert main(["predict", str(image), "--model", str(tmp_path / "nowhere")]) == 1
     assert "no model bundle" in capsys.readouterr().err
+
+
+def test_predict_reads_with_the_shipped_bundle_from_any_directory(tmp_path: Path) -> None:
+    write_image(tmp_path / "photo.jpg", 200, 100)
+    agent = Path(sys.executable).with_name("roadsign-agent")
+    assert agent.is_file(), f"no roadsign-agent beside {sys.executable}"
+    result = subprocess.run(
+        [str(agent), "predict", "photo.jpg"],
+        cwd=tmp_path,  # no models/ here: the bundle must come from the installed package
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    [line] = result.stdout.splitlines()
+    answer = json.loads(line)
+    assert answer["source"] == "photo.jpg"
+    assert "error" not in answer
+    assert isinstance(answer["readings"], list)
