@@ -35,7 +35,7 @@ from edge_agent.mqtt_link import LinkSettings, MqttLink
 from edge_agent.ocr import create_ocr
 from edge_agent.outbox import Outbox
 from edge_agent.profile import DeviceProfile
-from edge_agent.reading.signs import load_reader
+from edge_agent.reading.signs import SignReader, load_reader
 from edge_agent.sources import FrameGrabber, create_source
 from fleet_protocol.codec import decode_device_message, encode
 from fleet_protocol.exceptions import ProtocolError
@@ -76,6 +76,23 @@ def _server_message(topic: str, payload: bytes) -> None:
         return
     # OTA commands and desired configs are acted on by their own components (later issues).
     log.info("server message %s seq %d", where.kind.value, message.seq)
+
+
+def profile_reader(profile: DeviceProfile, *, threads: int) -> SignReader:
+    """The sign reader the profile describes, on `threads` inference threads.
+
+    The frame loop and the local API both build theirs here, so `/predict` runs the very artifact
+    (bundle, backend, format, providers) that reads the camera.
+    """
+    detector = profile.detector
+    return load_reader(
+        detector.model_dir,
+        backend=detector.backend,
+        model_format=detector.model_format,
+        threads=threads,
+        round_unit=profile.reading.speed_unit,
+        execution_providers=detector.execution_providers,
+    )
 
 
 def build_sink(
@@ -159,14 +176,7 @@ def _run_agent(
     stop: threading.Event,
 ) -> dict[str, object]:
     device_id = resolve_device_id(profile)
-    reader = load_reader(
-        profile.detector.model_dir,
-        backend=profile.detector.backend,
-        model_format=profile.detector.model_format,
-        threads=profile.detector.threads,
-        round_unit=profile.reading.speed_unit,
-        execution_providers=profile.detector.execution_providers,
-    )
+    reader = profile_reader(profile, threads=profile.detector.threads)
     metadata = reader.detector.metadata
     wanted = profile.detector.input_size
     if wanted is not None and wanted != metadata.input_size:
@@ -210,13 +220,7 @@ def _run_agent(
 
         api = LocalApi(
             profile.api,
-            reader=lambda: load_reader(
-                profile.detector.model_dir,
-                backend=profile.detector.backend,
-                threads=1,
-                round_unit=profile.reading.speed_unit,
-                execution_providers=profile.detector.execution_providers,
-            ),
+            reader=lambda: profile_reader(profile, threads=1),
             health=health,
             metrics=lambda: render(
                 agent_metrics(agent, outbox=outbox, link=link, frames_dropped=grabber.dropped)

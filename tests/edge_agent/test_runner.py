@@ -21,10 +21,16 @@ import yaml
 from edge_agent.cli import main
 from edge_agent.outbox import Outbox
 from edge_agent.profile import DeviceProfile
-from edge_agent.runner import apply_overrides, resolve_device_id
+from edge_agent.runner import apply_overrides, profile_reader, resolve_device_id
 from fleet_protocol.codec import decode_device_message
 from fleet_protocol.messages import HealthReport, Reading
-from tests.edge_agent.conftest import missing_onnx_provider, noise_drive, write_tiny_bundle
+from tests.edge_agent.conftest import (
+    constant_detector_onnx,
+    detector_sidecar,
+    missing_onnx_provider,
+    noise_drive,
+    write_tiny_bundle,
+)
 from tests.edge_agent.test_mqtt_link import DEVICE, Subscriber
 from tests.mosquitto import Broker, free_port
 from tests.waiting import wait_until
@@ -249,3 +255,31 @@ def test_a_profile_asking_for_another_input_size_than_the_bundle_has_is_refused(
     profile["detector"]["input_size"] = None
     path.write_text(yaml.safe_dump(profile))
     assert main(["run", "--config", str(path), "--sink", "stdout", "--max-frames", "3"]) == 0
+
+
+def test_the_local_api_reads_with_the_artifact_the_profile_names(tmp_path: Path) -> None:
+    bundle = write_tiny_bundle(tmp_path / "bundle")
+    # A second detector format in the same bundle that sees its sign elsewhere.
+    detector_sidecar(
+        constant_detector_onnx(
+            bundle / "detector" / "onnx_fp32" / "model.onnx", 64, [(30, 8, 50, 28, 0)]
+        ),
+        64,
+        "onnx_fp32",
+    )
+    index = json.loads((bundle / "bundle.json").read_text())
+    index["detector"]["onnx_fp32"] = "detector/onnx_fp32/model.onnx"
+    (bundle / "bundle.json").write_text(json.dumps(index))
+    profile = DeviceProfile.model_validate(
+        {
+            "detector": {
+                "model_dir": str(bundle),
+                "backend": "onnxruntime",
+                "model_format": "onnx_fp32",
+            }
+        }
+    )
+    reader = profile_reader(profile, threads=1)
+    assert reader.detector.metadata.format == "onnx_fp32"
+    (reading,) = reader.read(np.full((64, 64, 3), 128, np.uint8))
+    assert [round(v) for v in reading.box] == [30, 8, 50, 28]
