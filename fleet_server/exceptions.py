@@ -21,3 +21,7 @@ class UnstorableError(StorageError):
 
 class IngestError(FleetError):
     """The ingestion worker cannot reach the broker or the database."""
+
+
+class TokenError(FleetError):
+    """A token cannot be issued or revoked as asked (an expiry in the past, no such token)."""
