@@ -281,9 +281,14 @@ class ApiTokenCreate(ApiTokenBase):
     @field_validator("expires_at")
     @classmethod
     def _aware(cls, value: datetime | None) -> datetime | None:
-        if value is not None and value.utcoffset() is None:
+        if value is None:
+            return None
+        if value.utcoffset() is None:
             raise ValueError("must carry a timezone, e.g. 2027-01-01T00:00:00Z")
-        return value
+        try:
+            return value.astimezone(UTC)
+        except OverflowError as e:  # 9999-12-31T23:00-05:00 is past the last datetime in UTC
+            raise ValueError("is out of range") from e
 
     @model_validator(mode="after")
     def _one_expiry(self) -> Self:

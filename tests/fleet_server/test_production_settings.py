@@ -29,6 +29,7 @@ def _field(variable: str) -> str:
         ("rsf_" + "a" * 40, "has too little entropy"),
         ("password1234" * 3, "has too little entropy"),
     ],
+    ids=["short", "one repeated character", "a repeated word"],
 )
 def test_production_refuses_a_short_or_low_entropy_secret_naming_it(
     variable: str, weak: str, problem: str

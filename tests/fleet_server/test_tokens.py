@@ -67,6 +67,7 @@ def test_an_admin_issues_lists_and_revokes_tokens_and_the_secret_is_shown_once(
     [
         {"expires_at": "2020-01-01T00:00:00Z"},
         {"expires_at": "2999-01-01T00:00:00"},
+        {"expires_at": "9999-12-31T23:59:59-05:00"},
         {"expires_in_s": 0},
         {"expires_in_s": 60, "expires_at": "2999-01-01T00:00:00Z"},
         {"role": "owner"},
