@@ -150,6 +150,44 @@ def _tail(settings: ServerSettings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _tokens(settings: ServerSettings, args: argparse.Namespace) -> int:
+    """Issue, list or revoke API tokens in the configured database; one JSON line per token."""
+    from pydantic import ValidationError
+
+    from fleet_server import crud
+    from fleet_server.db import make_engine, session_scope
+    from fleet_server.exceptions import TokenError
+    from fleet_server.models import ApiToken, ApiTokenCreate, ApiTokenPublic, utcnow
+    from fleet_server.services.tokens import issue_token
+
+    def public(token: ApiToken) -> str:
+        return ApiTokenPublic.model_validate(token, from_attributes=True).model_dump_json()
+
+    engine = make_engine(settings.database)
+    try:
+        with session_scope(engine) as session:
+            if args.action == "issue":
+                try:
+                    body = ApiTokenCreate(
+                        name=args.name, role=args.role, expires_in_s=args.expires_in_s
+                    )
+                except ValidationError as e:
+                    raise TokenError(str(e)) from e
+                # The secret is printed this once; only its hash is stored.
+                shown = [issue_token(session, body=body, created_by_id=None).model_dump_json()]
+            elif args.action == "list":
+                shown = [public(token) for token in crud.list_tokens(session)]
+            else:
+                token = crud.revoke_token(session, token_id=args.id, now=utcnow())
+                if token is None:
+                    raise TokenError(f"no token {args.id}")
+                shown = [public(token)]
+    finally:
+        engine.dispose()
+    sys.stdout.write("".join(line + "\n" for line in shown))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(
@@ -182,6 +220,22 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument("--count", type=int, help="stop after this many readings")
     tail.add_argument("--timeout", type=float, default=None, help="stop after this many seconds")
     tail.set_defaults(handler=_command(_tail))
+    tokens = commands.add_parser(
+        "tokens",
+        help="Issue, list or revoke API tokens (in the configured database).",
+        description="Admin and reader API tokens. issue prints the new token's secret once.",
+    )
+    token_actions = tokens.add_subparsers(dest="action", required=True, metavar="ACTION")
+    issue = token_actions.add_parser("issue", help="Issue a token; prints its secret once.")
+    issue.add_argument("--name", required=True, help="who or what holds the token")
+    issue.add_argument("--role", choices=["admin", "reader"], default="reader")
+    issue.add_argument("--expires-in-s", type=int, help="seconds until it stops working")
+    token_actions.add_parser("list", help="Every token, without secrets.")
+    revoke = token_actions.add_parser("revoke", help="Revoke a token at once.")
+    revoke.add_argument("id", type=int, help="the token's id (from list)")
+    for sub in token_actions.choices.values():
+        sub.add_argument("--config", type=Path, help="settings YAML (default: built-in)")
+        sub.set_defaults(handler=_command(_tokens))
     return parser
 
 

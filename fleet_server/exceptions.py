@@ -28,3 +28,7 @@ class BatchAbandoned(IngestError):  # noqa: N818 - not a fault: the worker was t
 
     The broker keeps unacknowledged messages in the worker's session and delivers them again.
     """
+
+
+class TokenError(FleetError):
+    """A token cannot be issued or revoked as asked (an expiry in the past, no such token)."""

@@ -8,10 +8,10 @@ a message redelivered after a crash or reconnect is stored once. Timestamps are 
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, datetime, timedelta
+from typing import Any, Self
 
-from pydantic import field_validator
+from pydantic import field_validator, model_validator
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -28,6 +28,7 @@ from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
 from fleet_protocol.topics import DEVICE_ID_PATTERN, validate_device_id
+from fleet_server.security import Role
 
 ROW_ID = BigInteger().with_variant(Integer(), "sqlite")
 """Row ids of the big tables: BIGINT, except on SQLite, which numbers rows itself only for an
@@ -65,6 +66,7 @@ class UtcDateTime(TypeDecorator[datetime]):
 
 
 TextInput = str | list[str] | None
+MAX_TOKEN_LIFETIME_S = 10 * 365 * 86400
 
 
 def without_nul(value: TextInput) -> TextInput:
@@ -302,15 +304,109 @@ class ConfigReportPublic(ConfigReportBase):
     received_at: datetime
 
 
-class ApiToken(SQLModel, table=True):
-    """An API token: only its hash is stored."""
+class ApiTokenBase(SQLModel):
+    """What an admin says about a token."""
+
+    name: str = Field(min_length=1, max_length=64, description="Who or what holds the token.")
+    role: str = Field(max_length=16, description="admin or reader.")
+
+    @field_validator("name")
+    @classmethod
+    def _no_nul(cls, value: TextInput) -> TextInput:
+        return without_nul(value)
+
+
+class ApiToken(ApiTokenBase, table=True):
+    """An API token: only its hash is stored.
+
+    ``kind`` is ``bootstrap`` for the token the settings configure (a new one revokes the
+    previous one at start-up) and ``issued`` for those made through the API or the CLI.
+    """
 
     id: int | None = Field(default=None, primary_key=True)
-    name: str = Field(max_length=64, description="Who or what holds the token.")
-    role: str = Field(max_length=16, description="admin or reader.")
+    kind: str = Field(
+        default="issued",
+        max_length=16,
+        sa_column_kwargs={"server_default": "issued"},
+        description="bootstrap or issued.",
+    )
     token_hash: str = Field(max_length=64, unique=True, index=True)
     created_at: datetime = _timestamp(nullable=False, now=True)
+    expires_at: datetime | None = _timestamp(nullable=True)
     revoked_at: datetime | None = _timestamp(nullable=True)
+    created_by_id: int | None = Field(
+        default=None, foreign_key="apitoken.id", description="The token that issued this one."
+    )
+
+
+class ApiTokenCreate(ApiTokenBase):
+    """Body of a token issue: a name, a role and, optionally, when it stops working."""
+
+    role: Role = Field(description="admin (everything) or reader (read only).")
+    expires_at: datetime | None = Field(
+        default=None, description="When the token stops working (with a timezone)."
+    )
+    expires_in_s: int | None = Field(
+        default=None,
+        ge=1,
+        le=MAX_TOKEN_LIFETIME_S,
+        description="Or: seconds from now until it stops working (at most ten years).",
+    )
+
+    @field_validator("expires_at")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is None:
+            return None
+        if value.utcoffset() is None:
+            raise ValueError("must carry a timezone, e.g. 2027-01-01T00:00:00Z")
+        try:
+            return value.astimezone(UTC)
+        except OverflowError as e:  # 9999-12-31T23:00-05:00 is past the last datetime in UTC
+            raise ValueError("is out of range") from e
+
+    @model_validator(mode="after")
+    def _one_expiry(self) -> Self:
+        if self.expires_at is not None and self.expires_in_s is not None:
+            raise ValueError("give expires_at or expires_in_s, not both")
+        return self
+
+    def expiry(self, now: datetime) -> datetime | None:
+        """When the token expires, given the time it is issued."""
+        if self.expires_in_s is not None:
+            return now + timedelta(seconds=self.expires_in_s)
+        return self.expires_at
+
+
+class ApiTokenPublic(ApiTokenBase):
+    """A token as the API lists it: never the secret, never its hash."""
+
+    id: int
+    kind: str
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    created_by_id: int | None
+
+
+class ApiTokenIssued(ApiTokenPublic):
+    """A token just issued: the only time its secret is shown."""
+
+    token: str = Field(description="The secret: send it as a bearer token. Shown only now.")
+
+
+class DashboardSession(SQLModel, table=True):
+    """A dashboard login: the cookie holds the signed id, the database only its hash.
+
+    It ends at logout (``ended_at``), at ``expires_at``, and with its token.
+    """
+
+    id: int | None = Field(default=None, primary_key=True)
+    session_hash: str = Field(max_length=64, unique=True, index=True)
+    token_id: int = Field(foreign_key="apitoken.id", index=True)
+    created_at: datetime = _timestamp(nullable=False, now=True)
+    expires_at: datetime = _timestamp(nullable=False)
+    ended_at: datetime | None = _timestamp(nullable=True)
 
 
 class HealthPublic(SQLModel):

@@ -3,7 +3,8 @@
 ``roadsign-fleet`` builds it in ``main()`` with `fleet_protocol.config_files.load_config`
 (``ROADSIGN_FLEET__SECTION__FIELD`` variables override the file) and passes it down. Development
 mode runs on built-in throwaway secrets and SQLite; production mode refuses to start while any
-secret still has its development default, or on SQLite.
+secret still has its development default or is short or low in entropy, on SQLite, or with a
+plaintext ``mqtt://`` broker.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from fleet_protocol.config_files import StrictConfigModel
 from fleet_protocol.exceptions import TopicError
 from fleet_protocol.topics import DEFAULT_SHARE_GROUP, server_subscriptions
+from fleet_server.security import origin_of, weak_secret_problem
 
 ENV_PREFIX = "ROADSIGN_FLEET__"
 
@@ -23,6 +25,7 @@ ENV_PREFIX = "ROADSIGN_FLEET__"
 DEV_SECRET_KEY = "dev-only-secret-key-do-not-use-in-production"  # noqa: S105
 DEV_BROKER_PASSWORD = "dev-only-broker-password"  # noqa: S105
 DEV_ADMIN_TOKEN = "dev-only-admin-token"  # noqa: S105
+SECRET_RECIPE = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"  # noqa: S105 - a command
 
 
 class HttpSettings(StrictConfigModel):
@@ -151,22 +154,46 @@ class TelemetrySettings(StrictConfigModel):
 
 
 class AuthSettings(StrictConfigModel):
-    """Secrets of the API and dashboard."""
+    """Secrets of the API and dashboard, and how long a dashboard login lasts."""
 
     secret_key: SecretStr = Field(
-        default=SecretStr(DEV_SECRET_KEY), description="Key that signs dashboard sessions."
+        default=SecretStr(DEV_SECRET_KEY),
+        description="Key that signs dashboard session cookies and derives their CSRF tokens; "
+        "changing it ends every dashboard session.",
     )
     bootstrap_admin_token: SecretStr = Field(
         default=SecretStr(DEV_ADMIN_TOKEN),
-        description="Admin API token created on first start; stored hashed.",
+        description="Admin API token stored (hashed) at start-up; configuring a new one "
+        "revokes the previous one.",
     )
+    session_ttl_s: int = Field(
+        default=8 * 3600,
+        ge=60,
+        le=30 * 86400,
+        description="A dashboard login lasts this many seconds (and never beyond its token).",
+    )
+    public_origin: str | None = Field(
+        default=None,
+        description="The dashboard's origin as browsers see it, e.g. https://fleet.example.com, "
+        "behind a TLS-terminating proxy: state-changing requests must come from it and an "
+        "https origin makes the session cookie Secure. Unset: each request's own scheme and "
+        "Host.",
+    )
+
+    @field_validator("public_origin")
+    @classmethod
+    def _an_origin(cls, value: str | None) -> str | None:
+        if value is not None and origin_of(value) != value.rstrip("/"):
+            raise ValueError("must be scheme://host[:port], e.g. https://fleet.example.com")
+        return value if value is None else value.rstrip("/")
 
 
 class ServerSettings(StrictConfigModel):
     """All settings of a fleet-server process."""
 
     mode: Literal["development", "production"] = Field(
-        default="development", description="production refuses development secrets and SQLite."
+        default="development",
+        description="production refuses weak or development secrets, SQLite and plaintext MQTT.",
     )
     http: HttpSettings = Field(default_factory=HttpSettings, description="HTTP listener.")
     database: DatabaseSettings = Field(default_factory=DatabaseSettings, description="Database.")
@@ -189,8 +216,11 @@ class ServerSettings(StrictConfigModel):
         ]
         if self.database.url.startswith("sqlite"):
             problems.append("database.url is SQLite; production runs on PostgreSQL")
+        weak = weak_secrets(self)
+        problems += weak + plaintext_mqtt(self)
         if problems:
-            raise ValueError("production mode refused: " + "; ".join(problems))
+            hint = f" (make a strong secret with: {SECRET_RECIPE})" if weak else ""
+            raise ValueError("production mode refused: " + "; ".join(problems) + hint)
         return self
 
 
@@ -202,3 +232,32 @@ def development_secrets_in_use(settings: ServerSettings) -> list[str]:
         "auth.bootstrap_admin_token": (settings.auth.bootstrap_admin_token, DEV_ADMIN_TOKEN),
     }
     return [name for name, (value, dev) in secrets.items() if value.get_secret_value() == dev]
+
+
+def weak_secrets(settings: ServerSettings) -> list[str]:
+    """What is wrong with each secret too weak for production (development defaults aside)."""
+    secrets = {
+        "broker.password": settings.broker.password,
+        "auth.secret_key": settings.auth.secret_key,
+        "auth.bootstrap_admin_token": settings.auth.bootstrap_admin_token,
+    }
+    dev = set(development_secrets_in_use(settings))  # already reported as such
+    found = []
+    for name, value in secrets.items():
+        problem = weak_secret_problem(value.get_secret_value())
+        if problem is not None and name not in dev:
+            found.append(f"{name} {problem}")
+    return found
+
+
+def plaintext_mqtt(settings: ServerSettings) -> list[str]:
+    """The broker URLs that would carry passwords and readings unencrypted."""
+    urls = {
+        "broker.url": settings.broker.url,
+        "enrolment.broker_public_url": settings.enrolment.broker_public_url,
+    }
+    return [
+        f"{name} is plaintext mqtt://; production needs mqtts:// (TLS)"
+        for name, url in urls.items()
+        if not url.startswith("mqtts://")
+    ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
@@ -14,21 +15,48 @@ from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from sqlalchemy import Engine
 
 from fleet_server import crud
-from fleet_server.api.routes import alerts, dashboard, device_config, devices, health, ota, readings
+from fleet_server.api.routes import (
+    alerts,
+    dashboard,
+    device_config,
+    devices,
+    health,
+    ota,
+    readings,
+    tokens,
+)
 from fleet_server.broker_admin import MosquittoAuth, reload_by_pid_file
 from fleet_server.credentials import mosquitto_hash
 from fleet_server.db import session_scope
+from fleet_server.models import utcnow
 from fleet_server.observability import make_tracer_provider
 from fleet_server.security import hash_token
 from fleet_server.settings import ServerSettings
 
+log = logging.getLogger(__name__)
+
 
 def ensure_bootstrap_token(engine: Engine, settings: ServerSettings) -> None:
-    """Store the configured bootstrap admin token's hash once."""
+    """Store the configured bootstrap admin token's hash; revoke any previous bootstrap token.
+
+    Changing ``auth.bootstrap_admin_token`` is how an operator rotates it, so the old one must
+    stop working. A configured token that an admin revoked stays revoked: start-up never brings
+    a revoked token back.
+    """
     digest = hash_token(settings.auth.bootstrap_admin_token.get_secret_value())
     with session_scope(engine) as session:
-        if crud.find_token(session, token_hash=digest) is None:
-            crud.create_token(session, name="bootstrap-admin", role="admin", token_hash=digest)
+        token = crud.find_token(session, token_hash=digest)
+        if token is None:
+            token = crud.create_token(
+                session, name="bootstrap-admin", role="admin", token_hash=digest, kind="bootstrap"
+            )
+        elif token.revoked_at is not None:
+            log.warning("the configured bootstrap admin token was revoked; configure a new one")
+        revoked = crud.revoke_tokens_of_kind(
+            session, kind="bootstrap", keep_id=token.id or 0, now=utcnow()
+        )
+    if revoked:
+        log.info("revoked previous bootstrap admin token(s) %s", revoked)
 
 
 def create_app(
@@ -57,7 +85,7 @@ def create_app(
         docs_url=None,  # Swagger UI and ReDoc load from a CDN: /docs below needs none
         redoc_url=None,
         description="Devices, readings and health of a RoadSign fleet. Authenticate "
-        "with an API token as an OAuth2 bearer token.",
+        "with an API token as a bearer token; admins issue and revoke tokens at /api/v1/tokens.",
     )
     app.state.engine = engine
     app.state.settings = settings
@@ -105,7 +133,7 @@ def create_app(
             reload_by_pid_file(enrolment.mosquitto_pid_file),
         )
         app.state.server_password_hash = mosquitto_hash(settings.broker.password.get_secret_value())
-    for module in (devices, readings, health, ota, device_config, alerts, dashboard):
+    for module in (devices, readings, health, ota, device_config, alerts, tokens, dashboard):
         app.include_router(module.router)
 
     @app.get("/docs", include_in_schema=False)

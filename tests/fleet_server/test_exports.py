@@ -26,6 +26,7 @@ from fleet_server.db import make_engine, session_scope
 from fleet_server.ingest.worker import reading_row
 from fleet_server.settings import AuthSettings, DatabaseSettings, ServerSettings
 from tests.conftest import make_reading
+from tests.fleet_server.auth_support import cookie, login
 from tests.fleet_server.ingest_rig import enrol, serving
 
 ADMIN = "rsf_export-admin-token"
@@ -129,8 +130,7 @@ def test_the_device_page_shows_crops_through_the_crop_route(
         anonymous = client.get(f"/api/v1/readings/{listed[0]['id']}/crop")
         without = next(r["id"] for r in listed if r["seq"] == 1)
         missing = client.get(f"/api/v1/readings/{without}/crop", headers=AUTH)
-        client.cookies.set("roadsign_token", ADMIN)
-        page = client.get("/devices/veh-1")
+        page = client.get("/devices/veh-1", headers=cookie(login(client, ADMIN)))
         shown = re.findall(r"src='/api/v1/readings/(\d+)/crop'", page.text)
         crops = [client.get(f"/api/v1/readings/{i}/crop", headers=AUTH) for i in shown]
     assert page.status_code == 200

@@ -10,12 +10,18 @@ from fleet_protocol.config_files import InvalidConfigError, load_config
 from fleet_server.cli import main
 from fleet_server.settings import ENV_PREFIX, ServerSettings, development_secrets_in_use
 
+# Production secrets must be long and random (tests/fleet_server/test_production_settings.py).
+SECRETS = {
+    "ROADSIGN_FLEET__BROKER__PASSWORD": "b-9f2c1e8Zq4XvT0mLwR7kYhN3sJdP6aGuE5",
+    "ROADSIGN_FLEET__AUTH__SECRET_KEY": "k-77aa10QpW2zRt8VbN4mXcL6yJh9KdF3sGe",
+    "ROADSIGN_FLEET__AUTH__BOOTSTRAP_ADMIN_TOKEN": "rsf_t-31bd04Hq7LmZx2WcV9nB5kTy8RfJ4p",
+}
 PROD_ENV = {
     "ROADSIGN_FLEET__MODE": "production",
     "ROADSIGN_FLEET__DATABASE__URL": "postgresql+psycopg://fleet@127.0.0.1:5432/fleet",
-    "ROADSIGN_FLEET__BROKER__PASSWORD": "b-9f2c1e",
-    "ROADSIGN_FLEET__AUTH__SECRET_KEY": "k-77aa10",
-    "ROADSIGN_FLEET__AUTH__BOOTSTRAP_ADMIN_TOKEN": "t-31bd04",
+    "ROADSIGN_FLEET__BROKER__URL": "mqtts://broker.fleet.example:8883",
+    "ROADSIGN_FLEET__ENROLMENT__BROKER_PUBLIC_URL": "mqtts://broker.fleet.example:8883",
+    **SECRETS,
 }
 
 
@@ -50,7 +56,7 @@ def test_secrets_never_appear_in_errors_or_reprs() -> None:
     with pytest.raises(InvalidConfigError) as caught:
         load_config(ServerSettings, None, env=env, env_prefix=ENV_PREFIX)
     settings = load_config(ServerSettings, None, env=PROD_ENV, env_prefix=ENV_PREFIX)
-    for secret in ("b-9f2c1e", "k-77aa10", "t-31bd04"):
+    for secret in SECRETS.values():
         assert secret not in str(caught.value)
         assert secret not in repr(settings)
 

@@ -1,16 +1,21 @@
 """The dashboard: server-rendered pages with a little inline script, no CDN, no framework.
 
-``/login`` takes an API token and keeps it in an HttpOnly cookie; ``/`` is the fleet overview,
-``/devices/{id}`` a device's health charts and recent readings with their crops, ``/live`` the
-live readings feed (server-sent events from ``/api/v1/readings/stream``), ``/alerts`` what needs
-attention. Every page needs a token of the reader role at least. HTML only: the JSON the pages
-load lives with its resource (``routes/readings.py``, ``routes/alerts.py``).
+``/login`` takes an API token and opens a server-side session: the cookie holds only the
+session's signed id (HttpOnly, SameSite=Strict, Secure over HTTPS); ``POST /logout`` (with the
+session's CSRF token) ends it on the server. ``/`` is the fleet overview, ``/devices/{id}`` a
+device's health charts and recent readings with their crops, ``/live`` the live readings feed
+(server-sent events from ``/api/v1/readings/stream``, which ends when its session or token does),
+``/alerts`` what needs attention. Every page needs a live session; without one (no cookie, a
+forged, ended or expired one) a page redirects to ``/login``, while the API answers 401. HTML
+only: the JSON the pages load lives with its resource (``routes/readings.py``,
+``routes/alerts.py``).
 """
 
 from __future__ import annotations
 
 import html
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Form, HTTPException, Request, status
@@ -19,12 +24,29 @@ from sqlmodel import Session
 
 from fleet_server import crud
 from fleet_server.alerts import ago, alerts_of
-from fleet_server.api.deps import SessionDep
-from fleet_server.models import Device, HealthSample, Reading
-from fleet_server.security import hash_token
+from fleet_server.api.deps import (
+    COOKIE,
+    CSRF_FIELD,
+    Caller,
+    SessionDep,
+    SettingsDep,
+    cookie_caller,
+    get_settings,
+    own_origin,
+    refused_as_cross_site,
+    served_over_https,
+    token_usable,
+)
+from fleet_server.models import Device, HealthSample, Reading, utcnow
+from fleet_server.security import (
+    cross_origin,
+    hash_token,
+    new_session_id,
+    sign_session,
+)
+from fleet_server.settings import ServerSettings
 
 router = APIRouter(tags=["dashboard"])
-COOKIE = "roadsign_token"
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:0;color:#1d2430}
@@ -34,26 +56,34 @@ table{border-collapse:collapse;width:100%}td,th{border-bottom:1px solid #dde;pad
 text-align:left}.online{color:#0a7d32;font-weight:600}.offline{color:#b3261e;font-weight:600}
 .card{display:inline-block;border:1px solid #dde;border-radius:6px;padding:.6em 1em;margin:.3em}
 .big{font-size:1.8em;font-weight:700}img.crop{height:40px}svg{background:#f6f8fb}
+header form{margin:0}header button{background:none;border:0;color:#cfe3ff;font:inherit;
+cursor:pointer;padding:0}
 """
 
 
-def _page(title: str, body: str) -> HTMLResponse:
+def _page(title: str, body: str, csrf: str | None = None) -> HTMLResponse:
+    # Logging out changes state, so it is a POST carrying the session's CSRF token; the token
+    # is also in a meta tag for scripts that send X-CSRF-Token.
+    meta, logout = "", ""
+    if csrf is not None:
+        token = html.escape(csrf)
+        meta = f"<meta name='csrf-token' content='{token}'>"
+        logout = (
+            "<form method='post' action='/logout'>"
+            f"<input type='hidden' name='{CSRF_FIELD}' value='{token}'>"
+            "<button>Log out</button></form>"
+        )
     return HTMLResponse(
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)} · "
+        f"<!doctype html><html><head><meta charset='utf-8'>{meta}<title>{html.escape(title)} · "
         f"RoadSign Fleet</title><style>{STYLE}</style></head><body><header>"
         "<strong>RoadSign Fleet</strong><a href='/'>Fleet</a><a href='/live'>Live</a>"
-        "<a href='/alerts'>Alerts</a><a href='/docs'>API</a><a href='/logout'>Log out</a>"
+        f"<a href='/alerts'>Alerts</a><a href='/docs'>API</a>{logout}"
         f"</header><main><h1>{html.escape(title)}</h1>{body}</main></body></html>"
     )
 
 
 def _status(device: Device) -> str:
     return f"<span class='{html.escape(device.status)}'>{html.escape(device.status)}</span>"
-
-
-def _logged_in(request: Request, session: Session) -> bool:
-    token = request.cookies.get(COOKIE)
-    return bool(token) and crud.find_token(session, token_hash=hash_token(token or "")) is not None
 
 
 @router.get("/login", response_class=HTMLResponse, include_in_schema=False)
@@ -69,32 +99,84 @@ def login_page(error: str | None = None) -> HTMLResponse:
 
 
 @router.post("/login", include_in_schema=False)
-def login(token: Annotated[str, Form()], session: SessionDep) -> Response:
-    """Check the token; keep it in an HttpOnly cookie."""
-    if crud.find_token(session, token_hash=hash_token(token)) is None:
+def login(
+    token: Annotated[str, Form()], request: Request, session: SessionDep, settings: SettingsDep
+) -> Response:
+    """Check the token; open a session that lasts `auth.session_ttl_s` (never past the token)."""
+    if cross_origin(
+        origin=request.headers.get("origin"),
+        referer=request.headers.get("referer"),
+        own_origin=own_origin(request, settings),
+    ):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "cross-origin login refused")
+    now = utcnow()
+    found = crud.find_token(session, token_hash=hash_token(token))
+    if found is None or not token_usable(found, now):
         return RedirectResponse("/login?error=1", status_code=status.HTTP_303_SEE_OTHER)
+    ttl = settings.auth.session_ttl_s
+    expires = now + timedelta(seconds=ttl)
+    if found.expires_at is not None:
+        expires = min(expires, found.expires_at)
+    session_id = new_session_id()
+    crud.create_dashboard_session(
+        session, session_hash=hash_token(session_id), token_id=found.id or 0, expires_at=expires
+    )
     response = RedirectResponse("/", status_code=status.HTTP_303_SEE_OTHER)
-    response.set_cookie(COOKIE, token, httponly=True, samesite="strict", max_age=8 * 3600)
+    response.set_cookie(
+        COOKIE,
+        sign_session(session_id, settings.auth.secret_key.get_secret_value()),
+        max_age=int((expires - now).total_seconds()),
+        httponly=True,
+        samesite="strict",
+        secure=served_over_https(request, settings),
+    )
     return response
 
 
-@router.get("/logout", include_in_schema=False)
-def logout() -> Response:
-    """Forget the cookie."""
+@router.post("/logout", include_in_schema=False)
+def logout(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    csrf_token: Annotated[str | None, Form()] = None,
+) -> Response:
+    """End the session on the server (its cookie is refused from now on) and drop the cookie."""
+    caller = cookie_caller(request, session, settings)
+    if caller is not None and caller.dashboard_session is not None:
+        refused = refused_as_cross_site(request, caller, settings, presented=csrf_token)
+        if refused is not None:
+            raise HTTPException(status.HTTP_403_FORBIDDEN, refused)
+        crud.end_dashboard_session(
+            session, session_id=int(caller.dashboard_session.id or 0), now=utcnow()
+        )
+    return _to_login(request, settings)
+
+
+def _to_login(request: Request, settings: ServerSettings) -> Response:
     response = RedirectResponse("/login", status_code=status.HTTP_303_SEE_OTHER)
-    response.delete_cookie(COOKIE)
+    if COOKIE in request.cookies:
+        response.delete_cookie(
+            COOKIE, httponly=True, samesite="strict", secure=served_over_https(request, settings)
+        )
     return response
 
 
-def _guard(request: Request, session: Session) -> Response | None:
-    return None if _logged_in(request, session) else RedirectResponse("/login", status_code=303)
+def _guard(request: Request, session: Session) -> Caller | Response:
+    """The viewer of a page, or the way to the login form (forgetting a dead cookie)."""
+    settings = get_settings(request)
+    caller = cookie_caller(request, session, settings)
+    return caller if caller is not None else _to_login(request, settings)
+
+
+def _csrf(request: Request, viewer: Caller) -> str | None:
+    return viewer.csrf(get_settings(request))
 
 
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)
 def overview(request: Request, session: SessionDep) -> Response:
     """Every device: status, model, last seen, fps."""
-    if (redirect := _guard(request, session)) is not None:
-        return redirect
+    if isinstance(viewer := _guard(request, session), Response):
+        return viewer
     devices = crud.list_devices(session)
     counts = crud.count_devices_by_status(session)
     fps = {}
@@ -116,6 +198,7 @@ def overview(request: Request, session: SessionDep) -> Response:
         "Fleet",
         f"{cards}<table><tr><th>device</th><th>status</th><th>profile</th>"
         f"<th>model</th><th>last seen</th><th>fps</th></tr>{rows}</table>",
+        _csrf(request, viewer),
     )
 
 
@@ -154,8 +237,8 @@ def _reading_row(reading: Reading, *, has_crop: bool) -> str:
 @router.get("/devices/{device_id}", response_class=HTMLResponse, include_in_schema=False)
 def device_page(device_id: str, request: Request, session: SessionDep) -> Response:
     """Health charts and recent readings of one device."""
-    if (redirect := _guard(request, session)) is not None:
-        return redirect
+    if isinstance(viewer := _guard(request, session), Response):
+        return viewer
     device = crud.get_device(session, device_id=device_id)
     if device is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no device {device_id!r}")
@@ -178,14 +261,15 @@ def device_page(device_id: str, request: Request, session: SessionDep) -> Respon
         f"last seen {ago(device.last_seen_at)}</p>{charts}<h2>Recent readings</h2>"
         "<table><tr><th>time (UTC)</th><th>sign</th><th>value</th><th>confidence</th>"
         f"<th>crop</th></tr>{rows}</table>",
+        _csrf(request, viewer),
     )
 
 
 @router.get("/live", response_class=HTMLResponse, include_in_schema=False)
 def live_page(request: Request, session: SessionDep) -> Response:
     """Readings as they arrive."""
-    if (redirect := _guard(request, session)) is not None:
-        return redirect
+    if isinstance(viewer := _guard(request, session), Response):
+        return viewer
     script = """
 const table = document.getElementById('feed');
 const source = new EventSource('/api/v1/readings/stream');
@@ -201,14 +285,15 @@ source.onmessage = (event) => {
         "Live readings",
         "<table id='feed'><tr><th>time</th><th>device</th><th>sign</th>"
         f"<th>value</th><th>confidence</th></tr></table><script>{script}</script>",
+        _csrf(request, viewer),
     )
 
 
 @router.get("/alerts", response_class=HTMLResponse, include_in_schema=False)
 def alerts_page(request: Request, session: SessionDep) -> Response:
     """Devices offline, dropping messages, slow, failing cameras, too hot."""
-    if (redirect := _guard(request, session)) is not None:
-        return redirect
+    if isinstance(viewer := _guard(request, session), Response):
+        return viewer
     rows = "".join(
         f"<tr><td>{html.escape(d)}</td><td class='{'offline' if s == 'critical' else ''}'>"
         f"{s}</td><td>{html.escape(m)}</td></tr>"
@@ -219,4 +304,4 @@ def alerts_page(request: Request, session: SessionDep) -> Response:
         if rows
         else "<p>No alerts.</p>"
     )
-    return _page("Alerts", body)
+    return _page("Alerts", body, _csrf(request, viewer))

@@ -24,7 +24,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import Engine, RowMapping
 
 from fleet_server import crud
-from fleet_server.api.deps import ReaderDep, SessionDep
+from fleet_server.api.deps import Caller, ReaderDep, SessionDep, still_authorised
 from fleet_server.db import session_scope
 from fleet_server.exceptions import StorageError
 from fleet_server.live_feed import reading_feed
@@ -206,16 +206,23 @@ def _event(row: RowMapping) -> str:
     return f"data: {json.dumps(payload)}\n\n"
 
 
+def _still_authorised(engine: Engine, caller: Caller) -> bool:
+    with session_scope(engine) as session:
+        return still_authorised(session, caller)
+
+
 @router.get(
     "/stream",
     summary="Live readings (server-sent events)",
     responses={200: {"content": {"text/event-stream": {}}}},
 )
-async def stream(request: Request, _: ReaderDep) -> StreamingResponse:
+async def stream(request: Request, caller: ReaderDep) -> StreamingResponse:
     """Each reading as one ``data:`` event once its transaction commits: all of them, once each.
 
     The ``: connected`` comment comes when the feed follows the database: every reading
     committed after it is sent, in commit order (not id order: see `fleet_server.live_feed`).
+    The feed ends when its token or dashboard session no longer holds (checked at least every
+    `FEED_IDLE_S`); the client's reconnect then gets 401.
     """
     engine: Engine = request.app.state.engine
 
@@ -225,6 +232,8 @@ async def stream(request: Request, _: ReaderDep) -> StreamingResponse:
             await feed.open()
             yield ": connected\n\n"
             while not await request.is_disconnected():
+                if not await run_in_threadpool(_still_authorised, engine, caller):
+                    return
                 ids = await feed.next_ids(timeout=FEED_IDLE_S)
                 for start in range(0, len(ids), FEED_PAGE):
                     page = ids[start : start + FEED_PAGE]

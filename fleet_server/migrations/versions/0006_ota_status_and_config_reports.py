@@ -5,7 +5,7 @@ Devices report each OTA command's progress (`OtaStatus`) and what they did with 
 and the newest of the second.
 
 Revision ID: 0006
-Revises: 0004 (0005, API sessions, is written in parallel; the two are chained at merge)
+Revises: 0005 (0005, API sessions, is written in parallel; the two are chained at merge)
 Create Date: 2026-11-28 10:00:00
 """
 
@@ -18,7 +18,7 @@ from alembic import op
 ROW_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 revision = "0006"
-down_revision = "0004"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
