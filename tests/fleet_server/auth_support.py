@@ -3,48 +3,23 @@
 from __future__ import annotations
 
 import re
-import threading
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime
 from typing import NamedTuple
 
 import httpx
-import pytest
-import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 from sqlalchemy import Engine, update
 
 from fleet_server.api.deps import COOKIE
-from fleet_server.api.main import create_app
-from fleet_server.db import make_engine, session_scope
+from fleet_server.db import session_scope
 from fleet_server.models import ApiToken
 from fleet_server.settings import AuthSettings, DatabaseSettings, ServerSettings
-from tests.mosquitto import free_port
 
 AnyClient = httpx.Client | TestClient  # a real server's client or the in-process one
 ADMIN = "rsf_auth-tests-bootstrap-admin"
 NO_SUCH_ID = "999999"  # fills every path parameter: no route finds anything to change
-
-
-# Fixtures under names of their own: a test module imports them (noqa: F401) without its
-# parameters shadowing the import.
-@pytest.fixture(name="engine")
-def engine_fixture(database: DatabaseSettings) -> Iterator[Engine]:
-    """An engine on the test's database."""
-    engine = make_engine(database)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture(name="client")
-def client_fixture(database: DatabaseSettings, engine: Engine) -> Iterator[TestClient]:
-    """The app on the test's database (development settings, `ADMIN` as bootstrap token)."""
-    with TestClient(create_app(settings_for(database), engine)) as test_client:
-        yield test_client
 
 
 def settings_for(database: DatabaseSettings, **auth: object) -> ServerSettings:
@@ -118,22 +93,3 @@ def api_calls(app: FastAPI) -> list[ApiCall]:
             streams = "text/event-stream" in str(operation.get("responses", {}))
             calls.append(ApiCall(method.upper(), path, streams))
     return calls
-
-
-@contextmanager
-def serving(app: FastAPI) -> Iterator[str]:
-    """`app` behind a real uvicorn on a free loopback port; yields its base URL."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        assert thread.is_alive(), "uvicorn stopped while starting"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)

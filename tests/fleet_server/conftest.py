@@ -14,13 +14,13 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 from psycopg import sql
-from pydantic import SecretStr
 from sqlalchemy import Engine
 
 from fleet_server.api.main import create_app
 from fleet_server.db import make_engine
 from fleet_server.migrate import upgrade
-from fleet_server.settings import AuthSettings, DatabaseSettings, ServerSettings
+from fleet_server.settings import DatabaseSettings
+from tests.fleet_server.auth_support import settings_for
 from tests.postgres import Postgres
 
 TEMPLATE = "fleet_template"
@@ -54,10 +54,6 @@ def database(postgres: Postgres, migrated_template: str) -> Iterator[DatabaseSet
     postgres.drop_database(name)
 
 
-ADMIN = "rsf_test-admin-token"
-"""The bootstrap admin token of the `client` fixture's app."""
-
-
 @pytest.fixture
 def engine(database: DatabaseSettings) -> Iterator[Engine]:
     engine = make_engine(database)
@@ -67,9 +63,7 @@ def engine(database: DatabaseSettings) -> Iterator[Engine]:
 
 @pytest.fixture
 def client(database: DatabaseSettings, engine: Engine) -> Iterator[TestClient]:
-    """The API and dashboard on the test database, started (lifespan run), admin token `ADMIN`."""
-    settings = ServerSettings(
-        database=database, auth=AuthSettings(bootstrap_admin_token=SecretStr(ADMIN))
-    )
-    with TestClient(create_app(settings, engine)) as test_client:
+    """The API and dashboard on the test database, started (lifespan run), admin token `ADMIN`
+    (`tests.fleet_server.auth_support`)."""
+    with TestClient(create_app(settings_for(database), engine)) as test_client:
         yield test_client

@@ -8,7 +8,6 @@ PostgreSQL database made to refuse connections for a while (an outage the worker
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -16,8 +15,6 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import psycopg
-import uvicorn
-from fastapi import FastAPI
 from paho.mqtt.enums import CallbackAPIVersion
 from psycopg import sql
 from sqlalchemy import Engine, make_url, text
@@ -31,8 +28,7 @@ from fleet_server.ingest.metrics import IngestMetrics
 from fleet_server.ingest.worker import IngestWorker
 from fleet_server.models import DeviceCreate
 from fleet_server.settings import BrokerSettings, DatabaseSettings, IngestSettings, ServerSettings
-from tests.mosquitto import Broker, free_port
-from tests.waiting import wait_until
+from tests.mosquitto import Broker
 
 FAST = IngestSettings(batch_size=50, batch_interval_s=0.05, metrics_port=0)
 """Small, quick batches: a test's few messages are stored within a tenth of a second."""
@@ -109,23 +105,6 @@ def ingest_rig(
         worker.stop()
         engine.dispose()
         broker.stop()
-
-
-@contextmanager
-def serving(app: FastAPI) -> Iterator[str]:
-    """`app` on a free local port with uvicorn in a thread; yields its base URL."""
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", log_config=None)
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    try:
-        wait_until(lambda: server.started, 20, "uvicorn to start")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(20)
 
 
 def admin_url(database: DatabaseSettings) -> str:

@@ -16,7 +16,7 @@ from fleet_server.db import session_scope
 from fleet_server.ingest.worker import health_row
 from fleet_server.models import DeviceCreate
 from tests.conftest import make_health
-from tests.fleet_server.conftest import ADMIN
+from tests.fleet_server.auth_support import ADMIN
 
 JUST_NOW = timedelta(0)
 

@@ -17,7 +17,7 @@ from fleet_server.ingest.worker import health_row, reading_row
 from fleet_server.models import DeviceCreate
 from fleet_server.security import generate_token, hash_token
 from tests.conftest import make_reading
-from tests.fleet_server.conftest import ADMIN
+from tests.fleet_server.auth_support import ADMIN
 
 T0 = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
 

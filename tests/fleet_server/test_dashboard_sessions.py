@@ -18,7 +18,6 @@ from fleet_server.db import session_scope
 from fleet_server.models import DashboardSession, DeviceCreate
 from fleet_server.security import hash_token, new_session_id, sign_session
 from fleet_server.settings import DEV_SECRET_KEY, DatabaseSettings
-from tests.fleet_server import auth_support
 from tests.fleet_server.auth_support import (
     ADMIN,
     bearer,
@@ -26,13 +25,9 @@ from tests.fleet_server.auth_support import (
     csrf_of,
     issue,
     login,
-    serving,
     settings_for,
 )
-
-# The shared "engine" and "client" fixtures (pytest finds them by their declared names).
-engine_fixture = auth_support.engine_fixture
-client_fixture = auth_support.client_fixture
+from tests.serving import serving
 
 EVIL = "https://evil.example"
 

@@ -27,7 +27,8 @@ from fleet_server.ingest.worker import reading_row
 from fleet_server.settings import AuthSettings, DatabaseSettings, ServerSettings
 from tests.conftest import make_reading
 from tests.fleet_server.auth_support import cookie, login
-from tests.fleet_server.ingest_rig import enrol, serving
+from tests.fleet_server.ingest_rig import enrol
+from tests.serving import serving
 
 ADMIN = "rsf_export-admin-token"
 AUTH = {"Authorization": f"Bearer {ADMIN}"}

@@ -26,7 +26,8 @@ from fleet_server.live_feed import reading_feed
 from fleet_server.migrate import upgrade
 from fleet_server.settings import AuthSettings, DatabaseSettings, ServerSettings
 from tests.conftest import make_reading
-from tests.fleet_server.ingest_rig import enrol, serving
+from tests.fleet_server.ingest_rig import enrol
+from tests.serving import serving
 from tests.waiting import wait_until
 
 ADMIN = "rsf_feed-admin-token"

@@ -20,7 +20,7 @@ from fleet_server.db import session_scope
 from fleet_server.ingest.worker import reading_row
 from fleet_server.models import DeviceCreate
 from tests.conftest import make_reading
-from tests.fleet_server.conftest import ADMIN
+from tests.fleet_server.auth_support import ADMIN
 
 T0 = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
 

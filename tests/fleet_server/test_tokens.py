@@ -15,7 +15,6 @@ from sqlalchemy import Engine
 from fleet_server.api.main import create_app
 from fleet_server.cli import main
 from fleet_server.settings import DatabaseSettings
-from tests.fleet_server import auth_support
 from tests.fleet_server.auth_support import (
     ADMIN,
     api_calls,
@@ -26,10 +25,6 @@ from tests.fleet_server.auth_support import (
     login,
     settings_for,
 )
-
-# The shared "engine" and "client" fixtures (pytest finds them by their declared names).
-engine_fixture = auth_support.engine_fixture
-client_fixture = auth_support.client_fixture
 
 
 def test_an_admin_issues_lists_and_revokes_tokens_and_the_secret_is_shown_once(
