@@ -64,6 +64,10 @@ DECOMMISSIONED = "decommissioned"
 UNSTORABLE = "unstorable"
 POLL_S = 0.005
 """How often the flusher looks for a full batch."""
+LEAVE_TIMEOUT_S = 5.0
+"""Longest a stopping worker waits to leave its share group and receive what was queued for it."""
+DRAIN_QUIET_S = 0.5
+"""A stopping worker that received nothing for this long, with nothing unacknowledged, is done."""
 RETRY_FIRST_S, RETRY_MAX_S = 0.1, 5.0
 """Backoff of a failed store: first wait, then doubling up to the longest (seconds)."""
 PACKET_ROOM_BYTES = 1024
@@ -197,6 +201,12 @@ class IngestWorker:
         # A deque, not a queue.Queue: appends from paho's thread need no lock or wake-up (a
         # Condition per message cost a tenth of the worker); the flusher polls it.
         self._queue: deque[Pending] = deque()
+        # Read by `stop` to know when the broker has nothing more for this worker. Two counters,
+        # each written by one thread only (paho's, the flusher's), so neither needs a lock.
+        self._queued_total = 0
+        self._acknowledged_total = 0
+        self._last_received = -float("inf")
+        self._storage_failing = False
         self._stop = threading.Event()
         self._devices: dict[str, str] = {}  # device id -> status, read at `_devices_at`
         self._devices_at = -float("inf")
@@ -234,11 +244,40 @@ class IngestWorker:
         return self
 
     def stop(self) -> None:
-        """Flush what is pending, then disconnect."""
+        """Leave the share group, store what the broker already sent, then disconnect."""
+        self._leave_share_group()
         self._stop.set()
         self._flusher.join(30)
         self._client.disconnect()
         self._client.loop_stop()
+
+    def _leave_share_group(self) -> None:
+        # Mosquitto 2.0 goes on handing a stopped member's turn of the group's messages to its
+        # persistent session: a worker that stops for good would strand its share until the
+        # session expires. Unsubscribed first, it gets no more turns; what the broker had
+        # already queued for it still arrives, so it is stored before the connection goes.
+        if not self._ready.is_set():
+            return  # never subscribed: nothing is routed to this worker
+        left = threading.Event()
+        self._client.on_unsubscribe = lambda *_: left.set()
+        result, _ = self._client.unsubscribe(server_subscriptions(self.settings.broker.share_group))
+        if result != mqtt.MQTT_ERR_SUCCESS or not left.wait(LEAVE_TIMEOUT_S):
+            log.warning("could not leave the share group; its queue waits for this client id")
+            return
+        deadline = time.monotonic() + LEAVE_TIMEOUT_S
+        while time.monotonic() < deadline and not self._drained():
+            time.sleep(POLL_S)
+
+    def _drained(self) -> bool:
+        # Nothing waits for its batch, nothing is unacknowledged, and the broker has sent
+        # nothing for a while: with no window left full, a queued message would have come. A
+        # batch the database refuses now cannot be acknowledged: it stays with the session,
+        # which the broker redelivers when a worker connects under this client id again.
+        return (
+            not self._queue
+            and (self._acknowledged_total == self._queued_total or self._storage_failing)
+            and time.monotonic() - self._last_received > DRAIN_QUIET_S
+        )
 
     def _connected(
         self,
@@ -289,7 +328,9 @@ class IngestWorker:
             self.metrics.rejected.labels(reason=e.reason).inc()
             client.ack(message.mid, message.qos)
             return
-        self._queue.append(Pending(message.mid, message.qos, decoded, time.monotonic()))
+        self._queued_total += 1
+        self._last_received = time.monotonic()
+        self._queue.append(Pending(message.mid, message.qos, decoded, self._last_received))
 
     def _device_statuses(self, device_ids: set[str]) -> dict[str, str]:
         # The whole list is read again once older than its TTL, so that a decommissioning takes
@@ -394,13 +435,17 @@ class IngestWorker:
         delay = RETRY_FIRST_S
         while True:
             try:
-                return operation()
+                result = operation()
+                self._storage_failing = False
+                return result
             except UnstorableError:
                 raise  # the data, not the database: trying again cannot help
             except StorageError as e:
+                self._storage_failing = True
                 self.metrics.storage_errors.inc()
                 log.error("%s failed, retrying in %.1f s: %s", what, delay, e)
             except Exception:  # isolated here, so that the flusher lives on
+                self._storage_failing = True
                 self.metrics.flush_errors.labels(stage="store").inc()
                 log.exception("%s failed unexpectedly, retrying in %.1f s", what, delay)
             if self._stop.wait(delay):
@@ -466,6 +511,7 @@ class IngestWorker:
         # message that reuses it, before it is stored.
         for pending in items:
             self._isolated("acknowledge", partial(self._client.ack, pending.mid, pending.qos))
+        self._acknowledged_total += len(items)
         for reading in new:
             self._isolated("republish", partial(self._republish, reading))
         now = time.monotonic()
