@@ -21,3 +21,7 @@ class UnstorableError(StorageError):
 
 class IngestError(FleetError):
     """The ingestion worker cannot reach the broker or the database."""
+
+
+class BrokerAuthError(FleetError):
+    """The broker's accounts cannot be changed: its files, its signal or its admin API failed."""

@@ -15,7 +15,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from fleet_protocol.config_files import StrictConfigModel
 from fleet_protocol.exceptions import TopicError
-from fleet_protocol.topics import DEFAULT_SHARE_GROUP, server_subscriptions
+from fleet_protocol.topics import DEFAULT_SHARE_GROUP, server_subscriptions, validate_device_id
 
 ENV_PREFIX = "ROADSIGN_FLEET__"
 
@@ -23,6 +23,7 @@ ENV_PREFIX = "ROADSIGN_FLEET__"
 DEV_SECRET_KEY = "dev-only-secret-key-do-not-use-in-production"  # noqa: S105
 DEV_BROKER_PASSWORD = "dev-only-broker-password"  # noqa: S105
 DEV_ADMIN_TOKEN = "dev-only-admin-token"  # noqa: S105
+DEV_BROKER_ADMIN_PASSWORD = "dev-only-broker-admin-password"  # noqa: S105
 
 
 class HttpSettings(StrictConfigModel):
@@ -99,8 +100,12 @@ class IngestSettings(StrictConfigModel):
     )
 
 
+BrokerAuthBackend = Literal["none", "password_file", "dynamic_security"]
+"""How the server keeps the broker's accounts (`fleet_server.services.broker_auth` has them)."""
+
+
 class EnrolmentSettings(StrictConfigModel):
-    """What enrolment hands a device, and the broker auth files the server keeps."""
+    """What enrolment hands a device, and how the server keeps the broker's accounts."""
 
     broker_public_url: str = Field(
         default="mqtt://127.0.0.1:1883", description="Broker URL as devices reach it."
@@ -109,19 +114,61 @@ class EnrolmentSettings(StrictConfigModel):
     tuf_root_file: Path | None = Field(
         default=None, description="TUF root metadata given to devices."
     )
-    password_file: Path | None = Field(
-        default=None, description="Mosquitto password file the server writes; unset: not managed."
+    broker_auth: BrokerAuthBackend = Field(
+        default="none",
+        description="none: the server does not manage broker accounts (devices get no password); "
+        "dynamic_security: it manages Mosquitto's dynamic-security plugin over MQTT (isolates "
+        "devices; works in a pod); password_file: it writes Mosquitto's password and ACL files "
+        "and SIGHUPs the broker (development only: the ACL file cannot refuse a SUBSCRIBE).",
     )
-    acl_file: Path | None = Field(default=None, description="Mosquitto ACL file the server writes.")
+    password_file: Path | None = Field(
+        default=None, description="password_file backend: the Mosquitto password file written."
+    )
+    acl_file: Path | None = Field(
+        default=None, description="password_file backend: the Mosquitto ACL file written."
+    )
     mosquitto_pid_file: Path | None = Field(
-        default=None, description="PID file of the Mosquitto to SIGHUP after writing the files."
+        default=None, description="password_file backend: pid file of the Mosquitto to SIGHUP."
+    )
+    broker_admin_username: str = Field(
+        default="fleet-broker-admin",
+        description="dynamic_security backend: the broker user allowed to manage accounts.",
+    )
+    broker_admin_password: SecretStr = Field(
+        default=SecretStr(DEV_BROKER_ADMIN_PASSWORD),
+        description="dynamic_security backend: that user's password.",
+    )
+    broker_admin_timeout_s: float = Field(
+        default=10.0, gt=0, le=120, description="Longest wait for the broker's admin API, seconds."
     )
 
+    @field_validator("broker_admin_username")
+    @classmethod
+    def _one_broker_user(cls, value: str) -> str:
+        try:
+            validate_device_id(value)  # same rules: one user name, one topic level
+        except TopicError as e:
+            raise ValueError(str(e).replace("device id", "user name")) from e
+        return value
+
     @model_validator(mode="after")
-    def _files_together(self) -> Self:
-        managed = [self.password_file, self.acl_file, self.mosquitto_pid_file]
-        if any(managed) and not all(managed):
-            raise ValueError("password_file, acl_file and mosquitto_pid_file come together")
+    def _backend_has_its_files(self) -> Self:
+        files = {
+            "password_file": self.password_file,
+            "acl_file": self.acl_file,
+            "mosquitto_pid_file": self.mosquitto_pid_file,
+        }
+        if self.broker_auth == "password_file":
+            missing = [name for name, path in files.items() if path is None]
+            if missing:
+                raise ValueError(f"broker_auth password_file needs {', '.join(missing)}")
+        else:
+            stray = [name for name, path in files.items() if path is not None]
+            if stray:
+                raise ValueError(
+                    f"{', '.join(stray)} only apply to broker_auth password_file, "
+                    f"not {self.broker_auth}"
+                )
         return self
 
 
@@ -181,6 +228,23 @@ class ServerSettings(StrictConfigModel):
             raise ValueError("production mode refused: " + "; ".join(problems))
         return self
 
+    @model_validator(mode="after")
+    def _broker_accounts_hold(self) -> Self:
+        if self.enrolment.broker_auth == "dynamic_security" and (
+            self.enrolment.broker_admin_username == self.broker.username
+        ):
+            raise ValueError(
+                "enrolment.broker_admin_username must differ from broker.username: ingest "
+                "replicas must not hold the right to change the broker's accounts"
+            )
+        if self.mode == "production" and self.enrolment.broker_auth == "password_file":
+            raise ValueError(
+                "production mode refused: enrolment.broker_auth password_file cannot isolate "
+                "devices (Mosquitto's ACL file lets any device subscribe to the server's shared "
+                "group and swallow its share of other devices' messages); use dynamic_security"
+            )
+        return self
+
 
 def development_secrets_in_use(settings: ServerSettings) -> list[str]:
     """Dotted names of the secrets that still hold their public development value."""
@@ -189,4 +253,9 @@ def development_secrets_in_use(settings: ServerSettings) -> list[str]:
         "auth.secret_key": (settings.auth.secret_key, DEV_SECRET_KEY),
         "auth.bootstrap_admin_token": (settings.auth.bootstrap_admin_token, DEV_ADMIN_TOKEN),
     }
+    if settings.enrolment.broker_auth == "dynamic_security":  # the only backend that uses it
+        secrets["enrolment.broker_admin_password"] = (
+            settings.enrolment.broker_admin_password,
+            DEV_BROKER_ADMIN_PASSWORD,
+        )
     return [name for name, (value, dev) in secrets.items() if value.get_secret_value() == dev]

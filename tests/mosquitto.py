@@ -26,14 +26,27 @@ class Broker:
 
     host = "127.0.0.1"
 
-    def __init__(self, workdir: Path, *, extra_config: str = "", persistent: bool = False) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        extra_config: str = "",
+        persistent: bool = False,
+        config: Path | None = None,
+        port: int | None = None,
+    ) -> None:
+        """A broker in `workdir`; with `config` (a generated file listening on `port`), as is."""
         binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         if not Path(binary).exists():
             raise RuntimeError("mosquitto is not installed (tools/install-system-deps.sh)")
         self.binary = binary
-        self.port = free_port()
+        self.port = port or free_port()
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
+        self.process: subprocess.Popen[bytes] | None = None
+        if config is not None:
+            self.config = config
+            return
         self.config = workdir / "mosquitto.conf"
         # Persistent: sessions (a subscriber's subscriptions and its queued QoS 1 messages)
         # and retained messages survive a restart, as a production broker keeps them.
@@ -47,7 +60,6 @@ class Broker:
             # Run as whoever started it (root drops to "mosquitto", who cannot read test files).
             f"log_dest stderr\nuser {getpass.getuser()}\n{extra_config}"
         )
-        self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
