@@ -22,6 +22,8 @@ from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import SecretStr
 from sqlalchemy import Engine, text
 
+from edge_agent.mqtt_link import LinkSettings, MqttLink
+from edge_agent.outbox import Outbox
 from fleet_protocol.codec import MAX_PAYLOAD_BYTES, encode
 from fleet_protocol.topics import (
     DEFAULT_SHARE_GROUP,
@@ -47,6 +49,8 @@ from fleet_server.settings import (
     ServerSettings,
 )
 from tests.conftest import make_reading
+from tests.edge_agent.test_mqtt_link import DEVICE as AGENT
+from tests.edge_agent.test_mqtt_link import _status_factory
 from tests.mosquitto import Broker, free_port
 
 ADMIN = "rsf_enrol-admin"
@@ -466,3 +470,42 @@ def test_broker_config_command_writes_a_closed_broker_with_a_packet_limit(
         _stop(server)
     finally:
         broker.stop()
+
+
+def test_the_edge_agent_link_reports_and_hears_the_server_within_its_own_account(
+    dynsec: tuple[ServerSettings, Broker], tmp_path: Path
+) -> None:
+    settings, broker = dynsec
+    with serving(settings) as (api, engine):
+        enrolled = api.post("/api/v1/devices", json={"device_id": AGENT}).json()
+        worker = IngestWorker(settings, engine, IngestMetrics(), client_id="ingest-l").start()
+        assert worker.wait_ready(10)
+        server, _ = _connect(broker, "fleet-server", SERVER_PASSWORD)
+        desired = device_topic(AGENT, MessageKind.CONFIG_DESIRED)
+        server.publish(desired, b"{}", qos=1, retain=True).wait_for_publish(10)
+        _stop(server)
+        outbox = Outbox(tmp_path / "outbox.sqlite3", max_messages=100, max_bytes=10**6)
+        for _ in range(5):
+            seq = outbox.next_seq()
+            reading = encode(make_reading(device_id=AGENT, seq=seq))
+            outbox.put(device_topic(AGENT, MessageKind.READINGS), reading)
+        heard: list[str] = []
+        link = MqttLink(
+            LinkSettings(
+                url=broker.url,
+                device_id=AGENT,
+                username=enrolled["username"],
+                password=enrolled["password"],
+            ),
+            outbox,
+            _status_factory(outbox),
+            on_message=lambda topic, payload: heard.append(topic),
+        )
+        link.start()
+        try:
+            assert link.wait_drained(10)  # every reading acknowledged
+            assert _until(lambda: len(_rows(engine)) == 5 and desired in heard, 10)
+            assert link.stats.rejected == 0
+        finally:
+            link.stop()
+            worker.stop()
