@@ -1,4 +1,4 @@
-"""The versioned MQTT topic namespace: builders, the parser, subscriptions and per-device ACLs.
+"""The versioned MQTT topic namespace: builders, the parser, subscriptions and broker ACL rules.
 
 Every topic string of the system is made here and nowhere else. A device owns exactly the subtree
 ``roadsign/v1/devices/<device_id>/``; the server reaches all devices through wildcard subscriptions,
@@ -205,24 +205,42 @@ def device_subscriptions(device_id: str) -> list[str]:
     return [device_topic(device_id, kind) for kind in kinds_from(Direction.SERVER_TO_DEVICE)]
 
 
-class AclRule(NamedTuple):
-    """One broker ACL line: `access` ("read" or "write") on `pattern`."""
+class BrokerRules(NamedTuple):
+    """What one broker user may do, as topic filters.
 
-    access: Literal["read", "write"]
-    pattern: str
-
-
-def device_acl_patterns(user_placeholder: str = "%u") -> list[AclRule]:
-    """Mosquitto ``pattern`` rules that confine every device to its own subtree.
-
-    The broker substitutes its user name for `user_placeholder`, and devices are enrolled with
-    their device id as user name, so one rule set serves the whole fleet.
+    `publish`: topics it may send to; `subscribe`: filters it may put in a SUBSCRIBE (shared ones
+    with their ``$share/<group>/`` prefix, as Mosquitto's dynamic-security plugin checks them);
+    `receive`: topics whose messages the broker may deliver to it.
     """
-    rules: list[AclRule] = []
-    for kind, spec in KIND_SPECS.items():
-        topic = f"{DEVICES_PREFIX}/{user_placeholder}/{kind.value}"
-        access: Literal["read", "write"] = (
-            "write" if spec.direction is Direction.DEVICE_TO_SERVER else "read"
-        )
-        rules.append(AclRule(access, topic))
-    return rules
+
+    publish: tuple[str, ...]
+    subscribe: tuple[str, ...]
+    receive: tuple[str, ...]
+
+
+def device_broker_rules(device_id: str) -> BrokerRules:
+    """A device publishes what devices send, of its own id only, and hears only its own commands.
+
+    No wildcard and no ``$share`` filter: a device cannot join the server's shared group (where
+    every message it was handed would be one the server never stored), nor read another device.
+    """
+    own = device_subscriptions(device_id)
+    sent = tuple(device_topic(device_id, kind) for kind in kinds_from(Direction.DEVICE_TO_SERVER))
+    return BrokerRules(publish=sent, subscribe=tuple(own), receive=tuple(own))
+
+
+def server_broker_rules(share_group: str = DEFAULT_SHARE_GROUP) -> BrokerRules:
+    """The server reads every device (shared in its group, or unshared) and sends its downlinks.
+
+    The unshared filters cover the retained status snapshot, and brokers that check a shared
+    subscription without its ``$share/<group>/`` prefix.
+    """
+    downlinks = tuple(
+        f"{DEVICES_PREFIX}/+/{kind.value}" for kind in kinds_from(Direction.SERVER_TO_DEVICE)
+    )
+    uplinks = tuple(server_subscriptions(None))
+    return BrokerRules(
+        publish=(*downlinks, FLEET_READINGS_TOPIC),
+        subscribe=(*server_subscriptions(share_group), *uplinks, FLEET_READINGS_TOPIC),
+        receive=(*uplinks, FLEET_READINGS_TOPIC),
+    )

@@ -188,6 +188,39 @@ def _tokens(settings: ServerSettings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _broker_config(settings: ServerSettings, args: argparse.Namespace) -> int:
+    """Write mosquitto.conf and the committed fleet's broker accounts into `--out`."""
+    from fleet_server.db import make_engine
+    from fleet_server.services.broker_auth.config import Listener, write_broker_config
+    from fleet_server.services.broker_auth.sync import committed_accounts
+
+    host, _, port = args.listen.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        sys.stderr.write(
+            f"roadsign-fleet broker-config: --listen {args.listen!r} is not HOST:PORT\n"
+        )
+        return 2
+    engine = make_engine(settings.database)
+    try:
+        accounts = committed_accounts(settings, engine)
+    finally:
+        engine.dispose()
+    written = write_broker_config(
+        settings,
+        accounts,
+        listener=Listener(host, int(port)),
+        out_dir=args.out.resolve(),
+        run_as=args.user,
+        dynsec_plugin=args.dynsec_plugin,
+        force=args.force,
+    )
+    devices = len(accounts) - 1  # all but the server
+    sys.stdout.write(
+        f"broker configuration for {devices} devices: {', '.join(map(str, written))}\n"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(
@@ -236,6 +269,22 @@ def build_parser() -> argparse.ArgumentParser:
     for sub in token_actions.choices.values():
         sub.add_argument("--config", type=Path, help="settings YAML (default: built-in)")
         sub.set_defaults(handler=_command(_tokens))
+    broker = commands.add_parser(
+        "broker-config",
+        help="Write the Mosquitto configuration and the fleet's broker accounts.",
+        description="Write mosquitto.conf (no anonymous clients, a maximum packet size, "
+        "persistence) and the broker's accounts from the database: the dynamic-security "
+        "plugin's file, or the password and ACL files.",
+    )
+    broker.add_argument("--config", type=Path, help="settings YAML (default: built-in)")
+    broker.add_argument("--out", type=Path, required=True, help="directory for the broker's files")
+    broker.add_argument("--listen", default="127.0.0.1:1883", help="HOST:PORT of the listener")
+    broker.add_argument("--user", help="user a broker started as root runs as")
+    broker.add_argument("--dynsec-plugin", type=Path, help="mosquitto_dynamic_security.so")
+    broker.add_argument(
+        "--force", action="store_true", help="replace an existing dynamic-security file"
+    )
+    broker.set_defaults(handler=_command(_broker_config))
     return parser
 
 

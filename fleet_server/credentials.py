@@ -1,29 +1,22 @@
-"""Broker credentials, pure: Mosquitto password hashes and the password and ACL files' text.
+"""Broker credentials, pure: password hashes and the text of Mosquitto's password and ACL files.
 
 Hashes use Mosquitto 2's ``$7$`` format (PBKDF2-HMAC-SHA512, iterations and salt inside), so the
-broker checks them itself. The ACL confines every device to its own subtree through ``pattern``
-rules (``%u`` is the user name, which is the device id) and lets the server user read all devices
-and write only what servers send.
+broker checks them itself. Its dynamic-security plugin stores the same PBKDF2-SHA512 digest as
+separate fields, so one stored hash serves both backends (`dynsec_password_fields`).
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import secrets
 from collections.abc import Mapping
 
-from fleet_protocol.topics import (
-    DEVICES_PREFIX,
-    FLEET_READINGS_TOPIC,
-    KIND_SPECS,
-    Direction,
-    device_acl_patterns,
-    validate_device_id,
-)
+from fleet_protocol.topics import BrokerRules, validate_device_id
 
 ITERATIONS = 10_000
-SALT_BYTES = 12
+SALT_BYTES = 12  # what mosquitto_passwd writes, and the only salt size the dynsec plugin loads
 
 
 def new_password() -> str:
@@ -40,6 +33,22 @@ def mosquitto_hash(
     return f"$7${iterations}${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
 
 
+def dynsec_password_fields(digest: str) -> dict[str, str | int]:
+    """A ``$7$`` hash as the dynamic-security plugin's password, salt and iterations fields."""
+    parts = digest.split("$")
+    try:
+        if len(parts) != 5 or parts[:2] != ["", "7"]:
+            raise ValueError("not a $7$ hash")
+        iterations = int(parts[2])
+        salt = base64.b64decode(parts[3], validate=True)
+        hashed = base64.b64decode(parts[4], validate=True)
+    except (ValueError, binascii.Error) as e:
+        raise ValueError(f"refusing a malformed password hash: {e}") from e
+    if len(salt) != SALT_BYTES or len(hashed) != hashlib.sha512().digest_size or iterations < 1:
+        raise ValueError("refusing a password hash the dynamic-security plugin cannot load")
+    return {"password": parts[4], "salt": parts[3], "iterations": iterations}
+
+
 def password_file(users: Mapping[str, str]) -> str:
     """Mosquitto's password file for `users` (name -> ``$7$`` hash), sorted."""
     lines = []
@@ -50,15 +59,17 @@ def password_file(users: Mapping[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def acl_file(server_user: str) -> str:
-    """Mosquitto's ACL file: the server reads every device and writes its downlinks."""
-    validate_device_id(server_user)  # same rules: one topic level, no wildcards
-    lines = [f"user {server_user}", f"topic read {DEVICES_PREFIX}/#"]
-    lines += [
-        f"topic write {DEVICES_PREFIX}/+/{kind.value}"
-        for kind, spec in KIND_SPECS.items()
-        if spec.direction is Direction.SERVER_TO_DEVICE
-    ]
-    lines += [f"topic readwrite {FLEET_READINGS_TOPIC}", ""]
-    lines += [f"pattern {access} {topic}" for access, topic in device_acl_patterns()]
-    return "\n".join(lines) + "\n"
+def acl_file(rules: Mapping[str, BrokerRules]) -> str:
+    """Mosquitto's ACL file: per user, ``write`` what it may publish, ``read`` what it may receive.
+
+    The file has no subscribe rules: Mosquitto 2.0 never checks a SUBSCRIBE against it, which is
+    why this backend cannot keep a device out of the server's shared subscription group.
+    """
+    blocks = []
+    for user, rule in sorted(rules.items()):
+        validate_device_id(user)  # same rules: one word, no wildcards, no line breaks
+        lines = [f"user {user}"]
+        lines += [f"topic write {topic}" for topic in rule.publish]
+        lines += [f"topic read {topic}" for topic in rule.receive]
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks) + "\n"

@@ -588,3 +588,24 @@ def broker_users(session: Session) -> dict[str, str]:
         col(Device.status) != "decommissioned", col(Device.broker_password_hash).is_not(None)
     )
     return {str(device_id): str(digest) for device_id, digest in session.execute(statement)}
+
+
+BROKER_ACCOUNTS_LOCK = 0x52534642  # "RSFB": one advisory-lock key for the whole fleet
+"""Held while a server replica brings the broker's accounts to the committed fleet."""
+
+
+def lock_broker_accounts(session: Session) -> None:
+    """Serialise broker-account changes across server replicas until this transaction ends.
+
+    PostgreSQL only; SQLite serves one process, whose own lock suffices.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(func.pg_advisory_xact_lock(BROKER_ACCOUNTS_LOCK)))
+
+
+def delete_device(session: Session, *, device_id: str) -> None:
+    """Remove a device that never got going (its enrolment was undone)."""
+    device = get_device(session, device_id=device_id)
+    if device is not None:
+        session.delete(device)
+        session.flush()

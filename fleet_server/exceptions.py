@@ -32,3 +32,7 @@ class BatchAbandoned(IngestError):  # noqa: N818 - not a fault: the worker was t
 
 class TokenError(FleetError):
     """A token cannot be issued or revoked as asked (an expiry in the past, no such token)."""
+
+
+class BrokerAuthError(FleetError):
+    """The broker's accounts cannot be changed: its files, its signal or its admin API failed."""

@@ -16,16 +16,20 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from fleet_protocol.config_files import StrictConfigModel
 from fleet_protocol.exceptions import TopicError
-from fleet_protocol.topics import DEFAULT_SHARE_GROUP, server_subscriptions
+from fleet_protocol.topics import DEFAULT_SHARE_GROUP, server_subscriptions, validate_device_id
 from fleet_server.security import origin_of, weak_secret_problem
 
 ENV_PREFIX = "ROADSIGN_FLEET__"
+
+PUBLISH_OVERHEAD_BYTES = 1024
+"""Room beside a payload for the rest of an MQTT PUBLISH (see `IngestSettings.max_packet_bytes`)."""
 
 # Development defaults: anyone can read them here, which is why production refuses them.
 DEV_SECRET_KEY = "dev-only-secret-key-do-not-use-in-production"  # noqa: S105
 DEV_BROKER_PASSWORD = "dev-only-broker-password"  # noqa: S105
 DEV_ADMIN_TOKEN = "dev-only-admin-token"  # noqa: S105
 SECRET_RECIPE = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"  # noqa: S105 - a command
+DEV_BROKER_ADMIN_PASSWORD = "dev-only-broker-admin-password"  # noqa: S105
 
 
 class HttpSettings(StrictConfigModel):
@@ -101,6 +105,17 @@ class IngestSettings(StrictConfigModel):
         description="Larger messages are rejected unparsed; the worker also asks the broker "
         "(MQTT v5 maximum packet size) never to deliver a packet much larger.",
     )
+
+    @property
+    def max_packet_bytes(self) -> int:
+        """The largest MQTT packet the fleet takes: the broker's limit and the worker's.
+
+        One number for both, so nothing the broker accepts is then silently withheld from the
+        worker: the largest payload plus what a PUBLISH adds to it (fixed header, the topic,
+        about 100 bytes for the longest device topic, packet id, the properties a device may set).
+        """
+        return self.max_payload_bytes + PUBLISH_OVERHEAD_BYTES
+
     known_devices_ttl_s: float = Field(
         default=5.0,
         gt=0,
@@ -114,8 +129,12 @@ class IngestSettings(StrictConfigModel):
     )
 
 
+BrokerAuthBackend = Literal["none", "password_file", "dynamic_security"]
+"""How the server keeps the broker's accounts (`fleet_server.services.broker_auth` has them)."""
+
+
 class EnrolmentSettings(StrictConfigModel):
-    """What enrolment hands a device, and the broker auth files the server keeps."""
+    """What enrolment hands a device, and how the server keeps the broker's accounts."""
 
     broker_public_url: str = Field(
         default="mqtt://127.0.0.1:1883", description="Broker URL as devices reach it."
@@ -124,19 +143,61 @@ class EnrolmentSettings(StrictConfigModel):
     tuf_root_file: Path | None = Field(
         default=None, description="TUF root metadata given to devices."
     )
-    password_file: Path | None = Field(
-        default=None, description="Mosquitto password file the server writes; unset: not managed."
+    broker_auth: BrokerAuthBackend = Field(
+        default="none",
+        description="none: the server does not manage broker accounts (devices get no password); "
+        "dynamic_security: it manages Mosquitto's dynamic-security plugin over MQTT (isolates "
+        "devices; works in a pod); password_file: it writes Mosquitto's password and ACL files "
+        "and SIGHUPs the broker (development only: the ACL file cannot refuse a SUBSCRIBE).",
     )
-    acl_file: Path | None = Field(default=None, description="Mosquitto ACL file the server writes.")
+    password_file: Path | None = Field(
+        default=None, description="password_file backend: the Mosquitto password file written."
+    )
+    acl_file: Path | None = Field(
+        default=None, description="password_file backend: the Mosquitto ACL file written."
+    )
     mosquitto_pid_file: Path | None = Field(
-        default=None, description="PID file of the Mosquitto to SIGHUP after writing the files."
+        default=None, description="password_file backend: pid file of the Mosquitto to SIGHUP."
+    )
+    broker_admin_username: str = Field(
+        default="fleet-broker-admin",
+        description="dynamic_security backend: the broker user allowed to manage accounts.",
+    )
+    broker_admin_password: SecretStr = Field(
+        default=SecretStr(DEV_BROKER_ADMIN_PASSWORD),
+        description="dynamic_security backend: that user's password.",
+    )
+    broker_admin_timeout_s: float = Field(
+        default=10.0, gt=0, le=120, description="Longest wait for the broker's admin API, seconds."
     )
 
+    @field_validator("broker_admin_username")
+    @classmethod
+    def _one_broker_user(cls, value: str) -> str:
+        try:
+            validate_device_id(value)  # same rules: one user name, one topic level
+        except TopicError as e:
+            raise ValueError(str(e).replace("device id", "user name")) from e
+        return value
+
     @model_validator(mode="after")
-    def _files_together(self) -> Self:
-        managed = [self.password_file, self.acl_file, self.mosquitto_pid_file]
-        if any(managed) and not all(managed):
-            raise ValueError("password_file, acl_file and mosquitto_pid_file come together")
+    def _backend_has_its_files(self) -> Self:
+        files = {
+            "password_file": self.password_file,
+            "acl_file": self.acl_file,
+            "mosquitto_pid_file": self.mosquitto_pid_file,
+        }
+        if self.broker_auth == "password_file":
+            missing = [name for name, path in files.items() if path is None]
+            if missing:
+                raise ValueError(f"broker_auth password_file needs {', '.join(missing)}")
+        else:
+            stray = [name for name, path in files.items() if path is not None]
+            if stray:
+                raise ValueError(
+                    f"{', '.join(stray)} only apply to broker_auth password_file, "
+                    f"not {self.broker_auth}"
+                )
         return self
 
 
@@ -223,6 +284,23 @@ class ServerSettings(StrictConfigModel):
             raise ValueError("production mode refused: " + "; ".join(problems) + hint)
         return self
 
+    @model_validator(mode="after")
+    def _broker_accounts_hold(self) -> Self:
+        if self.enrolment.broker_auth == "dynamic_security" and (
+            self.enrolment.broker_admin_username == self.broker.username
+        ):
+            raise ValueError(
+                "enrolment.broker_admin_username must differ from broker.username: ingest "
+                "replicas must not hold the right to change the broker's accounts"
+            )
+        if self.mode == "production" and self.enrolment.broker_auth == "password_file":
+            raise ValueError(
+                "production mode refused: enrolment.broker_auth password_file cannot isolate "
+                "devices (Mosquitto's ACL file lets any device subscribe to the server's shared "
+                "group and swallow its share of other devices' messages); use dynamic_security"
+            )
+        return self
+
 
 def development_secrets_in_use(settings: ServerSettings) -> list[str]:
     """Dotted names of the secrets that still hold their public development value."""
@@ -231,6 +309,11 @@ def development_secrets_in_use(settings: ServerSettings) -> list[str]:
         "auth.secret_key": (settings.auth.secret_key, DEV_SECRET_KEY),
         "auth.bootstrap_admin_token": (settings.auth.bootstrap_admin_token, DEV_ADMIN_TOKEN),
     }
+    if settings.enrolment.broker_auth == "dynamic_security":  # the only backend that uses it
+        secrets["enrolment.broker_admin_password"] = (
+            settings.enrolment.broker_admin_password,
+            DEV_BROKER_ADMIN_PASSWORD,
+        )
     return [name for name, (value, dev) in secrets.items() if value.get_secret_value() == dev]
 
 
@@ -241,6 +324,8 @@ def weak_secrets(settings: ServerSettings) -> list[str]:
         "auth.secret_key": settings.auth.secret_key,
         "auth.bootstrap_admin_token": settings.auth.bootstrap_admin_token,
     }
+    if settings.enrolment.broker_auth == "dynamic_security":  # the only backend that uses it
+        secrets["enrolment.broker_admin_password"] = settings.enrolment.broker_admin_password
     dev = set(development_secrets_in_use(settings))  # already reported as such
     found = []
     for name, value in secrets.items():

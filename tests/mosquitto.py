@@ -57,14 +57,27 @@ class Broker:
         extra_config: str = "",
         persistent: bool = False,
         tls: BrokerTls | None = None,
+        config: Path | None = None,
+        port: int | None = None,
     ) -> None:
+        """A broker in `workdir`; with `config` (a generated file listening on `port`), as is.
+
+        With `tls`, a TLS listener beside the plain one (not with a generated `config`).
+        """
         binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         if not Path(binary).exists():
             raise RuntimeError("mosquitto is not installed (tools/install-system-deps.sh)")
         self.binary = binary
-        self.port = free_port()
+        self.port = port or free_port()
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
+        self.process: subprocess.Popen[bytes] | None = None
+        self.tls_port: int | None = None
+        if config is not None:
+            if tls is not None:
+                raise ValueError("a generated config brings its own listeners: no tls here")
+            self.config = config
+            return
         self.config = workdir / "mosquitto.conf"
         # Persistent: sessions (a subscriber's subscriptions and its queued QoS 1 messages)
         # and retained messages survive a restart, as a production broker keeps them.
@@ -78,12 +91,10 @@ class Broker:
             # Run as whoever started it (root drops to "mosquitto", who cannot read test files).
             f"log_dest stderr\nuser {getpass.getuser()}\n{extra_config}"
         )
-        self.tls_port: int | None = None
         if tls is not None:
             self.tls_port = free_port()
-            with self.config.open("a") as config:
-                config.write("\n" + tls.listener_config(self.tls_port))
-        self.process: subprocess.Popen[bytes] | None = None
+            with self.config.open("a") as tls_config:
+                tls_config.write("\n" + tls.listener_config(self.tls_port))
 
     @property
     def url(self) -> str:

@@ -1,6 +1,7 @@
 """``make demo``: the whole product on its embedded defaults, on one machine, in about a minute.
 
-1. starts a private Mosquitto whose password and ACL files the fleet server manages;
+1. starts a private Mosquitto on the configuration ``roadsign-fleet broker-config`` writes,
+   whose accounts the fleet server manages through the dynamic-security plugin;
 2. starts the fleet server (API and dashboard, SQLite) and one ingestion worker;
 3. enrols a device through the API, which installs its broker credentials;
 4. renders a drive past road signs and runs ``roadsign-agent run`` on it with the shipped
@@ -83,10 +84,6 @@ class Stack:
         self.processes.append((name, process))
         return log
 
-    def pid(self, name: str) -> int:
-        """Process id of a started process."""
-        return next(p.pid for n, p in self.processes if n == name)
-
     def stop(self) -> None:
         """SIGTERM in reverse start order, then SIGKILL what lingers."""
         for _, process in reversed(self.processes):
@@ -114,26 +111,18 @@ def api(base: str, path: str, token: str, body: dict[str, Any] | None = None) ->
         raise DemoError(f"{request.method} {path}: HTTP {e.code} {e.read().decode()}") from e
 
 
-def start_broker(stack: Stack, server_password: str) -> int:
-    """Mosquitto on a free port, closed to anonymous clients, files managed by the server."""
-    from fleet_server.credentials import acl_file, mosquitto_hash, password_file
-
+def start_broker(stack: Stack, config: Path, port: int) -> None:
+    """Mosquitto on the configuration ``roadsign-fleet broker-config`` writes for the server."""
     binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
     if not Path(binary).exists():
         raise DemoError("mosquitto is not installed (run tools/install-system-deps.sh)")
-    port = free_port()
-    server_hash = mosquitto_hash(server_password)
-    (WORK / "passwords").write_text(password_file({"fleet-server": server_hash}))
-    (WORK / "acl").write_text(acl_file("fleet-server"))
-    (WORK / "mosquitto.conf").write_text(
-        f"listener {port} 127.0.0.1\nallow_anonymous false\npersistence false\n"
-        f"password_file {WORK / 'passwords'}\nacl_file {WORK / 'acl'}\n"
-        f"log_dest stderr\nuser {getpass.getuser()}\n"
-    )
-    log = stack.start("mosquitto", [binary, "-c", str(WORK / "mosquitto.conf")])
+    command = [sys.executable, "-m", "fleet_server.cli", "broker-config", "--config", str(config)]
+    command += ["--out", str(WORK / "broker"), "--listen", f"127.0.0.1:{port}"]
+    # A broker started as root runs as whoever runs the demo, who owns the files.
+    command += ["--user", getpass.getuser()]
+    subprocess.run(command, check=True, cwd=ROOT)
+    log = stack.start("mosquitto", [binary, "-c", str(WORK / "broker" / "mosquitto.conf")])
     wait_for("mosquitto", lambda: port_open(port), 10, log)
-    (WORK / "mosquitto.pid").write_text(str(stack.pid("mosquitto")))
-    return port
 
 
 def server_settings(broker_port: int, http_port: int, password: str, token: str) -> Path:
@@ -147,9 +136,8 @@ def server_settings(broker_port: int, http_port: int, password: str, token: str)
         "ingest": {"batch_interval_s": 0.1, "metrics_port": 0},
         "enrolment": {
             "broker_public_url": broker,
-            "password_file": str(WORK / "passwords"),
-            "acl_file": str(WORK / "acl"),
-            "mosquitto_pid_file": str(WORK / "mosquitto.pid"),
+            "broker_auth": "dynamic_security",
+            "broker_admin_password": secrets.token_urlsafe(24),
         },
     }
     path = WORK / "fleet.yaml"
@@ -205,11 +193,13 @@ def run() -> int:
     stack = Stack()
     try:
         password, token = secrets.token_urlsafe(24), "rsf_" + secrets.token_urlsafe(24)
-        broker_port = start_broker(stack, password)
+        broker_port = free_port()
         http_port = int(os.environ.get("DEMO_PORT", 0)) or free_port()
-        config = str(server_settings(broker_port, http_port, password, token))
+        settings_file = server_settings(broker_port, http_port, password, token)
+        config = str(settings_file)
         fleet = [sys.executable, "-m", "fleet_server.cli"]
         subprocess.run([*fleet, "migrate", "--config", config], check=True, cwd=ROOT)
+        start_broker(stack, settings_file, broker_port)
         log = stack.start("server", [*fleet, "serve", "--config", config])
         wait_for("the fleet server", lambda: port_open(http_port), 60, log)
         stack.start("ingest", [*fleet, "ingest", "--config", config, "--client-id", "demo-ingest"])

@@ -25,12 +25,11 @@ from fleet_server.api.routes import (
     readings,
     tokens,
 )
-from fleet_server.broker_admin import MosquittoAuth, reload_by_pid_file
-from fleet_server.credentials import mosquitto_hash
 from fleet_server.db import session_scope
 from fleet_server.models import utcnow
 from fleet_server.observability import make_tracer_provider
 from fleet_server.security import hash_token
+from fleet_server.services.broker_auth import BrokerSync, make_broker_sync
 from fleet_server.settings import ServerSettings
 
 log = logging.getLogger(__name__)
@@ -71,12 +70,14 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ensure_bootstrap_token(engine, settings)
-        if app.state.broker_auth is not None:  # the broker accepts exactly the fleet, from now
-            with session_scope(engine) as session:
-                users = crud.broker_users(session)
-            users[settings.broker.username] = app.state.server_password_hash
-            app.state.broker_auth.sync(users)
-        yield
+        broker: BrokerSync | None = app.state.broker_sync
+        if broker is not None:  # the broker accepts exactly the committed fleet, from now
+            broker.reconcile()
+        try:
+            yield
+        finally:
+            if broker is not None:
+                broker.close()
 
     app = FastAPI(
         title="RoadSign Fleet API",
@@ -123,16 +124,7 @@ def create_app(
                 span.set_status(StatusCode.ERROR)
             return response
 
-    enrolment = settings.enrolment
-    app.state.broker_auth = None
-    if enrolment.password_file and enrolment.acl_file and enrolment.mosquitto_pid_file:
-        app.state.broker_auth = MosquittoAuth(
-            enrolment.password_file,
-            enrolment.acl_file,
-            settings.broker.username,
-            reload_by_pid_file(enrolment.mosquitto_pid_file),
-        )
-        app.state.server_password_hash = mosquitto_hash(settings.broker.password.get_secret_value())
+    app.state.broker_sync = make_broker_sync(settings, engine)
     for module in (devices, readings, health, ota, device_config, alerts, tokens, dashboard):
         app.include_router(module.router)
 

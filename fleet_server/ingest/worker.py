@@ -70,9 +70,6 @@ DRAIN_QUIET_S = 0.5
 """A stopping worker that received nothing for this long, with nothing unacknowledged, is done."""
 RETRY_FIRST_S, RETRY_MAX_S = 0.1, 5.0
 """Backoff of a failed store: first wait, then doubling up to the longest (seconds)."""
-PACKET_ROOM_BYTES = 1024
-"""What an MQTT PUBLISH adds to its payload: fixed header, the topic (about 100 bytes for the
-longest device topic), packet id and the properties a device may set (expiry, content type)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,7 +228,7 @@ class IngestWorker:
         properties.SessionExpiryInterval = self.settings.ingest.session_expiry_s
         # The broker drops a packet larger than this instead of sending it: an oversized
         # publish never costs this worker the memory or the read (MQTT v5 maximum packet size).
-        properties.MaximumPacketSize = self.settings.ingest.max_payload_bytes + PACKET_ROOM_BYTES
+        properties.MaximumPacketSize = self.settings.ingest.max_packet_bytes
         self._client.connect_async(
             self._address.host,
             self._address.port,

@@ -1,4 +1,4 @@
-"""Topic building and parsing, subscriptions and ACLs confine every device to its own subtree."""
+"""Topic building and parsing, subscriptions, and broker rules that keep a device in its subtree."""
 
 from __future__ import annotations
 
@@ -13,10 +13,11 @@ from fleet_protocol.topics import (
     KIND_SPECS,
     Direction,
     MessageKind,
-    device_acl_patterns,
+    device_broker_rules,
     device_subscriptions,
     device_topic,
     parse_device_topic,
+    server_broker_rules,
     server_subscriptions,
     status_snapshot_filter,
     validate_device_id,
@@ -120,16 +121,28 @@ def test_device_subscribes_only_to_messages_addressed_to_it() -> None:
     ]
 
 
-def test_acl_lets_a_device_write_its_uplink_and_read_its_downlink_only() -> None:
-    rules = device_acl_patterns()
-    assert len(rules) == len(MessageKind)
-    for access, pattern in rules:
-        assert pattern.startswith(f"{DEVICES_PREFIX}/%u/")
-        kind = MessageKind(pattern.removeprefix(f"{DEVICES_PREFIX}/%u/"))
-        expected = "write" if KIND_SPECS[kind].direction is Direction.DEVICE_TO_SERVER else "read"
-        assert access == expected
-        assert "+" not in pattern
-        assert "#" not in pattern
+def test_device_may_send_its_uplinks_and_hear_its_downlinks_only() -> None:
+    rules = device_broker_rules("veh-1")
+    kinds = {d: {k for k, spec in KIND_SPECS.items() if spec.direction is d} for d in Direction}
+    assert set(rules.publish) == {
+        device_topic("veh-1", k) for k in kinds[Direction.DEVICE_TO_SERVER]
+    }
+    assert set(rules.subscribe) == set(rules.receive) == set(device_subscriptions("veh-1"))
+    for topic in (*rules.publish, *rules.subscribe, *rules.receive):
+        assert topic.startswith(f"{DEVICES_PREFIX}/veh-1/")
+        assert not {"+", "#", "$"} & set(topic)  # no wildcard, no shared group
+
+
+def test_only_the_server_may_join_its_shared_group() -> None:
+    server = server_broker_rules("ingest-g")
+    shared = [f for f in server.subscribe if f.startswith("$share/")]
+    assert shared == server_subscriptions("ingest-g")
+    assert status_snapshot_filter() in server.subscribe  # retained statuses are never shared
+    assert set(server_subscriptions(None)) <= set(server.receive)
+    assert FLEET_READINGS_TOPIC in server.publish
+    for kind, spec in KIND_SPECS.items():  # downlinks to every device, uplinks of none
+        downlink = f"{DEVICES_PREFIX}/+/{kind.value}"
+        assert (downlink in server.publish) is (spec.direction is Direction.SERVER_TO_DEVICE)
 
 
 def test_fleet_feed_is_outside_every_device_subtree() -> None:

@@ -1,9 +1,17 @@
-"""Enrolment against a Mosquitto that only knows what the server told it: own topics only."""
+"""Enrolment against a Mosquitto that knows only what the server told it: own topics only.
+
+Every broker here runs on the configuration ``roadsign-fleet broker-config`` generates, for the
+backend under test, so what is checked is what ships.
+"""
 
 from __future__ import annotations
 
+import getpass
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
@@ -14,15 +22,26 @@ from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import SecretStr
 from sqlalchemy import Engine, text
 
-from fleet_protocol.codec import encode
-from fleet_protocol.topics import MessageKind, device_topic
+from edge_agent.mqtt_link import LinkSettings, MqttLink
+from edge_agent.outbox import Outbox
+from fleet_protocol.codec import MAX_PAYLOAD_BYTES, encode
+from fleet_protocol.topics import (
+    DEFAULT_SHARE_GROUP,
+    FLEET_READINGS_TOPIC,
+    MessageKind,
+    device_topic,
+)
 from fleet_server.api.main import create_app
-from fleet_server.credentials import acl_file, mosquitto_hash, password_file
+from fleet_server.cli import main
 from fleet_server.db import make_engine
 from fleet_server.ingest.metrics import IngestMetrics
 from fleet_server.ingest.worker import IngestWorker
+from fleet_server.services.broker_auth.config import Listener, write_broker_config
+from fleet_server.services.broker_auth.dynamic_security import DynamicSecurityAuth
+from fleet_server.services.broker_auth.sync import committed_accounts
 from fleet_server.settings import (
     AuthSettings,
+    BrokerAuthBackend,
     BrokerSettings,
     DatabaseSettings,
     EnrolmentSettings,
@@ -30,41 +49,80 @@ from fleet_server.settings import (
     ServerSettings,
 )
 from tests.conftest import make_reading
-from tests.mosquitto import Broker
+from tests.edge_agent.test_mqtt_link import DEVICE as AGENT
+from tests.edge_agent.test_mqtt_link import _status_factory
+from tests.mosquitto import Broker, free_port
 
 ADMIN = "rsf_enrol-admin"
 SERVER_PASSWORD = "server-secret-for-tests"
+BROKER_ADMIN_PASSWORD = "broker-admin-secret-for-tests"
+HEADERS = {"Authorization": f"Bearer {ADMIN}"}
+BACKENDS: list[BrokerAuthBackend] = ["dynamic_security", "password_file"]
+NOT_AUTHORIZED = 0x87
 
 
-@pytest.fixture
-def secured(database: DatabaseSettings, tmp_path: Path) -> Iterator[tuple[ServerSettings, Broker]]:
-    passwords, acl, pid = tmp_path / "passwords", tmp_path / "acl", tmp_path / "mosquitto.pid"
-    passwords.write_text(password_file({"fleet-server": mosquitto_hash(SERVER_PASSWORD)}))
-    acl.write_text(acl_file("fleet-server"))
-    broker = Broker(
-        tmp_path / "broker", extra_config=(f"password_file {passwords}\nacl_file {acl}\n")
-    ).start()
-    broker.config.write_text(
-        broker.config.read_text().replace("allow_anonymous true", "allow_anonymous false")
-    )
-    broker.stop()
-    broker.start()
-    assert broker.process is not None
-    pid.write_text(str(broker.process.pid))
-    settings = ServerSettings(
+def managed_settings(
+    database: DatabaseSettings, tmp_path: Path, backend: BrokerAuthBackend, port: int
+) -> ServerSettings:
+    """Server settings whose broker on `port` has its accounts kept by `backend`."""
+    files: dict[str, Path] = {}
+    if backend == "password_file":
+        files = {
+            "password_file": tmp_path / "auth" / "passwords",
+            "acl_file": tmp_path / "auth" / "acl",
+            "mosquitto_pid_file": tmp_path / "broker" / "mosquitto.pid",
+        }
+    url = f"mqtt://127.0.0.1:{port}"
+    return ServerSettings(
         database=database,
         broker=BrokerSettings(
-            url=broker.url, username="fleet-server", password=SecretStr(SERVER_PASSWORD)
+            url=url, username="fleet-server", password=SecretStr(SERVER_PASSWORD)
         ),
         auth=AuthSettings(bootstrap_admin_token=SecretStr(ADMIN)),
         enrolment=EnrolmentSettings(
-            broker_public_url=broker.url,
-            password_file=passwords,
-            acl_file=acl,
-            mosquitto_pid_file=pid,
+            broker_public_url=url,
+            broker_auth=backend,
+            broker_admin_password=SecretStr(BROKER_ADMIN_PASSWORD),
+            broker_admin_timeout_s=3,
+            **files,
         ),
-        ingest=IngestSettings(batch_size=10, batch_interval_s=0.05, metrics_port=0),
+        ingest=IngestSettings(batch_size=50, batch_interval_s=0.05, metrics_port=0),
     )
+
+
+def generated_broker(settings: ServerSettings, workdir: Path, *, force: bool = False) -> Broker:
+    """A broker on the generated configuration, holding the committed fleet's accounts."""
+    engine = make_engine(settings.database)
+    try:
+        accounts = committed_accounts(settings, engine)
+    finally:
+        engine.dispose()
+    port = int(settings.broker.url.rpartition(":")[2])
+    write_broker_config(
+        settings,
+        accounts,
+        listener=Listener("127.0.0.1", port),
+        out_dir=workdir,
+        run_as=getpass.getuser(),
+        force=force,
+    )
+    return Broker(workdir, config=workdir / "mosquitto.conf", port=port)
+
+
+@pytest.fixture(params=BACKENDS)
+def managed(
+    request: pytest.FixtureRequest, database: DatabaseSettings, tmp_path: Path
+) -> Iterator[tuple[ServerSettings, Broker]]:
+    settings = managed_settings(database, tmp_path, request.param, free_port())
+    broker = generated_broker(settings, tmp_path / "broker").start()
+    yield settings, broker
+    broker.stop()
+
+
+@pytest.fixture
+def dynsec(database: DatabaseSettings, tmp_path: Path) -> Iterator[tuple[ServerSettings, Broker]]:
+    settings = managed_settings(database, tmp_path, "dynamic_security", free_port())
+    broker = generated_broker(settings, tmp_path / "broker").start()
     yield settings, broker
     broker.stop()
 
@@ -100,6 +158,22 @@ def _publish(client: mqtt.Client, topic: str, payload: bytes) -> ReasonCode:
     return outcome["reason"]
 
 
+def _subscribe(client: mqtt.Client, topic_filter: str) -> ReasonCode:
+    answered = threading.Event()
+    outcome: dict[str, ReasonCode] = {}
+
+    def subscribed(
+        c: mqtt.Client, u: object, mid: int, reasons: list[ReasonCode], p: object
+    ) -> None:
+        outcome["reason"] = reasons[0]
+        answered.set()
+
+    client.on_subscribe = subscribed
+    client.subscribe(topic_filter, qos=1)
+    assert answered.wait(10), "no SUBACK"
+    return outcome["reason"]
+
+
 def _rows(engine: Engine) -> list[tuple[str, int]]:
     with engine.connect() as connection:
         return [
@@ -108,15 +182,38 @@ def _rows(engine: Engine) -> list[tuple[str, int]]:
         ]
 
 
-def test_devices_get_their_own_credentials_and_topics_only(
-    secured: tuple[ServerSettings, Broker],
-) -> None:
-    settings, broker = secured
+def _until(condition: Callable[[], bool], timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
+
+
+def _stop(client: mqtt.Client) -> None:
+    client.loop_stop()
+    client.disconnect()
+
+
+@contextmanager
+def serving(settings: ServerSettings) -> Iterator[tuple[TestClient, Engine]]:
+    """The API (started, broker reconciled) as the admin, and its engine."""
     engine = make_engine(settings.database)
-    admin = {"Authorization": f"Bearer {ADMIN}"}
-    with TestClient(create_app(settings, engine)) as api:
-        a = api.post("/api/v1/devices", json={"device_id": "veh-a"}, headers=admin).json()
-        b = api.post("/api/v1/devices", json={"device_id": "veh-b"}, headers=admin).json()
+    try:
+        with TestClient(create_app(settings, engine), headers=HEADERS) as api:
+            yield api, engine
+    finally:
+        engine.dispose()
+
+
+def test_devices_get_their_own_credentials_and_topics_only(
+    managed: tuple[ServerSettings, Broker],
+) -> None:
+    settings, broker = managed
+    with serving(settings) as (api, engine):
+        a = api.post("/api/v1/devices", json={"device_id": "veh-a"}).json()
+        b = api.post("/api/v1/devices", json={"device_id": "veh-b"}).json()
         assert a["username"] == "veh-a"
         assert a["password"]
         assert a["broker_url"] == broker.url
@@ -125,60 +222,290 @@ def test_devices_get_their_own_credentials_and_topics_only(
         device_a, reason = _connect(broker, "veh-a", a["password"])
         try:
             assert not reason.is_failure
+            spoof = _publish(
+                device_a,
+                device_topic("veh-b", MessageKind.READINGS),
+                encode(make_reading(device_id="veh-b", seq=2)),
+            )
+            assert spoof.value == NOT_AUTHORIZED
             own = _publish(
                 device_a,
                 device_topic("veh-a", MessageKind.READINGS),
                 encode(make_reading(device_id="veh-a", seq=1)),
             )
             assert own.value == 0  # success, and somebody (the worker) subscribed
-            spoof = _publish(
-                device_a,
-                device_topic("veh-b", MessageKind.READINGS),
-                encode(make_reading(device_id="veh-b", seq=2)),
-            )
-            assert spoof.value == 135  # MQTT v5: Not authorized
-            deadline = threading.Event()
-            for _ in range(100):
-                if _rows(engine):
-                    break
-                deadline.wait(0.1)
-            deadline.wait(1.0)  # anything that slipped through would be stored by now
+            assert _until(lambda: bool(_rows(engine)), 10)
             assert _rows(engine) == [("veh-a", 1)]
         finally:
-            device_a.loop_stop()
-            device_a.disconnect()
+            _stop(device_a)
         _, wrong = _connect(broker, "veh-b", "not-the-password")
         assert wrong.is_failure
         _, anonymous = _connect(broker, "veh-c", None)
         assert anonymous.is_failure
         client_b, before = _connect(broker, "veh-b", b["password"])
-        client_b.loop_stop()
-        client_b.disconnect()
+        _stop(client_b)
         assert not before.is_failure
-        api.post("/api/v1/devices/veh-b/decommission", headers=admin)
+        assert api.post("/api/v1/devices/veh-b/decommission").is_success
         _, after = _connect(broker, "veh-b", b["password"])
         assert after.is_failure  # revoked at once
         worker.stop()
-    engine.dispose()
 
 
 def test_decommission_disconnects_a_device_that_is_still_connected(
-    secured: tuple[ServerSettings, Broker],
+    managed: tuple[ServerSettings, Broker],
 ) -> None:
-    settings, broker = secured
-    engine = make_engine(settings.database)
-    admin = {"Authorization": f"Bearer {ADMIN}"}
-    with TestClient(create_app(settings, engine)) as api:
-        enrolled = api.post("/api/v1/devices", json={"device_id": "veh-d"}, headers=admin).json()
+    settings, broker = managed
+    with serving(settings) as (api, _):
+        enrolled = api.post("/api/v1/devices", json={"device_id": "veh-d"}).json()
         client, reason = _connect(broker, "veh-d", enrolled["password"])
         dropped = threading.Event()
         client.on_disconnect = lambda *args: dropped.set()
         client.reconnect_delay_set(60, 60)  # a retry inside the test would hide the kick
         try:
             assert not reason.is_failure
-            assert not dropped.wait(0.5)
-            assert api.post("/api/v1/devices/veh-d/decommission", headers=admin).is_success
+            assert not dropped.is_set()
+            assert api.post("/api/v1/devices/veh-d/decommission").is_success
             assert dropped.wait(10), "the broker kept a decommissioned device connected"
         finally:
             client.loop_stop()
-    engine.dispose()
+
+
+def test_an_enrolled_attacker_costs_another_device_no_reading(
+    dynsec: tuple[ServerSettings, Broker],
+) -> None:
+    settings, broker = dynsec
+    with serving(settings) as (api, engine):
+        victim = api.post("/api/v1/devices", json={"device_id": "victim"})
+        attacker = api.post("/api/v1/devices", json={"device_id": "attacker"})
+        worker = IngestWorker(settings, engine, IngestMetrics(), client_id="ingest-a").start()
+        assert worker.wait_ready(10)
+        bad, reason = _connect(broker, "attacker", attacker.json()["password"])
+        assert not reason.is_failure
+        heard: list[str] = []
+        bad.on_message = lambda c, u, message: heard.append(message.topic)
+        stolen = [
+            f"$share/{DEFAULT_SHARE_GROUP}/roadsign/v1/devices/+/readings",  # the server's group
+            "#",
+            device_topic("victim", MessageKind.READINGS),
+            device_topic("victim", MessageKind.OTA_COMMAND),
+        ]
+        subacks = [_subscribe(bad, topic_filter) for topic_filter in stolen]
+        spoofed = _publish(
+            bad,
+            device_topic("victim", MessageKind.READINGS),
+            encode(make_reading(device_id="victim", seq=10_000)),
+        )
+        good, reason = _connect(broker, "victim", victim.json()["password"])
+        assert not reason.is_failure
+        acked = threading.Semaphore(0)
+        good.on_publish = lambda *args: acked.release()
+        for seq in range(200):
+            topic = device_topic("victim", MessageKind.READINGS)
+            good.publish(topic, encode(make_reading(device_id="victim", seq=seq)), qos=1)
+        assert all(acked.acquire(timeout=10) for _ in range(200))  # the sender may forget them
+        _until(lambda: len(_rows(engine)) >= 200, 30)
+        assert sorted(_rows(engine)) == [("victim", seq) for seq in range(200)]  # none lost
+        assert spoofed.value == NOT_AUTHORIZED
+        assert [r.value >= 0x80 for r in subacks] == [True] * len(stolen), subacks
+        assert heard == []
+        _stop(good)
+        _stop(bad)
+        worker.stop()
+
+
+@contextmanager
+def broker_users(settings: ServerSettings) -> Iterator[Callable[[list[str] | None], set[str]]]:
+    """Which of some users (None: all) the broker holds: password-file users or plugin clients."""
+    enrolment = settings.enrolment
+    if enrolment.broker_auth == "password_file":
+        assert enrolment.password_file is not None
+        path = enrolment.password_file
+
+        def in_file(names: list[str] | None) -> set[str]:
+            found = {line.partition(":")[0] for line in path.read_text().splitlines()}
+            return found if names is None else found & set(names)
+
+        yield in_file
+        return
+    probe = DynamicSecurityAuth.from_settings(settings)
+    try:
+        yield lambda names: set(probe.observe(names).clients) - {enrolment.broker_admin_username}
+    finally:
+        probe.close()
+
+
+def _active(engine: Engine) -> set[str]:
+    with engine.connect() as connection:
+        return set(
+            connection.execute(
+                text("SELECT device_id FROM device WHERE status != 'decommissioned'")
+            ).scalars()
+        )
+
+
+def test_concurrent_enrolments_and_decommissions_leave_the_broker_equal_to_the_fleet(
+    managed: tuple[ServerSettings, Broker],
+) -> None:
+    settings, _ = managed
+    wrong: list[str] = []
+    results: dict[int, list[int]] = {}
+
+    def enrolled(api: TestClient, device: str) -> bool:
+        return api.get(f"/api/v1/devices/{device}").is_success
+
+    def churn(api: TestClient, engine: Engine, users: Callable[..., set[str]], k: int) -> None:
+        """300 calls: enrol two of its own, decommission one the other thread just enrolled."""
+        codes = results.setdefault(k, [])
+        for i in range(100):
+            for device in (f"t{k}-{2 * i}", f"t{k}-{2 * i + 1}"):
+                codes.append(api.post("/api/v1/devices", json={"device_id": device}).status_code)
+                # It may be decommissioned already (by the other thread); else the broker has it.
+                if not users([device]) and device in _active(engine):
+                    wrong.append(f"{device} enrolled but unknown to the broker")
+            theirs = f"t{1 - k}-{2 * i}"  # racing the other thread's enrolment of it
+            if not _until(partial(enrolled, api, theirs), 30):
+                wrong.append(f"{theirs} never enrolled")
+            codes.append(api.post(f"/api/v1/devices/{theirs}/decommission").status_code)
+            if users([theirs]):
+                wrong.append(f"{theirs} decommissioned but still a broker user")
+
+    with serving(settings) as (api, engine), broker_users(settings) as users:
+        threads = [threading.Thread(target=churn, args=(api, engine, users, k)) for k in (0, 1)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        committed = _active(engine)
+        assert sorted(set(results[0] + results[1])) == [200, 201]  # no call failed
+        assert len(results[0] + results[1]) == 600
+        assert wrong == []
+        assert len(committed) == 200
+        assert users(None) == committed | {settings.broker.username}
+
+
+def test_a_broker_rebuilt_from_the_database_takes_back_the_enrolled_devices(
+    dynsec: tuple[ServerSettings, Broker], tmp_path: Path
+) -> None:
+    settings, broker = dynsec
+    with serving(settings) as (api, _):
+        kept = api.post("/api/v1/devices", json={"device_id": "veh-kept"}).json()
+        gone = api.post("/api/v1/devices", json={"device_id": "veh-gone"}).json()
+        assert api.post("/api/v1/devices/veh-gone/decommission").is_success
+    broker.stop()
+    (tmp_path / "broker" / "dynamic-security.json").unlink()  # the broker's state is lost
+    rebuilt = generated_broker(settings, tmp_path / "broker").start()
+    try:
+        for user, password, refused in (
+            ("veh-kept", kept["password"], False),
+            ("veh-gone", gone["password"], True),
+            ("fleet-server", SERVER_PASSWORD, False),
+        ):
+            client, reason = _connect(rebuilt, user, password)
+            _stop(client)
+            assert reason.is_failure is refused, user
+    finally:
+        rebuilt.stop()
+
+
+def test_enrolment_is_undone_when_the_broker_cannot_be_told(
+    dynsec: tuple[ServerSettings, Broker],
+) -> None:
+    settings, broker = dynsec
+    with serving(settings) as (api, _):
+        broker.stop()
+        refused = api.post("/api/v1/devices", json={"device_id": "veh-late"})
+        assert refused.status_code == 503
+        assert "enrolment undone" in refused.json()["detail"]
+        assert api.get("/api/v1/devices/veh-late").status_code == 404
+        broker.start()
+        again = api.post("/api/v1/devices", json={"device_id": "veh-late"})
+        assert again.status_code == 201
+        client, reason = _connect(broker, "veh-late", again.json()["password"])
+        _stop(client)
+        assert not reason.is_failure
+
+
+@pytest.mark.parametrize("name", ["fleet-server", "fleet-broker-admin"])
+def test_no_device_may_be_enrolled_under_a_broker_user_of_the_server(
+    dynsec: tuple[ServerSettings, Broker], name: str
+) -> None:
+    settings, broker = dynsec
+    with serving(settings) as (api, _):
+        assert api.post("/api/v1/devices", json={"device_id": name}).status_code == 409
+        client, reason = _connect(broker, "fleet-server", SERVER_PASSWORD)
+        _stop(client)
+        assert not reason.is_failure  # the server's own account is untouched
+
+
+def test_broker_config_command_writes_a_closed_broker_with_a_packet_limit(
+    database: DatabaseSettings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    port = free_port()
+    config = tmp_path / "fleet.yaml"
+    config.write_text(
+        f"database: {{url: '{database.url}'}}\n"
+        f"broker: {{url: 'mqtt://127.0.0.1:{port}', password: {SERVER_PASSWORD}}}\n"
+        "enrolment: {broker_auth: dynamic_security, "
+        f"broker_admin_password: {BROKER_ADMIN_PASSWORD}}}\n"
+    )
+    out = tmp_path / "broker"
+    argv = ["broker-config", "--config", str(config), "--out", str(out)]
+    argv += ["--listen", f"127.0.0.1:{port}", "--user", getpass.getuser()]
+    assert main(argv) == 0
+    assert "for 0 devices" in capsys.readouterr().out
+    assert main(argv) == 1  # the broker's live accounts are not overwritten by accident
+    assert "pass --force" in capsys.readouterr().err
+    broker = Broker(out, config=out / "mosquitto.conf", port=port).start()
+    try:
+        _, anonymous = _connect(broker, "nobody", None)
+        assert anonymous.is_failure
+        server, reason = _connect(broker, "fleet-server", SERVER_PASSWORD)
+        assert not reason.is_failure
+        dropped = threading.Event()
+        server.on_disconnect = lambda *args: dropped.set()
+        fits = _publish(server, FLEET_READINGS_TOPIC, b"x" * MAX_PAYLOAD_BYTES)
+        assert not fits.is_failure
+        server.publish(FLEET_READINGS_TOPIC, b"x" * (MAX_PAYLOAD_BYTES + 8192), qos=1)
+        assert dropped.wait(10), "the broker took a packet over its maximum"
+        _stop(server)
+    finally:
+        broker.stop()
+
+
+def test_the_edge_agent_link_reports_and_hears_the_server_within_its_own_account(
+    dynsec: tuple[ServerSettings, Broker], tmp_path: Path
+) -> None:
+    settings, broker = dynsec
+    with serving(settings) as (api, engine):
+        enrolled = api.post("/api/v1/devices", json={"device_id": AGENT}).json()
+        worker = IngestWorker(settings, engine, IngestMetrics(), client_id="ingest-l").start()
+        assert worker.wait_ready(10)
+        server, _ = _connect(broker, "fleet-server", SERVER_PASSWORD)
+        desired = device_topic(AGENT, MessageKind.CONFIG_DESIRED)
+        server.publish(desired, b"{}", qos=1, retain=True).wait_for_publish(10)
+        _stop(server)
+        outbox = Outbox(tmp_path / "outbox.sqlite3", max_messages=100, max_bytes=10**6)
+        for _ in range(5):
+            seq = outbox.next_seq()
+            reading = encode(make_reading(device_id=AGENT, seq=seq))
+            outbox.put(device_topic(AGENT, MessageKind.READINGS), reading)
+        heard: list[str] = []
+        link = MqttLink(
+            LinkSettings(
+                url=broker.url,
+                device_id=AGENT,
+                username=enrolled["username"],
+                password=enrolled["password"],
+            ),
+            outbox,
+            _status_factory(outbox),
+            on_message=lambda topic, payload: heard.append(topic),
+        )
+        link.start()
+        try:
+            assert link.wait_drained(10)  # every reading acknowledged
+            assert _until(lambda: len(_rows(engine)) == 5 and desired in heard, 10)
+            assert link.stats.rejected == 0
+        finally:
+            link.stop()
+            worker.stop()

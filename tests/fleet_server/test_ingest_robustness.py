@@ -15,7 +15,7 @@ import pytest
 from fleet_protocol.topics import MessageKind, device_topic
 from fleet_server import crud
 from fleet_server.ingest.metrics import IngestMetrics
-from fleet_server.ingest.worker import PACKET_ROOM_BYTES, IngestWorker
+from fleet_server.ingest.worker import IngestWorker
 from fleet_server.settings import DatabaseSettings
 from tests.conftest import make_reading
 from tests.fleet_server.ingest_rig import FAST, enrol, ingest_rig, refusing_connections
@@ -106,7 +106,7 @@ def test_the_broker_never_delivers_a_packet_over_the_workers_maximum(
     database: DatabaseSettings, tmp_path: Path
 ) -> None:
     with ingest_rig(database, tmp_path, devices=["veh-1"]) as rig:
-        limit = rig.settings.ingest.max_payload_bytes + PACKET_ROOM_BYTES
+        limit = rig.settings.ingest.max_packet_bytes
         topic = device_topic("veh-1", MessageKind.READINGS)
         rig.publisher.publish(topic, b"{" + b" " * limit + b"}", 1).wait_for_publish(10)
         # Delivered in order after it: once this one is stored, the big one would have come.

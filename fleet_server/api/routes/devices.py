@@ -9,9 +9,10 @@ from sqlalchemy.exc import IntegrityError
 
 from fleet_server import crud
 from fleet_server.api.deps import AdminDep, ReaderDep, SessionDep
-from fleet_server.broker_admin import BrokerAdminError, MosquittoAuth
 from fleet_server.credentials import mosquitto_hash, new_password
+from fleet_server.exceptions import BrokerAuthError
 from fleet_server.models import Device, DeviceBundle, DeviceCreate, DevicePublic, DeviceTagsUpdate
+from fleet_server.services.broker_auth import BrokerSync
 from fleet_server.settings import ServerSettings
 
 router = APIRouter(prefix="/api/v1/devices", tags=["devices"])
@@ -46,18 +47,9 @@ def get_device(device_id: str, session: SessionDep, _: ReaderDep) -> Device:
     return _found(crud.get_device(session, device_id=device_id), device_id)
 
 
-def _sync_broker(request: Request, session: SessionDep) -> None:
-    auth: MosquittoAuth | None = request.app.state.broker_auth
-    if auth is None:
-        return
-    settings: ServerSettings = request.app.state.settings
-    users = crud.broker_users(session)
-    users[settings.broker.username] = request.app.state.server_password_hash
-    try:
-        auth.sync(users)
-    except BrokerAdminError as e:
-        session.rollback()
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(e)) from e
+def _broker(request: Request) -> BrokerSync | None:
+    broker: BrokerSync | None = request.app.state.broker_sync
+    return broker
 
 
 @router.post(
@@ -70,22 +62,34 @@ def _sync_broker(request: Request, session: SessionDep) -> None:
 def enrol(body: DeviceCreate, request: Request, session: SessionDep, _: AdminDep) -> DeviceBundle:
     """Add a device; returns its credentials (shown once) and what it must trust.
 
-    Where the server manages the broker's auth files, the device gets its own password and the
+    Where the server manages the broker's accounts, the device gets its own password and the
     broker lets it publish and subscribe under its own topics only, from this moment.
     """
     settings: ServerSettings = request.app.state.settings
-    managed = request.app.state.broker_auth is not None
-    password = new_password() if managed else None
+    broker = _broker(request)
+    if broker is not None and body.device_id in broker.reserved:
+        raise HTTPException(status.HTTP_409_CONFLICT, f"{body.device_id} is a reserved broker user")
+    password = new_password() if broker is not None else None
+    digest = mosquitto_hash(password) if password is not None else None  # slow: before the lock
     try:
         device = crud.create_device(session, device=body)
+        device.broker_password_hash = digest
+        session.add(device)
+        session.commit()  # the broker is told committed state only, never a transaction's
     except IntegrityError as e:
         session.rollback()
         raise HTTPException(status.HTTP_409_CONFLICT, f"{body.device_id} is enrolled") from e
-    if password is not None:
-        device.broker_password_hash = mosquitto_hash(password)
-        session.add(device)
-        session.flush()
-        _sync_broker(request, session)
+    if broker is not None and password is not None:
+        try:
+            broker.reconcile(devices=[device.device_id], passwords={device.device_id: password})
+        except BrokerAuthError as e:
+            # Undone, so that nobody holds a device whose password was never shown; whatever
+            # the broker may have applied goes at its next full reconciliation.
+            crud.delete_device(session, device_id=device.device_id)
+            session.commit()
+            raise HTTPException(
+                status.HTTP_503_SERVICE_UNAVAILABLE, f"enrolment undone: {e}"
+            ) from e
     enrolment = settings.enrolment
     ca = enrolment.ca_file.read_text() if enrolment.ca_file else None
     root = json.loads(enrolment.tuf_root_file.read_text()) if enrolment.tuf_root_file else None
@@ -119,5 +123,15 @@ def set_tags(device_id: str, body: DeviceTagsUpdate, session: SessionDep, _: Adm
 def decommission(device_id: str, request: Request, session: SessionDep, _: AdminDep) -> Device:
     """Retire a device: the broker refuses its credentials and its messages are rejected."""
     device = _found(crud.decommission(session, device_id=device_id), device_id)
-    _sync_broker(request, session)
+    session.commit()
+    broker = _broker(request)
+    if broker is not None:
+        try:
+            broker.reconcile(devices=[device_id])
+        except BrokerAuthError as e:
+            raise HTTPException(
+                status.HTTP_503_SERVICE_UNAVAILABLE,
+                f"{device_id} is decommissioned, but the broker may still accept it ({e}); "
+                "repeat the request",
+            ) from e
     return device
