@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import ast
+import json
 import os
 import subprocess
 import sys
@@ -12,6 +13,8 @@ import venv
 from importlib.metadata import packages_distributions
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
@@ -24,9 +27,20 @@ FORBIDDEN_ON_EDGE = {"torch", "torchvision", "ultralytics", "fastapi", "sqlmodel
 CONSTRAINTS = REPO_ROOT / "constraints.txt"
 # The edge extra's wheels at the constrained versions; the Makefile's `wheelhouse` target builds it.
 WHEELHOUSE = REPO_ROOT / ".cache" / "wheelhouse" / "edge"
+PROJECT = canonicalize_name(PYPROJECT["project"]["name"])
 DECLARED = [Requirement(r) for r in PYPROJECT["project"]["dependencies"]] + [
-    Requirement(r) for extra in EXTRAS.values() for r in extra
+    Requirement(r)
+    for extra in EXTRAS.values()
+    for r in extra
+    if canonicalize_name(Requirement(r).name) != PROJECT  # an extra that brings another
 ]
+# Which install each of our packages runs from (fleet_protocol: the base install alone).
+INSTALL_OF = {
+    "fleet_protocol": [],
+    "edge_agent": ["edge"],
+    "fleet_server": ["server"],
+    "training": ["train"],
+}
 # Declared, and rightly, though nothing of ours imports them.
 NEEDED_WITHOUT_AN_IMPORT = {
     "python-multipart": "FastAPI parses the dashboard's login form with it",
@@ -40,6 +54,25 @@ NEEDED_WITHOUT_AN_IMPORT = {
     "types-defusedxml": "type stubs for mypy",
 }
 OUR_CODE = ("fleet_protocol", "edge_agent", "fleet_server", "training", "tests", "bench", "tools")
+
+
+def _is_self(requirement: Requirement) -> bool:
+    return canonicalize_name(requirement.name) == PROJECT
+
+
+def _installed_by(extras: list[str]) -> set[str]:
+    """Canonical names of what `pip install '.[extras]'` asks for directly (self-references too)."""
+    names: set[str] = {
+        canonicalize_name(Requirement(r).name) for r in PYPROJECT["project"]["dependencies"]
+    }
+    for extra in extras:
+        for line in EXTRAS[extra]:
+            requirement = Requirement(line)
+            if _is_self(requirement):
+                names |= _installed_by(sorted(requirement.extras))
+            else:
+                names.add(canonicalize_name(requirement.name))
+    return names
 
 
 def _names(requirements: list[str]) -> set[str]:
@@ -56,9 +89,9 @@ def _pins() -> dict[str, str]:
     return pins
 
 
-def _imported_top_level_modules() -> set[str]:
+def _imported_top_level_modules(packages: tuple[str, ...] = OUR_CODE) -> set[str]:
     modules = set()
-    for package in OUR_CODE:
+    for package in packages:
         for path in (REPO_ROOT / package).rglob("*.py"):
             for node in ast.walk(ast.parse(path.read_text(), str(path))):
                 if isinstance(node, ast.Import):
@@ -77,6 +110,19 @@ def test_every_declared_dependency_is_imported_or_needed_without_an_import() -> 
     }
     unused = {canonicalize_name(r.name) for r in DECLARED} - imported
     assert unused <= set(NEEDED_WITHOUT_AN_IMPORT), sorted(unused - set(NEEDED_WITHOUT_AN_IMPORT))
+
+
+@pytest.mark.parametrize("package", sorted(INSTALL_OF))
+def test_each_install_declares_what_its_package_imports(package: str) -> None:
+    distributions = packages_distributions()
+    declared = _installed_by(INSTALL_OF[package])
+    ours = set(OUR_CODE) | {"_typeshed"}  # _typeshed: names for the type checker only
+    missing = {
+        module: distributions.get(module, [])
+        for module in _imported_top_level_modules((package,)) - ours
+        if not {canonicalize_name(d) for d in distributions.get(module, [])} & declared
+    }
+    assert missing == {}, f"{package} imports what {INSTALL_OF[package] or 'the base'} lacks"
 
 
 def test_every_declared_dependency_is_pinned_to_a_version_its_range_admits() -> None:
@@ -192,3 +238,24 @@ def test_fresh_edge_venv_has_no_torch_and_the_agent_help_runs(tmp_path: Path) ->
         check=False,
     )
     assert check.returncode == 0, check.stdout + check.stderr
+    # The shipped model bundle travels in the wheel (without its training checkpoint), so
+    # `predict` reads a photo from any directory.
+    (shipped,) = (env_dir / "lib").glob("python3.*/site-packages/edge_agent/shipped_bundle")
+    index = json.loads((shipped / "bundle.json").read_text())
+    assert (shipped / index["classifier"]).is_file()
+    assert all((shipped / artifact).is_file() for artifact in index["detector"].values())
+    assert not (shipped / "training").exists()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    photo = np.full((120, 200, 3), 90, np.uint8)
+    assert cv2.imwrite(str(elsewhere / "photo.jpg"), photo)
+    predicted = subprocess.run(
+        [str(env_dir / "bin" / "roadsign-agent"), "predict", "photo.jpg"],
+        cwd=elsewhere,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert predicted.returncode == 0, predicted.stdout + predicted.stderr
+    assert json.loads(predicted.stdout)["source"] == "photo.jpg"

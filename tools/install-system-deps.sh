@@ -3,7 +3,7 @@
 # run costs nothing. Runs apt-get as root, or through sudo.
 set -euo pipefail
 
-packages=(tesseract-ocr tesseract-ocr-eng tesseract-ocr-deu mosquitto mosquitto-clients
+packages=(tesseract-ocr tesseract-ocr-eng tesseract-ocr-deu mosquitto mosquitto-clients openssl
   fonts-dejavu-core chromium)
 command -v node >/dev/null && command -v npm >/dev/null || packages+=(nodejs npm)
 python3 -c 'import ensurepip, venv' 2>/dev/null || packages+=(python3-venv)

@@ -14,6 +14,9 @@ from fleet_server.models import ApiToken
 from fleet_server.settings import AuthSettings, DatabaseSettings, ServerSettings
 
 ADMIN = "rsf_fuzz-admin-token"
+# The live feed answers for as long as its client stays: each case would wait out the
+# transport's timeout. test_live_feed.py and test_dashboard_sessions.py cover it instead.
+ENDLESS = {"/api/v1/readings/stream"}
 
 
 @pytest.mark.slow
@@ -29,6 +32,8 @@ def test_no_generated_request_makes_the_server_fail(database: DatabaseSettings) 
     try:
         for result in schema.get_all_operations():
             operation = result.ok()  # type: ignore[union-attr]
+            if operation.path in ENDLESS:
+                continue
             operations += 1
 
             @settings(
