@@ -208,8 +208,6 @@ def broker_users(session: Session) -> dict[str, str]:
 
 
 BROKER_ACCOUNTS_LOCK = 0x52534642  # "RSFB": one advisory-lock key for the whole fleet
-
-
 """Held while a server replica brings the broker's accounts to the committed fleet."""
 
 

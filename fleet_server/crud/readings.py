@@ -121,8 +121,6 @@ def readings_with_crops(session: Session, *, ids: Iterable[int]) -> set[int]:
 
 
 FEED_COLUMNS = ("id", "device_id", "sign_type", "value", "unit", "confidence", "observed_at")
-
-
 """What the live feed shows of a reading."""
 
 
