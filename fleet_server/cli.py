@@ -158,7 +158,7 @@ def _tokens(settings: ServerSettings, args: argparse.Namespace) -> int:
     from fleet_server.db import make_engine, session_scope
     from fleet_server.exceptions import TokenError
     from fleet_server.models import ApiToken, ApiTokenCreate, ApiTokenPublic, utcnow
-    from fleet_server.services.tokens import issue_token
+    from fleet_server.services.tokens import issue_token, revoke_token_and_issued
 
     def public(token: ApiToken) -> str:
         return ApiTokenPublic.model_validate(token, from_attributes=True).model_dump_json()
@@ -174,14 +174,15 @@ def _tokens(settings: ServerSettings, args: argparse.Namespace) -> int:
                 except ValidationError as e:
                     raise TokenError(str(e)) from e
                 # The secret is printed this once; only its hash is stored.
-                shown = [issue_token(session, body=body, created_by_id=None).model_dump_json()]
+                # An operator at the database issues it: no issuer bounds or revokes it.
+                shown = [issue_token(session, body=body, issuer_id=None).model_dump_json()]
             elif args.action == "list":
                 shown = [public(token) for token in crud.list_tokens(session)]
             else:
-                token = crud.revoke_token(session, token_id=args.id, now=utcnow())
-                if token is None:
+                revoked = revoke_token_and_issued(session, token_id=args.id, now=utcnow())
+                if revoked is None:
                     raise TokenError(f"no token {args.id}")
-                shown = [public(token)]
+                shown = [revoked.model_dump_json()]
     finally:
         engine.dispose()
     sys.stdout.write("".join(line + "\n" for line in shown))
@@ -259,12 +260,20 @@ def build_parser() -> argparse.ArgumentParser:
         description="Admin and reader API tokens. issue prints the new token's secret once.",
     )
     token_actions = tokens.add_subparsers(dest="action", required=True, metavar="ACTION")
-    issue = token_actions.add_parser("issue", help="Issue a token; prints its secret once.")
+    issue = token_actions.add_parser(
+        "issue",
+        help="Issue a token with no issuer (it outlives bootstrap rotations); prints its "
+        "secret once.",
+    )
     issue.add_argument("--name", required=True, help="who or what holds the token")
     issue.add_argument("--role", choices=["admin", "reader"], default="reader")
     issue.add_argument("--expires-in-s", type=int, help="seconds until it stops working")
-    token_actions.add_parser("list", help="Every token, without secrets.")
-    revoke = token_actions.add_parser("revoke", help="Revoke a token at once.")
+    token_actions.add_parser(
+        "list", help="Every token, without secrets, with the id of the token that issued it."
+    )
+    revoke = token_actions.add_parser(
+        "revoke", help="Revoke a token at once, and every token it issued."
+    )
     revoke.add_argument("id", type=int, help="the token's id (from list)")
     for sub in token_actions.choices.values():
         sub.add_argument("--config", type=Path, help="settings YAML (default: built-in)")

@@ -34,5 +34,9 @@ class TokenError(FleetError):
     """A token cannot be issued or revoked as asked (an expiry in the past, no such token)."""
 
 
+class IssuerNotLive(TokenError):  # noqa: N818 - reads as the condition it reports
+    """The token issuing another was revoked or expired before the new one was stored."""
+
+
 class BrokerAuthError(FleetError):
     """The broker's accounts cannot be changed: its files, its signal or its admin API failed."""

@@ -344,13 +344,16 @@ class ApiTokenCreate(ApiTokenBase):
 
     role: Role = Field(description="admin (everything) or reader (read only).")
     expires_at: datetime | None = Field(
-        default=None, description="When the token stops working (with a timezone)."
+        default=None,
+        description="When the token stops working (with a timezone). Never after the issuing "
+        "token expires: a later expiry, or none, becomes the issuer's.",
     )
     expires_in_s: int | None = Field(
         default=None,
         ge=1,
         le=MAX_TOKEN_LIFETIME_S,
-        description="Or: seconds from now until it stops working (at most ten years).",
+        description="Or: seconds from now until it stops working (at most ten years, and never "
+        "after the issuing token expires).",
     )
 
     @field_validator("expires_at")
@@ -382,17 +385,33 @@ class ApiTokenPublic(ApiTokenBase):
     """A token as the API lists it: never the secret, never its hash."""
 
     id: int
-    kind: str
+    kind: str = Field(description="bootstrap (the configured admin token) or issued.")
     created_at: datetime
-    expires_at: datetime | None
-    revoked_at: datetime | None
-    created_by_id: int | None
+    expires_at: datetime | None = Field(
+        description="When it stops working (null: never); never after the token that issued it."
+    )
+    revoked_at: datetime | None = Field(
+        description="When it was revoked, by hand or with the token that issued it."
+    )
+    created_by_id: int | None = Field(
+        description="The token that issued this one; revoking that revokes this one too. Null "
+        "for the bootstrap token and tokens issued with the CLI."
+    )
 
 
 class ApiTokenIssued(ApiTokenPublic):
     """A token just issued: the only time its secret is shown."""
 
     token: str = Field(description="The secret: send it as a bearer token. Shown only now.")
+
+
+class ApiTokenRevoked(ApiTokenPublic):
+    """A token just revoked, and what went with it."""
+
+    revoked_with_it: list[int] = Field(
+        description="Ids of the tokens it issued, directly or through others, that this "
+        "revocation revoked (those revoked before are not listed)."
+    )
 
 
 class DashboardSession(SQLModel, table=True):

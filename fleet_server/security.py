@@ -58,6 +58,17 @@ def is_live(*, ended_at: datetime | None, expires_at: datetime | None, now: date
     return ended_at is None and (expires_at is None or now < expires_at)
 
 
+def bounded_expiry(requested: datetime | None, issuer: datetime | None) -> datetime | None:
+    """When a new token expires: as `requested`, but never after its `issuer` (None: never).
+
+    A token can do what its issuer can, so a longer life would let a short-lived admin token
+    mint a lasting one; no expiry asked for means the issuer's.
+    """
+    if requested is None or issuer is None:
+        return issuer if requested is None else requested
+    return min(requested, issuer)
+
+
 def _mac(key: str, purpose: str, value: str) -> str:
     # The purpose keeps a cookie signature from ever serving as a CSRF token, and the reverse.
     digest = hmac.new(key.encode(), f"{purpose}|{value}".encode(), hashlib.sha256).digest()

@@ -36,13 +36,18 @@ log = logging.getLogger(__name__)
 
 
 def ensure_bootstrap_token(engine: Engine, settings: ServerSettings) -> None:
-    """Store the configured bootstrap admin token's hash; revoke any previous bootstrap token.
+    """Store the configured bootstrap admin token's hash; revoke any previous bootstrap token
+    and every token it issued.
 
     Changing ``auth.bootstrap_admin_token`` is how an operator rotates it, so the old one must
-    stop working. A configured token that an admin revoked stays revoked: start-up never brings
-    a revoked token back.
+    stop working, and with it what it issued: a leaked bootstrap token is rotated precisely to
+    cut off what its holder did with it (tokens meant to outlive a rotation are issued with the
+    CLI). Only the tokens this start-up revokes take their issued tokens along, so a restart
+    never revokes anything more. A configured token that an admin revoked stays revoked:
+    start-up never brings a revoked token back.
     """
     digest = hash_token(settings.auth.bootstrap_admin_token.get_secret_value())
+    now = utcnow()
     with session_scope(engine) as session:
         token = crud.find_token(session, token_hash=digest)
         if token is None:
@@ -52,10 +57,15 @@ def ensure_bootstrap_token(engine: Engine, settings: ServerSettings) -> None:
         elif token.revoked_at is not None:
             log.warning("the configured bootstrap admin token was revoked; configure a new one")
         revoked = crud.revoke_tokens_of_kind(
-            session, kind="bootstrap", keep_id=token.id or 0, now=utcnow()
+            session, kind="bootstrap", keep_id=token.id or 0, now=now
         )
+        issued = crud.revoke_issued_by(session, token_ids=revoked, now=now)
     if revoked:
-        log.info("revoked previous bootstrap admin token(s) %s", revoked)
+        log.info(
+            "revoked previous bootstrap admin token(s) %s and the tokens they issued %s",
+            revoked,
+            issued,
+        )
 
 
 def create_app(

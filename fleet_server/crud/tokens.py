@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import select, update
@@ -48,14 +49,60 @@ def list_tokens(session: Session) -> list[ApiToken]:
     return list(session.execute(select(ApiToken).order_by(col(ApiToken.id))).scalars())
 
 
+def lock_token(session: Session, *, token_id: int) -> ApiToken | None:
+    """The token as committed now, its row locked until the transaction ends; None if none.
+
+    Issuing under the issuer's lock and revoking under the revoked token's lock serialise the
+    two: a token revoked while it issues another either sees that child (and revokes it) or
+    makes the issue fail, never leaves it live. (SQLite has no row locks; its writes serialise.)
+    """
+    statement = (
+        select(ApiToken)
+        .where(col(ApiToken.id) == token_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    return session.execute(statement).scalar_one_or_none()
+
+
 def revoke_token(session: Session, *, token_id: int, now: datetime) -> ApiToken | None:
-    """Revoke a token (a revoked one keeps its first revocation time); None if there is none."""
-    token = session.get(ApiToken, token_id)
+    """Revoke a token (a revoked one keeps its first revocation time); None if there is none.
+
+    Only that token: `revoke_issued_by` reaches the tokens it issued.
+    """
+    token = lock_token(session, token_id=token_id)
     if token is not None and token.revoked_at is None:
         token.revoked_at = now
         session.add(token)
         session.flush()
     return token
+
+
+def revoke_issued_by(session: Session, *, token_ids: Sequence[int], now: datetime) -> list[int]:
+    """Revoke every live token that `token_ids` issued, directly or through others.
+
+    The walk goes through tokens already revoked, so revoking again reaches a child that a
+    revocation once left live. It must run after the issuers are locked (`lock_token`), as a
+    statement of its own, to see a child committed while it waited. The ids revoked, in order.
+    """
+    if not token_ids:
+        return []
+    issued = (
+        select(col(ApiToken.id).label("id"))
+        .where(col(ApiToken.created_by_id).in_(token_ids))
+        .cte("issued", recursive=True)
+    )
+    # UNION, not UNION ALL: a cycle (only a hand-edited table can have one) ends the walk.
+    issued = issued.union(
+        select(col(ApiToken.id)).join(issued, col(ApiToken.created_by_id) == issued.c.id)
+    )
+    statement = (
+        update(ApiToken)
+        .where(col(ApiToken.id).in_(select(issued.c.id)), col(ApiToken.revoked_at).is_(None))
+        .values(revoked_at=now)
+        .returning(col(ApiToken.id))
+    )
+    return sorted(int(token_id) for token_id in session.execute(statement).scalars())
 
 
 def revoke_tokens_of_kind(session: Session, *, kind: str, keep_id: int, now: datetime) -> list[int]:

@@ -57,10 +57,12 @@ def csrf_of(client: AnyClient, session_cookie: str) -> str:
     return found.group(1)
 
 
-def issue(client: AnyClient, *, role: str = "admin", **fields: object) -> dict[str, object]:
-    """Issue a token through the API as the bootstrap admin; the answer (with the secret)."""
+def issue(
+    client: AnyClient, *, role: str = "admin", by: str = ADMIN, **fields: object
+) -> dict[str, object]:
+    """Issue a token through the API as the admin token `by`; the answer (with the secret)."""
     response = client.post(
-        "/api/v1/tokens", json={"name": "test", "role": role, **fields}, headers=bearer(ADMIN)
+        "/api/v1/tokens", json={"name": "test", "role": role, **fields}, headers=bearer(by)
     )
     assert response.status_code == 201, response.text
     issued: dict[str, object] = response.json()

@@ -9,6 +9,7 @@ import pytest
 
 from fleet_server.security import (
     MIN_SECRET_BITS,
+    bounded_expiry,
     cross_origin,
     csrf_matches,
     csrf_token,
@@ -31,6 +32,15 @@ def test_a_token_or_session_is_live_until_it_ends_or_expires() -> None:
     assert is_live(ended_at=None, expires_at=NOW + timedelta(seconds=1), now=NOW)
     assert not is_live(ended_at=None, expires_at=NOW, now=NOW)  # the expiry moment is past it
     assert not is_live(ended_at=NOW - timedelta(days=1), expires_at=None, now=NOW)
+
+
+def test_a_new_token_expires_as_asked_but_never_after_the_token_that_issued_it() -> None:
+    hour, day = NOW + timedelta(hours=1), NOW + timedelta(days=1)
+    assert bounded_expiry(day, hour) == hour
+    assert bounded_expiry(hour, day) == hour
+    assert bounded_expiry(None, hour) == hour  # asking for no expiry gets the issuer's
+    assert bounded_expiry(day, None) == day
+    assert bounded_expiry(None, None) is None
 
 
 def test_only_a_cookie_signed_with_the_key_yields_its_session_id() -> None:

@@ -1,4 +1,8 @@
-"""API tokens: issue (the secret is shown once), list (never a secret), revoke. Admins only."""
+"""API tokens: issue (the secret is shown once), list (never a secret), revoke. Admins only.
+
+A token never outlives the admin token that issued it, and revoking one revokes what it issued
+(`fleet_server.services.tokens`).
+"""
 
 from __future__ import annotations
 
@@ -8,9 +12,16 @@ from fastapi import APIRouter, HTTPException, Path, status
 
 from fleet_server import crud
 from fleet_server.api.deps import AdminDep, SessionDep
-from fleet_server.exceptions import TokenError
-from fleet_server.models import ApiToken, ApiTokenCreate, ApiTokenIssued, ApiTokenPublic, utcnow
-from fleet_server.services.tokens import issue_token
+from fleet_server.exceptions import IssuerNotLive, TokenError
+from fleet_server.models import (
+    ApiToken,
+    ApiTokenCreate,
+    ApiTokenIssued,
+    ApiTokenPublic,
+    ApiTokenRevoked,
+    utcnow,
+)
+from fleet_server.services.tokens import issue_token, revoke_token_and_issued
 
 router = APIRouter(prefix="/api/v1/tokens", tags=["tokens"])
 MAX_ID = 2**31 - 1  # token ids are 32-bit integers
@@ -23,9 +34,17 @@ MAX_ID = 2**31 - 1  # token ids are 32-bit integers
     summary="Issue a token",
 )
 def create(body: ApiTokenCreate, session: SessionDep, caller: AdminDep) -> ApiTokenIssued:
-    """A new admin or reader token, optionally expiring; its secret is in this answer only."""
+    """A new admin or reader token, optionally expiring; its secret is in this answer only.
+
+    It expires no later than the caller's token (asked for later, or never, it gets that
+    expiry) and is revoked with it.
+    """
     try:
-        return issue_token(session, body=body, created_by_id=caller.token.id)
+        return issue_token(session, body=body, issuer_id=caller.token.id)
+    except IssuerNotLive as e:  # revoked or expired while this request ran
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED, str(e), headers={"WWW-Authenticate": "Bearer"}
+        ) from e
     except TokenError as e:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(e)) from e
 
@@ -38,15 +57,16 @@ def list_tokens(session: SessionDep, _: AdminDep) -> list[ApiToken]:
 
 @router.delete(
     "/{token_id}",
-    response_model=ApiTokenPublic,
-    summary="Revoke a token",
+    response_model=ApiTokenRevoked,
+    summary="Revoke a token and the tokens it issued",
     responses={404: {"description": "No such token"}},
 )
 def revoke(
     token_id: Annotated[int, Path(ge=1, le=MAX_ID)], session: SessionDep, _: AdminDep
-) -> ApiToken:
-    """The token stops working at once, on every route, its dashboard sessions and live feeds."""
-    token = crud.revoke_token(session, token_id=token_id, now=utcnow())
+) -> ApiTokenRevoked:
+    """The token stops working at once, on every route, its dashboard sessions and live feeds,
+    and so does every token it issued, directly or through others."""
+    token = revoke_token_and_issued(session, token_id=token_id, now=utcnow())
     if token is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no token {token_id}")
     return token
