@@ -157,13 +157,22 @@ class _Body:
 
     def read_all(self) -> bytes:
         """The whole body."""
-        return self._got(self._rfile.read(self.remaining)) if self.remaining else b""
+        if not self.remaining:
+            return b""
+        data = self._rfile.read(self.remaining)
+        if len(data) < self.remaining:  # read() returns what there was when the client hung up
+            raise _ended_early()
+        return self._got(data)
 
     def _got(self, data: bytes) -> bytes:
         if not data:
-            raise ApiError(HTTPStatus.BAD_REQUEST, "the body ended before its Content-Length")
+            raise _ended_early()
         self.remaining -= len(data)
         return data
+
+
+def _ended_early() -> ApiError:
+    return ApiError(HTTPStatus.BAD_REQUEST, "the body ended before its Content-Length")
 
 
 class _Handler(BaseHTTPRequestHandler):

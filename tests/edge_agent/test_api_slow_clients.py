@@ -3,6 +3,7 @@ of its workers, for how long, and what a client that holds the token gets meanwh
 
 from __future__ import annotations
 
+import http.client
 import json
 import socket
 import threading
@@ -18,6 +19,7 @@ from tests.edge_agent.api_support import (
     http_request,
     raw_exchange,
 )
+from tests.edge_agent.conftest import PNG_SIGNATURE
 from tests.waiting import wait_until
 
 
@@ -67,6 +69,17 @@ def test_a_client_stalling_mid_body_is_dropped_within_the_timeout(serve: Serve) 
         sock.sendall(b"POST /predict HTTP/1.0\r\nContent-Length: 1000\r\n\r\n" + b"x" * 10)
         assert sock.recv(1) == b""  # blocks until the server hangs up (or the 10 s timeout)
         assert time.monotonic() - started < 3
+
+
+def test_a_body_cut_short_of_its_content_length_is_a_400_not_an_image(api: LocalApi) -> None:
+    with socket.create_connection(("127.0.0.1", api.port), timeout=10) as sock:
+        head = b"POST /predict HTTP/1.0\r\nContent-Length: 1000\r\n\r\n"
+        sock.sendall(head + PNG_SIGNATURE + b"\0\0")
+        sock.shutdown(socket.SHUT_WR)  # the client is done: 990 bytes never come
+        response = http.client.HTTPResponse(sock)
+        response.begin()
+        detail = json.loads(response.read())["detail"]
+    assert (response.status, detail) == (400, "the body ended before its Content-Length")
 
 
 def test_connections_beyond_the_worker_cap_get_503_at_once(serve: Serve) -> None:
