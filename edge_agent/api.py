@@ -12,12 +12,14 @@ What a client sends is bounded before it is read, each from the profile's ``api`
 - an image is sized from its header first (`image_header`): over ``max_image_pixels`` is 413,
   anything but PNG and JPEG 415, both before any decoder allocates it. A batch is read part by
   part (`multipart`), each part decoded and read before the next is taken off the socket;
-- a connection carries one request (HTTP/1.0), and its client has ``timeout_s`` to send it,
-  headers and body together: a slow-loris client is dropped, not waited on;
-- at most ``max_workers`` requests are served at once; the next connection is answered 503 with
-  Retry-After at once, by the accepting thread, so load never spawns more threads than that;
+- a connection carries one request (HTTP/1.0). Its head (request line and headers, at most
+  `MAX_HEAD_BYTES`) must arrive within ``header_timeout_s``, and is received without a worker
+  (`api_intake`); its body then has ``timeout_s``: a slow-loris client is dropped, not waited on;
+- at most ``max_workers`` requests whose heads are in are served at once; the next is answered
+  503 with Retry-After at once, by the accepting thread, so load never spawns more threads than
+  that, and clients that never finish their headers cannot take the workers;
 - with ``token_file`` (required beyond loopback), every route but the constant pages needs
-  ``Authorization: Bearer <token>``, else 401 (`api_guard`).
+  ``Authorization: Bearer <token>``, else 401 (`api_guard`), decided as soon as the head is in.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import threading
 import time
 from collections.abc import Callable
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -45,6 +47,7 @@ from edge_agent.api_guard import (
     is_loopback_host,
     unauthorized,
 )
+from edge_agent.api_intake import MAX_WAITING, Intake, answer_at_once
 from edge_agent.exceptions import AgentError, ApiError, ImageHeaderError
 from edge_agent.image_header import ImageHeader, read_image_header
 from edge_agent.multipart import CHUNK, boundary_of, iter_parts
@@ -110,19 +113,27 @@ def decode_image(data: bytes, *, source: str) -> np.ndarray:
 class _ClientClock(io.RawIOBase):
     """A socket's reads, charged to the client's time budget; once it is spent, reads time out.
 
+    What the intake already received (`received`: the head, perhaps more) is read first, free.
     A per-read timeout alone lets a client that sends a byte a second hold a worker for ever.
     """
 
-    def __init__(self, connection: socket.socket, budget_s: float) -> None:
+    def __init__(self, connection: socket.socket, budget_s: float, *, received: bytes) -> None:
         super().__init__()
         self._connection, self.left_s = connection, budget_s
+        self._received = memoryview(received)
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer: WriteableBuffer) -> int:
+        if self._received:
+            with memoryview(buffer) as target:
+                size = min(len(target), len(self._received))
+                target[:size] = self._received[:size]
+            self._received = self._received[size:]
+            return size
         if self.left_s <= 0:
-            raise TimeoutError("the client took longer than api.timeout_s to send its request")
+            raise TimeoutError("the client took longer than api.timeout_s to send its body")
         self._connection.settimeout(self.left_s)
         started = time.monotonic()
         try:
@@ -146,13 +157,22 @@ class _Body:
 
     def read_all(self) -> bytes:
         """The whole body."""
-        return self._got(self._rfile.read(self.remaining)) if self.remaining else b""
+        if not self.remaining:
+            return b""
+        data = self._rfile.read(self.remaining)
+        if len(data) < self.remaining:  # read() returns what there was when the client hung up
+            raise _ended_early()
+        return self._got(data)
 
     def _got(self, data: bytes) -> bytes:
         if not data:
-            raise ApiError(HTTPStatus.BAD_REQUEST, "the body ended before its Content-Length")
+            raise _ended_early()
         self.remaining -= len(data)
         return data
+
+
+def _ended_early() -> ApiError:
+    return ApiError(HTTPStatus.BAD_REQUEST, "the body ended before its Content-Length")
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -161,10 +181,18 @@ class _Handler(BaseHTTPRequestHandler):
     # One request per connection: its time budget and its worker slot are that request's.
     protocol_version = "HTTP/1.0"
 
+    def __init__(
+        self, request: socket.socket, client_address: object, server: _Server, received: bytes = b""
+    ) -> None:
+        self.received = received  # what the intake took off the socket: the head, perhaps more
+        super().__init__(request, client_address, server)
+
     def setup(self) -> None:
         super().setup()
         self.rfile.close()  # the plain socket file: every read goes through the clock instead
-        self.rfile = io.BufferedReader(_ClientClock(self.connection, self.server.api.timeout_s))
+        self.rfile = io.BufferedReader(
+            _ClientClock(self.connection, self.server.api.timeout_s, received=self.received)
+        )
         self.body: _Body | None = None
         self.linger = False
 
@@ -205,10 +233,12 @@ def _linger(connection: socket.socket) -> None:
         log.debug("api: linger ended after %d bytes: %s", dropped, e)
 
 
-class _Server(ThreadingHTTPServer):
-    """A thread per request, at most `max_workers` of them; connections beyond get 503."""
+class _Server(HTTPServer):
+    """A thread per request whose head is in, at most `max_workers` of them; beyond, 503."""
 
-    daemon_threads = True
+    # Connections the kernel completes while the intake is busy: as many as may wait for their
+    # heads, so that a burst is not met with dropped SYNs (and a client's one-second retry).
+    request_queue_size = MAX_WAITING
 
     def __init__(self, address: tuple[str, int], api: LocalApi, *, max_workers: int) -> None:
         self.api = api
@@ -218,45 +248,36 @@ class _Server(ThreadingHTTPServer):
             self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)
 
-    def process_request(self, request: socket.socket, client_address: object) -> None:  # type: ignore[override]
+    def take(self, connection: socket.socket, address: object, received: bytes) -> None:
+        """Serve a request whose head is in (`api_intake.Arrived`), or answer 503 at once."""
         if not self._slots.acquire(blocking=False):
-            self._refuse_busy(request)
-            self.shutdown_request(request)
+            answer_at_once(
+                connection,
+                HTTPStatus.SERVICE_UNAVAILABLE,
+                f"busy: {self.max_workers} requests in progress; retry shortly",
+                {"Retry-After": str(RETRY_AFTER_S)},
+            )
             return
         try:
-            super().process_request(request, client_address)
+            threading.Thread(
+                target=self._work,
+                args=(connection, address, received),
+                name="local-api-request",
+                daemon=True,
+            ).start()
         except BaseException:
             self._slots.release()
+            self.shutdown_request(connection)
             raise
 
-    def process_request_thread(self, request: socket.socket, client_address: object) -> None:  # type: ignore[override]
+    def _work(self, connection: socket.socket, address: object, received: bytes) -> None:
         try:
-            super().process_request_thread(request, client_address)
+            _Handler(connection, address, self, received=received)
+        except Exception:  # what LocalApi.handle did not catch (a broken head): keep serving
+            log.exception("local API failed on a request from %s", address)
         finally:
+            self.shutdown_request(connection)
             self._slots.release()
-
-    def _refuse_busy(self, request: socket.socket) -> None:
-        # Answered here on the accepting thread, without reading the request: a fresh socket's
-        # send buffer takes these few bytes at once, and the short timeout bounds the rest.
-        body = json.dumps(
-            {"detail": f"busy: {self.max_workers} requests in progress; retry shortly"}
-        ).encode()
-        head = (
-            f"HTTP/1.0 503 Service Unavailable\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\nRetry-After: {RETRY_AFTER_S}\r\n"
-            "Connection: close\r\n\r\n"
-        ).encode()
-        try:
-            request.settimeout(0.5)
-            request.sendall(head + body)
-            # Drop what already arrived (a bounded amount), so closing does not reset the answer
-            # away before the client reads it.
-            request.setblocking(False)
-            for _ in range(LINGER_BYTES // CHUNK):
-                if not request.recv(CHUNK):
-                    break
-        except OSError as e:  # BlockingIOError: nothing more to drop; others: the client left
-            log.debug("api: busy answer: %s", e)
 
 
 class LocalApi:
@@ -288,12 +309,12 @@ class LocalApi:
             raise AgentError(
                 f"the local API cannot listen on {config.host}:{config.port}: {e}"
             ) from e
+        self._intake = Intake(
+            self._server.socket, header_timeout_s=config.header_timeout_s, arrived=self._server.take
+        )
+        self._stopping = threading.Event()
         self._thread = threading.Thread(
-            # The loop looks for stop() this often: stop returns within it.
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.1},
-            name="local-api",
-            daemon=True,
+            target=self._intake.serve, args=(self._stopping,), name="local-api", daemon=True
         )
 
     @property
@@ -313,8 +334,10 @@ class LocalApi:
         return self
 
     def stop(self) -> None:
-        """Stop serving."""
-        self._server.shutdown()
+        """Stop accepting (within `api_intake.POLL_S`); requests being served run on."""
+        self._stopping.set()
+        if self._thread.is_alive():
+            self._thread.join()
         self._server.server_close()
 
     def _read(self, data: bytes, source: str) -> list[dict[str, object]]:
@@ -331,13 +354,19 @@ class LocalApi:
         """Route one request; every failure becomes a JSON error, never a dead thread."""
         path = handler.path.split("?", 1)[0]
         try:
+            self._answer(handler, method, path)
+        except (TimeoutError, ConnectionError) as e:
+            # The client is gone or too slow, perhaps while we answered it: no one is listening.
+            log.info("local API dropped a client on %s %s: %s", method, path, e)
+            handler.close_connection = True
+
+    def _answer(self, handler: _Handler, method: str, path: str) -> None:
+        try:
             self._route(handler, method, path)
         except ApiError as e:
             self._send_json(handler, e.status, {"detail": e.detail}, e.headers)
-        except (TimeoutError, ConnectionError) as e:
-            # The client is gone or too slow: there is no one to answer.
-            log.info("local API dropped a client on %s %s: %s", method, path, e)
-            handler.close_connection = True
+        except (TimeoutError, ConnectionError):
+            raise
         except Exception:  # the device keeps serving whatever one request did
             log.exception("local API failed on %s %s", method, path)
             self._send_json(handler, HTTPStatus.INTERNAL_SERVER_ERROR, {"detail": "internal error"})

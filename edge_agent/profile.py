@@ -334,20 +334,29 @@ class LocalApiConfig(StrictConfigModel):
         "before decoding (bigger ones get 413). Default: 7680x4320, the largest camera frame "
         "a profile may set.",
     )
+    header_timeout_s: float = Field(
+        default=5,
+        gt=0,
+        le=60,
+        description="Seconds a client may take to send a request's line and headers, from when "
+        "it connects; a slower one is disconnected. Until its headers are in, a connection "
+        "holds no worker, and once they are in, a request without the token is answered 401 at "
+        "once: a client that does not hold the token cannot keep others from the workers.",
+    )
     timeout_s: float = Field(
         default=30,
         gt=0,
         le=600,
-        description="Seconds a client may spend sending one request, headers and body together "
-        "(time the agent spends reading images is not counted); a slower or stalled client is "
-        "disconnected, so it cannot hold a worker.",
+        description="Seconds a client may spend sending a request's body, counted from when its "
+        "headers are in (time the agent spends reading images is not counted); a slower or "
+        "stalled client is disconnected, so it cannot hold a worker.",
     )
     max_workers: int = Field(
         default=4,
         ge=1,
         le=64,
-        description="Requests served at once; a connection beyond them is answered 503 with "
-        "Retry-After at once rather than queued.",
+        description="Requests served at once, counted from when their headers are in; one "
+        "beyond them is answered 503 with Retry-After at once rather than queued.",
     )
 
     @field_validator("token_file")

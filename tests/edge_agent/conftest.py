@@ -1,10 +1,11 @@
-"""Tiny real model artifacts for the agent's tests, built with the onnx package (no torch), and
-crafted images whose headers claim more than they carry."""
+"""Tiny real model artifacts for the agent's tests, built with the onnx package (no torch),
+crafted images whose headers claim more than they carry, and the local API started on them."""
 
 from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -14,7 +15,12 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from edge_agent.api import LocalApi
 from edge_agent.bundle import ModelMetadata, file_sha256, write_metadata
+from edge_agent.metrics import Metric, render
+from edge_agent.profile import LocalApiConfig
+from edge_agent.reading.signs import load_reader
+from tests.edge_agent.api_support import TOKEN, Serve
 
 SIGNS = [*(str(i) for i in range(43)), "other"]
 SPEEDS = ["none", "30", "50"]
@@ -222,3 +228,44 @@ def png_declaring(width: int, height: int, *, rows: int = 1, ihdr_length: int = 
         + png_chunk(b"IDAT", idat)
         + png_chunk(b"IEND", b"")
     )
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[Serve]:
+    """Start LocalApi with the tiny bundle and a profile ``api`` section made of `fields`."""
+    bundle = write_tiny_bundle(tmp_path / "bundle")
+    started: list[LocalApi] = []
+
+    def start(**fields: object) -> LocalApi:
+        server = LocalApi(
+            LocalApiConfig.model_validate({"port": 0, "max_upload_mb": 0.2, **fields}),
+            reader=lambda: load_reader(bundle, backend="onnxruntime"),
+            health=lambda: {"device_id": "veh-1", "frames": 3},
+            metrics=lambda: render(
+                [
+                    Metric(
+                        "roadsign_frames_total", "counter", "Frames.", [({"device_id": "veh-1"}, 3)]
+                    )
+                ]
+            ),
+        ).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def api(serve: Serve) -> LocalApi:
+    """The local API with the `serve` defaults."""
+    return serve()
+
+
+@pytest.fixture
+def token_file(tmp_path: Path) -> Path:
+    """A token file holding `TOKEN`."""
+    path = tmp_path / "api-token"
+    path.write_text(TOKEN + "\n")
+    return path

@@ -1,14 +1,13 @@
 """The device's local API: health, metrics, docs, and reading uploaded images, with bounds on
-what a client may send, how long it may take, how many are served at once, and who may ask."""
+what a client may send and who may ask (how long it may take and how many are served at once:
+`test_api_slow_clients`)."""
 
 from __future__ import annotations
 
 import http.client
 import json
 import socket
-import time
 import uuid
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import cv2
@@ -20,90 +19,9 @@ from edge_agent.cli import main
 from edge_agent.exceptions import AgentError
 from edge_agent.metrics import Metric, render
 from edge_agent.profile import DeviceProfile, LocalApiConfig
-from edge_agent.reading.signs import load_reader
 from fleet_protocol.config_files import InvalidConfigError, load_config
-from tests.edge_agent.conftest import png_declaring, write_tiny_bundle
-
-TOKEN = "s3cret-device-token-0123456789"
-Serve = Callable[..., LocalApi]
-
-
-@pytest.fixture
-def serve(tmp_path: Path) -> Iterator[Serve]:
-    """Start LocalApi with the tiny bundle and a profile ``api`` section made of `fields`."""
-    bundle = write_tiny_bundle(tmp_path / "bundle")
-    started: list[LocalApi] = []
-
-    def start(**fields: object) -> LocalApi:
-        server = LocalApi(
-            LocalApiConfig.model_validate({"port": 0, "max_upload_mb": 0.2, **fields}),
-            reader=lambda: load_reader(bundle, backend="onnxruntime"),
-            health=lambda: {"device_id": "veh-1", "frames": 3},
-            metrics=lambda: render(
-                [
-                    Metric(
-                        "roadsign_frames_total", "counter", "Frames.", [({"device_id": "veh-1"}, 3)]
-                    )
-                ]
-            ),
-        ).start()
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.stop()
-
-
-@pytest.fixture
-def api(serve: Serve) -> LocalApi:
-    return serve()
-
-
-@pytest.fixture
-def token_file(tmp_path: Path) -> Path:
-    path = tmp_path / "api-token"
-    path.write_text(TOKEN + "\n")
-    return path
-
-
-def _request(
-    api: LocalApi,
-    method: str,
-    path: str,
-    body: bytes | None = None,
-    headers: dict[str, str] | None = None,
-) -> tuple[int, str, bytes]:
-    connection = http.client.HTTPConnection("127.0.0.1", api.port, timeout=30)
-    connection.request(method, path, body=body, headers=headers or {})
-    response = connection.getresponse()
-    data = response.read()
-    connection.close()
-    return response.status, response.getheader("Content-Type") or "", data
-
-
-def _exchange(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
-    """Send raw request bytes (headers any client may write, lying ones included); the answer."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(request)
-        response = http.client.HTTPResponse(sock)
-        response.begin()
-        body = response.read()
-        return response.status, {k.lower(): v for k, v in response.getheaders()}, body
-
-
-def _closed_by_server(sock: socket.socket) -> bool:
-    """Whether the server hung up, looked at without waiting."""
-    timeout = sock.gettimeout()
-    sock.setblocking(False)
-    try:
-        return sock.recv(1, socket.MSG_PEEK) == b""
-    except BlockingIOError:
-        return False
-    except ConnectionResetError:
-        return True
-    finally:
-        sock.settimeout(timeout)
+from tests.edge_agent.api_support import TOKEN, Serve, http_request, raw_exchange
+from tests.edge_agent.conftest import png_declaring
 
 
 def _png(width: int = 200, height: int = 100) -> bytes:
@@ -125,19 +43,19 @@ def _multipart(files: list[tuple[str, bytes]]) -> tuple[bytes, str]:
 
 
 def test_health_metrics_and_docs_are_served(api: LocalApi) -> None:
-    status, kind, body = _request(api, "GET", "/health")
+    status, kind, body = http_request(api, "GET", "/health")
     assert (status, kind) == (200, "application/json")
     assert json.loads(body)["frames"] == 3
-    status, kind, body = _request(api, "GET", "/metrics")
+    status, kind, body = http_request(api, "GET", "/metrics")
     assert kind.startswith("text/plain")
     assert b'roadsign_frames_total{device_id="veh-1"} 3.0' in body
-    assert json.loads(_request(api, "GET", "/openapi.json")[2])["paths"]["/predict"]
-    assert b"/predict/batch" in _request(api, "GET", "/docs")[2]
-    assert b'type="file"' in _request(api, "GET", "/")[2]
+    assert json.loads(http_request(api, "GET", "/openapi.json")[2])["paths"]["/predict"]
+    assert b"/predict/batch" in http_request(api, "GET", "/docs")[2]
+    assert b'type="file"' in http_request(api, "GET", "/")[2]
 
 
 def test_one_image_is_read_in_original_pixels(api: LocalApi) -> None:
-    status, _, body = _request(api, "POST", "/predict", _png(), {"Content-Type": "image/png"})
+    status, _, body = http_request(api, "POST", "/predict", _png(), {"Content-Type": "image/png"})
     assert status == 200
     [reading] = json.loads(body)["readings"]
     assert reading["bbox"] == pytest.approx([25, 25, 75, 75], abs=0.1)
@@ -145,7 +63,9 @@ def test_one_image_is_read_in_original_pixels(api: LocalApi) -> None:
 
 def test_a_batch_is_read_file_by_file(api: LocalApi) -> None:
     body, content_type = _multipart([("a.png", _png()), ("b.png", _png(100, 50))])
-    status, _, data = _request(api, "POST", "/predict/batch", body, {"Content-Type": content_type})
+    status, _, data = http_request(
+        api, "POST", "/predict/batch", body, {"Content-Type": content_type}
+    )
     assert status == 200
     results = json.loads(data)["results"]
     assert [r["source"] for r in results] == ["a.png", "b.png"]
@@ -179,7 +99,7 @@ def test_a_batch_is_read_file_by_file(api: LocalApi) -> None:
 def test_bad_uploads_get_a_clear_4xx(
     api: LocalApi, path: str, body: bytes, headers: dict[str, str], status: int, says: str
 ) -> None:
-    got, kind, data = _request(api, "POST", path, body, headers)
+    got, kind, data = http_request(api, "POST", path, body, headers)
     assert (got, kind) == (status, "application/json")
     assert says in json.loads(data)["detail"]
 
@@ -202,7 +122,7 @@ def test_a_missing_lying_or_too_large_length_is_refused_from_the_headers_alone(
     api: LocalApi, headers: bytes, status: int, says: str
 ) -> None:
     # No body is sent: each answer must come from the headers, without waiting for one.
-    got, answer_headers, data = _exchange(
+    got, answer_headers, data = raw_exchange(
         api.port,
         b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n" + headers + b"\r\n",
     )
@@ -212,7 +132,9 @@ def test_a_missing_lying_or_too_large_length_is_refused_from_the_headers_alone(
 
 def test_too_many_files_in_a_batch_are_refused(api: LocalApi) -> None:
     body, content_type = _multipart([(f"{i}.png", _png(8, 8)) for i in range(MAX_BATCH_FILES + 1)])
-    status, _, data = _request(api, "POST", "/predict/batch", body, {"Content-Type": content_type})
+    status, _, data = http_request(
+        api, "POST", "/predict/batch", body, {"Content-Type": content_type}
+    )
     assert status == 413
     assert f"at most {MAX_BATCH_FILES} files" in json.loads(data)["detail"]
 
@@ -220,7 +142,9 @@ def test_too_many_files_in_a_batch_are_refused(api: LocalApi) -> None:
 def test_a_batch_file_over_the_file_limit_is_refused(serve: Serve) -> None:
     api = serve(max_upload_mb=0.01, max_batch_mb=1)
     body, content_type = _multipart([("a.png", _png(8, 8)), ("big.png", b"x" * 20_000)])
-    status, _, data = _request(api, "POST", "/predict/batch", body, {"Content-Type": content_type})
+    status, _, data = http_request(
+        api, "POST", "/predict/batch", body, {"Content-Type": content_type}
+    )
     assert status == 413
     assert "part big.png is over the limit of 10485 bytes per file" in json.loads(data)["detail"]
 
@@ -259,7 +183,7 @@ def test_beyond_loopback_every_data_route_needs_the_token(serve: Serve, token_fi
             ("GET", "/metrics", None),
             ("POST", "/predict", _png()),
         ):
-            status, _, data = _request(api, method, path, body, {**png, **headers})
+            status, _, data = http_request(api, method, path, body, {**png, **headers})
             assert status == 401, (method, path, headers)
             assert "Bearer" in json.loads(data)["detail"]
     connection = http.client.HTTPConnection("127.0.0.1", api.port, timeout=10)
@@ -267,11 +191,11 @@ def test_beyond_loopback_every_data_route_needs_the_token(serve: Serve, token_fi
     assert connection.getresponse().getheader("WWW-Authenticate") == 'Bearer realm="roadsign-agent"'
     connection.close()
     right = {"Authorization": f"Bearer {TOKEN}"}
-    assert _request(api, "GET", "/health", None, right)[0] == 200
-    assert _request(api, "POST", "/predict", _png(), {**png, **right})[0] == 200
+    assert http_request(api, "GET", "/health", None, right)[0] == 200
+    assert http_request(api, "POST", "/predict", _png(), {**png, **right})[0] == 200
     # The constant pages hold no device data: the upload page must load to take the token.
     for page in ("/", "/docs", "/openapi.json"):
-        assert _request(api, "GET", page)[0] == 200
+        assert http_request(api, "GET", page)[0] == 200
 
 
 def test_a_request_without_the_token_is_refused_before_its_body_is_read(
@@ -279,7 +203,7 @@ def test_a_request_without_the_token_is_refused_before_its_body_is_read(
 ) -> None:
     api = serve(token_file=str(token_file))
     # A body is announced and never sent: the 401 must not wait for it.
-    status, headers, _ = _exchange(
+    status, headers, _ = raw_exchange(
         api.port, b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n"
     )
     assert (status, headers["www-authenticate"]) == (401, 'Bearer realm="roadsign-agent"')
@@ -337,61 +261,6 @@ def test_an_unusable_token_file_is_a_clear_error(
         path.write_text(content)
     with pytest.raises(AgentError, match=says):
         serve(token_file=str(path))
-
-
-def test_a_client_sending_its_headers_byte_by_byte_is_dropped_within_the_timeout(
-    serve: Serve,
-) -> None:
-    api = serve(timeout_s=1.0)
-    request = b"GET /health HTTP/1.0\r\nX-Slow: " + b"a" * 200
-    with socket.create_connection(("127.0.0.1", api.port), timeout=10) as sock:
-        started, dropped = time.monotonic(), False
-        for byte in request:
-            # The slow client's pace (the behaviour under test): a byte every 50 ms keeps any
-            # per-read timeout from firing; only a budget for the whole request ends it.
-            try:
-                sock.sendall(bytes([byte]))
-            except (BrokenPipeError, ConnectionResetError):
-                dropped = True
-            if dropped or _closed_by_server(sock):
-                dropped = True
-                break
-            time.sleep(0.05)
-        elapsed = time.monotonic() - started
-    assert dropped, "the server still waited after 200 bytes over 10 s"
-    assert 0.9 < elapsed < 3
-
-
-def test_a_client_stalling_mid_body_is_dropped_within_the_timeout(serve: Serve) -> None:
-    api = serve(timeout_s=1.0)
-    with socket.create_connection(("127.0.0.1", api.port), timeout=10) as sock:
-        started = time.monotonic()
-        sock.sendall(b"POST /predict HTTP/1.0\r\nContent-Length: 1000\r\n\r\n" + b"x" * 10)
-        assert sock.recv(1) == b""  # blocks until the server hangs up (or the 10 s timeout)
-        assert time.monotonic() - started < 3
-
-
-def test_connections_beyond_the_worker_cap_get_503_at_once(serve: Serve) -> None:
-    api = serve(max_workers=2)
-    held = [socket.create_connection(("127.0.0.1", api.port), timeout=10) for _ in range(2)]
-    try:
-        for sock in held:
-            sock.sendall(b"GET /health HTTP/1.0\r\n")  # the rest of its headers never comes
-        started = time.monotonic()
-        status, headers, body = _exchange(api.port, b"GET /health HTTP/1.0\r\n\r\n")
-        assert (status, headers["retry-after"]) == (503, "1")
-        assert "2 requests in progress" in json.loads(body)["detail"]
-        assert time.monotonic() - started < 2
-    finally:
-        held[0].close()
-    try:
-        deadline = time.monotonic() + 10
-        while (status := _exchange(api.port, b"GET /health HTTP/1.0\r\n\r\n")[0]) == 503:
-            assert time.monotonic() < deadline, "a freed slot was never taken again"
-            time.sleep(0.05)  # poll interval while the freed worker finishes
-        assert status == 200
-    finally:
-        held[1].close()
 
 
 def test_a_taken_port_is_a_clear_error(api: LocalApi) -> None:
