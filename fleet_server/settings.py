@@ -127,6 +127,15 @@ class IngestSettings(StrictConfigModel):
     metrics_port: int = Field(
         default=9101, ge=0, le=65535, description="Prometheus /metrics of the worker; 0: none."
     )
+    stop_timeout_s: float = Field(
+        default=20.0,
+        gt=0,
+        le=600,
+        description="Longest a stopping worker (SIGTERM) takes to leave its share group, store "
+        "what the broker already sent it and disconnect, seconds; keep it under the "
+        "orchestrator's grace period (Kubernetes: 30 s). What is not stored by then stays "
+        "unacknowledged and is delivered again to the next worker under the same client id.",
+    )
 
 
 BrokerAuthBackend = Literal["none", "password_file", "dynamic_security"]
