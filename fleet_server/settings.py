@@ -37,6 +37,14 @@ class HttpSettings(StrictConfigModel):
 
     host: str = Field(default="127.0.0.1", description="Address to listen on.")
     port: int = Field(default=8000, ge=1, le=65535, description="Port to listen on.")
+    max_live_streams: int = Field(
+        default=100,
+        ge=1,
+        le=10_000,
+        description="Most live-feed streams (/api/v1/readings/stream, the dashboard's live "
+        "page) one API process serves at once; beyond, it answers 503. They share one "
+        "database connection; each costs a little memory and a token check a second.",
+    )
 
 
 class DatabaseSettings(StrictConfigModel):
