@@ -118,6 +118,7 @@ def test_rows_committed_out_of_id_order_reach_the_stream_once_each(
             reader.join(20)
             assert not reader.is_alive()
             assert sorted(received) == _ids(engine, range(21))  # each once
+            assert event_ids == [str(row_id) for row_id in received]  # each event's id: its row's
         # The app's shutdown closed the listening connection.
         wait_until(lambda: _listeners(engine) == [], 10, "the listening connection to close")
     finally:

@@ -202,8 +202,10 @@ def _feed_rows(engine: Engine, ids: list[int]) -> list[RowMapping]:
 
 
 def _event(row: RowMapping) -> str:
+    # The id field is the reading's id: a client can tell a reading it already has. It is no
+    # resume point: ids do not follow commit order, so a Last-Event-ID is not honoured.
     payload = {**row, "observed_at": row["observed_at"].isoformat()}
-    return f"data: {json.dumps(payload)}\n\n"
+    return f"id: {row['id']}\ndata: {json.dumps(payload)}\n\n"
 
 
 def _still_authorised(engine: Engine, caller: Caller) -> bool:
@@ -238,12 +240,13 @@ class _FeedResponse(StreamingResponse):
     },
 )
 async def stream(request: Request, caller: ReaderDep) -> StreamingResponse:
-    """Each reading as one ``data:`` event once its transaction commits: all of them, once each.
+    """Each reading as one event once its transaction commits: all of them, once each.
 
-    The ``: connected`` comment comes when the feed follows the database: every reading
-    committed after it is sent, in commit order (not id order: see `fleet_server.live_feed`). A
-    reconnecting client starts afresh: what committed between the old stream's end and the new
-    ``: connected`` is not sent (list ``/api/v1/readings`` for it). The feed ends when its
+    An event's ``id`` is the reading's id and its ``data`` the reading. The ``: connected``
+    comment comes when the feed follows the database: every reading committed after it is sent,
+    in commit order (not id order: see `fleet_server.live_feed`). A reconnecting client starts
+    afresh: what committed between the old stream's end and the new ``: connected`` is not sent
+    (``Last-Event-ID`` is ignored; list ``/api/v1/readings`` for it). The feed ends when its
     token or dashboard session no longer holds (checked at least every `FEED_IDLE_S`; the
     client's reconnect then gets 401), when the client falls too far behind, or when the server
     loses the database. At most ``http.max_live_streams`` are open at once: beyond, 503.
