@@ -40,3 +40,12 @@ class IssuerNotLive(TokenError):  # noqa: N818 - reads as the condition it repor
 
 class BrokerAuthError(FleetError):
     """The broker's accounts cannot be changed: its files, its signal or its admin API failed."""
+
+
+class LiveFeedError(FleetError):
+    """A live-feed stream's subscription ended: its client fell behind, the database was lost,
+    or the server is shutting down. Its client reconnects and starts afresh."""
+
+
+class LiveFeedFullError(LiveFeedError):
+    """As many live-feed streams are open as this process serves (``http.max_live_streams``)."""

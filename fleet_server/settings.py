@@ -37,6 +37,14 @@ class HttpSettings(StrictConfigModel):
 
     host: str = Field(default="127.0.0.1", description="Address to listen on.")
     port: int = Field(default=8000, ge=1, le=65535, description="Port to listen on.")
+    max_live_streams: int = Field(
+        default=100,
+        ge=1,
+        le=10_000,
+        description="Most live-feed streams (/api/v1/readings/stream, the dashboard's live "
+        "page) one API process serves at once; beyond, it answers 503. They share one "
+        "database connection; each costs a little memory and a token check a second.",
+    )
 
 
 class DatabaseSettings(StrictConfigModel):
@@ -126,6 +134,15 @@ class IngestSettings(StrictConfigModel):
     )
     metrics_port: int = Field(
         default=9101, ge=0, le=65535, description="Prometheus /metrics of the worker; 0: none."
+    )
+    stop_timeout_s: float = Field(
+        default=20.0,
+        gt=0,
+        le=600,
+        description="Longest a stopping worker (SIGTERM) takes to leave its share group, store "
+        "what the broker already sent it and disconnect, seconds; keep it under the "
+        "orchestrator's grace period (Kubernetes: 30 s). What is not stored by then stays "
+        "unacknowledged and is delivered again to the next worker under the same client id.",
     )
 
 

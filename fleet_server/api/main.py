@@ -26,6 +26,7 @@ from fleet_server.api.routes import (
     tokens,
 )
 from fleet_server.db import session_scope
+from fleet_server.live_feed import live_feed
 from fleet_server.models import utcnow
 from fleet_server.observability import make_tracer_provider
 from fleet_server.security import hash_token
@@ -86,6 +87,7 @@ def create_app(
         try:
             yield
         finally:
+            await feed.close()  # the live feed's one database connection, if it opened it
             if broker is not None:
                 broker.close()
 
@@ -100,6 +102,8 @@ def create_app(
     )
     app.state.engine = engine
     app.state.settings = settings
+    # One follower of new readings for every live stream of this process, opened by the first.
+    feed = app.state.live_feed = live_feed(engine, max_streams=settings.http.max_live_streams)
 
     @app.middleware("http")
     async def refuse_nul_characters(

@@ -65,7 +65,8 @@ UNSTORABLE = "unstorable"
 POLL_S = 0.005
 """How often the flusher looks for a full batch."""
 LEAVE_TIMEOUT_S = 5.0
-"""Longest a stopping worker waits to leave its share group and receive what was queued for it."""
+"""Longest a stopping worker waits for the broker to confirm it left its share group, and then
+for what the broker had queued for it (each within ``ingest.stop_timeout_s`` overall)."""
 DRAIN_QUIET_S = 0.5
 """A stopping worker that received nothing for this long, with nothing unacknowledged, is done."""
 RETRY_FIRST_S, RETRY_MAX_S = 0.1, 5.0
@@ -200,8 +201,10 @@ class IngestWorker:
         self._queue: deque[Pending] = deque()
         # Read by `stop` to know when the broker has nothing more for this worker. Two counters,
         # each written by one thread only (paho's, the flusher's), so neither needs a lock.
+        # Settled: acknowledged, or given up on by the flusher's last guard (left unacknowledged:
+        # the broker sends those again only to the next session, so the drain must not wait).
         self._queued_total = 0
-        self._acknowledged_total = 0
+        self._settled_total = 0
         self._last_received = -float("inf")
         self._storage_failing = False
         self._stop = threading.Event()
@@ -241,14 +244,22 @@ class IngestWorker:
         return self
 
     def stop(self) -> None:
-        """Leave the share group, store what the broker already sent, then disconnect."""
-        self._leave_share_group()
+        """Leave the share group, store what the broker already sent, then disconnect.
+
+        All of it within ``ingest.stop_timeout_s`` (an orchestrator kills the process at the
+        end of its grace period): what is not stored by then stays unacknowledged, and the
+        broker delivers it again to the next session under this client id.
+        """
+        deadline = time.monotonic() + self.settings.ingest.stop_timeout_s
+        self._leave_share_group(deadline)
         self._stop.set()
-        self._flusher.join(30)
+        self._flusher.join(max(0.0, deadline - time.monotonic()))
+        if self._flusher.is_alive():
+            log.warning("stopped before the last batch was stored; it stays for redelivery")
         self._client.disconnect()
         self._client.loop_stop()
 
-    def _leave_share_group(self) -> None:
+    def _leave_share_group(self, deadline: float) -> None:
         # Mosquitto 2.0 goes on handing a stopped member's turn of the group's messages to its
         # persistent session: a worker that stops for good would strand its share until the
         # session expires. Unsubscribed first, it gets no more turns; what the broker had
@@ -258,11 +269,12 @@ class IngestWorker:
         left = threading.Event()
         self._client.on_unsubscribe = lambda *_: left.set()
         result, _ = self._client.unsubscribe(server_subscriptions(self.settings.broker.share_group))
-        if result != mqtt.MQTT_ERR_SUCCESS or not left.wait(LEAVE_TIMEOUT_S):
+        wait = min(LEAVE_TIMEOUT_S, deadline - time.monotonic())
+        if result != mqtt.MQTT_ERR_SUCCESS or not left.wait(max(0.0, wait)):
             log.warning("could not leave the share group; its queue waits for this client id")
             return
-        deadline = time.monotonic() + LEAVE_TIMEOUT_S
-        while time.monotonic() < deadline and not self._drained():
+        drain_until = min(time.monotonic() + LEAVE_TIMEOUT_S, deadline)
+        while time.monotonic() < drain_until and not self._drained():
             time.sleep(POLL_S)
 
     def _drained(self) -> bool:
@@ -272,7 +284,7 @@ class IngestWorker:
         # which the broker redelivers when a worker connects under this client id again.
         return (
             not self._queue
-            and (self._acknowledged_total == self._queued_total or self._storage_failing)
+            and (self._settled_total == self._queued_total or self._storage_failing)
             and time.monotonic() - self._last_received > DRAIN_QUIET_S
         )
 
@@ -495,6 +507,8 @@ class IngestWorker:
                 # yet comes again when the broker redelivers it (then a duplicate).
                 self.metrics.flush_errors.labels(stage="flush").inc()
                 log.exception("flushing a batch of %d failed; going on", len(items))
+            finally:
+                self._settled_total += len(items)
 
     def _flush(self, items: list[Pending]) -> None:
         """Store `items`, acknowledge them, republish the new readings."""
@@ -508,7 +522,6 @@ class IngestWorker:
         # message that reuses it, before it is stored.
         for pending in items:
             self._isolated("acknowledge", partial(self._client.ack, pending.mid, pending.qos))
-        self._acknowledged_total += len(items)
         for reading in new:
             self._isolated("republish", partial(self._republish, reading))
         now = time.monotonic()

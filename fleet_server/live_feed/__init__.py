@@ -7,32 +7,23 @@ their ids (NOTIFY, `fleet_server.announcements`); the server delivers an announc
 when its transaction commits, in commit order, once to every listener
 (`postgresql.ListeningFeed`). SQLite lets one writer in at a time, so there ids do commit in
 order and asking for ids above the last one is exact (`sqlite.PollingFeed`).
+
+An API process follows its database once, however many streams are open: `fanout.LiveFeed`
+hands what its one `ReadingFeed` reports to every stream's subscription.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
 
 from sqlalchemy import Engine
 
 from fleet_server.exceptions import StorageError
+from fleet_server.live_feed.fanout import LiveFeed, ReadingFeed, Subscription
 from fleet_server.live_feed.postgresql import ListeningFeed
 from fleet_server.live_feed.sqlite import PollingFeed
 
-
-class ReadingFeed(Protocol):
-    """Ids of readings as they commit, from the moment `open` returns."""
-
-    async def open(self) -> None:
-        """Start following; every reading committed from now on will be reported."""
-
-    async def next_ids(self, timeout: float) -> list[int]:
-        """Ids committed since the last call, in commit order; [] after `timeout` s of none."""
-
-    async def close(self) -> None:
-        """Stop following and release the connection."""
-
+__all__ = ["FEEDS", "LiveFeed", "ReadingFeed", "Subscription", "live_feed", "reading_feed"]
 
 FEEDS: dict[str, Callable[[Engine], ReadingFeed]] = {
     "postgresql": ListeningFeed,
@@ -46,3 +37,11 @@ def reading_feed(engine: Engine) -> ReadingFeed:
     if make is None:
         raise StorageError(f"no live feed for {engine.dialect.name} databases")
     return make(engine)
+
+
+def live_feed(engine: Engine, *, max_streams: int) -> LiveFeed:
+    """The process's live feed on `engine`'s database: one source, at most `max_streams` streams.
+
+    Nothing is opened until the first stream subscribes.
+    """
+    return LiveFeed(lambda: reading_feed(engine), max_streams=max_streams)

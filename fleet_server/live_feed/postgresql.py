@@ -1,17 +1,33 @@
 """The live feed on PostgreSQL: LISTEN for the reading ids each committed transaction announces.
 
 The listening connection is its own (autocommit, outside the engine's pool): it lives as long
-as a browser keeps the feed open, and must not hold one of the pool's few connections.
+as the API process does, one per process whatever the number of open streams
+(`fanout.LiveFeed`), and must not hold one of the pool's few connections. It names itself
+(`APPLICATION_NAME`) so that it can be told apart in ``pg_stat_activity``.
 """
 
 from __future__ import annotations
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import make_conninfo
 from sqlalchemy import Engine
 
 from fleet_server.announcements import READINGS_CHANNEL, announced_ids
 from fleet_server.exceptions import StorageError
+
+APPLICATION_NAME = "roadsign-fleet-live-feed"
+"""The listening connection's ``application_name``."""
+CONNECT_TIMEOUT_S = 10
+"""Longest wait for the database while opening (streams wait behind it)."""
+# An idle listener never sends: without TCP keepalives a silently dead link (a NAT or a failover
+# that forgot it) would look like a quiet feed for ever. About a minute to notice.
+KEEPALIVES = {
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+}
 
 
 class ListeningFeed:
@@ -19,9 +35,15 @@ class ListeningFeed:
 
     def __init__(self, engine: Engine) -> None:
         # The engine's URL minus SQLAlchemy's driver suffix is a libpq connection URI.
-        self._conninfo = engine.url.set(drivername="postgresql").render_as_string(
-            hide_password=False
-        )
+        try:
+            self._conninfo = make_conninfo(
+                engine.url.set(drivername="postgresql").render_as_string(hide_password=False),
+                application_name=APPLICATION_NAME,
+                connect_timeout=CONNECT_TIMEOUT_S,
+                **KEEPALIVES,
+            )
+        except psycopg.Error as e:
+            raise StorageError(f"cannot listen for new readings: {e}") from e
         self._connection: psycopg.AsyncConnection[tuple[object, ...]] | None = None
 
     async def open(self) -> None:

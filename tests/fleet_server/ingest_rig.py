@@ -107,6 +107,17 @@ def ingest_rig(
         broker.stop()
 
 
+@contextmanager
+def successor(rig: Rig) -> Iterator[IngestWorker]:
+    """A new worker under `rig`'s client id (its session: what the broker kept for it), started."""
+    worker = IngestWorker(rig.settings, rig.engine, IngestMetrics(), client_id=rig.client_id)
+    worker.start()
+    try:
+        yield worker
+    finally:
+        worker.stop()
+
+
 def admin_url(database: DatabaseSettings) -> str:
     """A libpq URL of the maintenance database on `database`'s server."""
     url = make_url(database.url).set(drivername="postgresql", database="postgres")

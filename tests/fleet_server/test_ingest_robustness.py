@@ -14,11 +14,15 @@ import pytest
 
 from fleet_protocol.topics import MessageKind, device_topic
 from fleet_server import crud
-from fleet_server.ingest.metrics import IngestMetrics
-from fleet_server.ingest.worker import IngestWorker
 from fleet_server.settings import DatabaseSettings
 from tests.conftest import make_reading
-from tests.fleet_server.ingest_rig import FAST, enrol, ingest_rig, refusing_connections
+from tests.fleet_server.ingest_rig import (
+    FAST,
+    enrol,
+    ingest_rig,
+    refusing_connections,
+    successor,
+)
 from tests.waiting import wait_until
 
 
@@ -70,12 +74,8 @@ def test_a_worker_stopped_during_an_outage_leaves_its_batch_to_the_next_one(
             rig.worker.stop()
             assert time.monotonic() - stopping < 5  # no waiting out the outage
         # Nothing was acknowledged: the broker hands the batch to the next session.
-        successor = IngestWorker(rig.settings, rig.engine, IngestMetrics(), client_id=rig.client_id)
-        successor.start()
-        try:
+        with successor(rig):
             wait_until(lambda: rig.count("reading") == 5, 20, "the successor to store the batch")
-        finally:
-            successor.stop()
 
 
 def test_an_unexpected_error_while_storing_is_retried_and_loses_nothing(

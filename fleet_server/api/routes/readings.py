@@ -16,18 +16,18 @@ from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
 from typing import Annotated, Literal
 
-from anyio import CancelScope
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import Engine, RowMapping
+from starlette.types import Receive, Scope, Send
 
 from fleet_server import crud
 from fleet_server.api.deps import Caller, ReaderDep, SessionDep, still_authorised
 from fleet_server.db import session_scope
-from fleet_server.exceptions import StorageError
-from fleet_server.live_feed import reading_feed
+from fleet_server.exceptions import LiveFeedError, LiveFeedFullError, StorageError
+from fleet_server.live_feed import LiveFeed, Subscription
 from fleet_server.models import ReadingPublic
 
 log = logging.getLogger(__name__)
@@ -202,8 +202,10 @@ def _feed_rows(engine: Engine, ids: list[int]) -> list[RowMapping]:
 
 
 def _event(row: RowMapping) -> str:
+    # The id field is the reading's id: a client can tell a reading it already has. It is no
+    # resume point: ids do not follow commit order, so a Last-Event-ID is not honoured.
     payload = {**row, "observed_at": row["observed_at"].isoformat()}
-    return f"data: {json.dumps(payload)}\n\n"
+    return f"id: {row['id']}\ndata: {json.dumps(payload)}\n\n"
 
 
 def _still_authorised(engine: Engine, caller: Caller) -> bool:
@@ -211,44 +213,76 @@ def _still_authorised(engine: Engine, caller: Caller) -> bool:
         return still_authorised(session, caller)
 
 
+class _FeedResponse(StreamingResponse):
+    """A stream that gives its subscription back however it ends, even before its first byte
+    (a client that leaves at once cancels the response before the body's generator starts, and
+    a generator that never started never runs its ``finally``)."""
+
+    def __init__(self, content: AsyncIterator[str], subscription: Subscription) -> None:
+        super().__init__(
+            content, media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+        )
+        self._subscription = subscription
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._subscription.close()
+
+
 @router.get(
     "/stream",
     summary="Live readings (server-sent events)",
-    responses={200: {"content": {"text/event-stream": {}}}},
+    responses={
+        200: {"content": {"text/event-stream": {}}},
+        503: {"description": "As many live streams are open as the server serves"},
+    },
 )
 async def stream(request: Request, caller: ReaderDep) -> StreamingResponse:
-    """Each reading as one ``data:`` event once its transaction commits: all of them, once each.
+    """Each reading as one event once its transaction commits: all of them, once each.
 
-    The ``: connected`` comment comes when the feed follows the database: every reading
-    committed after it is sent, in commit order (not id order: see `fleet_server.live_feed`).
-    The feed ends when its token or dashboard session no longer holds (checked at least every
-    `FEED_IDLE_S`); the client's reconnect then gets 401.
+    An event's ``id`` is the reading's id and its ``data`` the reading. The ``: connected``
+    comment comes when the feed follows the database: every reading committed after it is sent,
+    in commit order (not id order: see `fleet_server.live_feed`). A reconnecting client starts
+    afresh: what committed between the old stream's end and the new ``: connected`` is not sent
+    (``Last-Event-ID`` is ignored; list ``/api/v1/readings`` for it). The feed ends when its
+    token or dashboard session no longer holds (checked at least every `FEED_IDLE_S`; the
+    client's reconnect then gets 401), when the client falls too far behind, or when the server
+    loses the database. At most ``http.max_live_streams`` are open at once: beyond, 503.
     """
     engine: Engine = request.app.state.engine
+    feed: LiveFeed = request.app.state.live_feed
+    try:
+        subscription = await feed.subscribe()
+    except LiveFeedFullError as e:
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE, str(e), headers={"Retry-After": "30"}
+        ) from e
+    except (StorageError, LiveFeedError) as e:
+        # The stream ends at once, without ": connected"; an EventSource tries again by itself
+        # (it gives up on an error status).
+        log.warning("live feed unavailable: %s", e)
+        return StreamingResponse(iter(()), media_type="text/event-stream")
 
     async def events() -> AsyncIterator[str]:
-        feed = reading_feed(engine)
         try:
-            await feed.open()
             yield ": connected\n\n"
             while not await request.is_disconnected():
                 if not await run_in_threadpool(_still_authorised, engine, caller):
                     return
-                ids = await feed.next_ids(timeout=FEED_IDLE_S)
+                ids = await subscription.next_ids(timeout=FEED_IDLE_S)
                 for start in range(0, len(ids), FEED_PAGE):
                     page = ids[start : start + FEED_PAGE]
                     for row in await run_in_threadpool(_feed_rows, engine, page):
                         yield _event(row)
-        except StorageError as e:
+        except (StorageError, LiveFeedError) as e:
             # The stream ends; the browser's EventSource connects again by itself.
-            log.warning("live feed ended: %s", e)
+            log.warning("live feed stream ended: %s", e)
         finally:
-            with CancelScope(shield=True):  # a client that left cancels us: close anyway
-                await feed.close()
+            subscription.close()
 
-    return StreamingResponse(
-        events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
-    )
+    return _FeedResponse(events(), subscription)
 
 
 @router.get(
