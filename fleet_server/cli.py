@@ -18,6 +18,9 @@ from pydantic import BaseModel
 
 from fleet_protocol.config_files import add_validate_config_command, run_command
 
+GRACEFUL_SHUTDOWN_S = 10
+"""How long `serve` lets open requests finish on SIGTERM, inside a 30 s Kubernetes grace period."""
+
 if TYPE_CHECKING:
     from fleet_server.settings import ServerSettings
 
@@ -98,7 +101,15 @@ def _serve(settings: ServerSettings, args: argparse.Namespace) -> int:
 
     configure_logging(settings.telemetry.log_level)
     app = create_app(settings, make_engine(settings.database))
-    uvicorn.run(app, host=settings.http.host, port=settings.http.port, log_config=None)
+    # Open live feeds would otherwise hold a stopping server until it is killed: uvicorn waits
+    # for every streaming response before it runs the app's shutdown.
+    uvicorn.run(
+        app,
+        host=settings.http.host,
+        port=settings.http.port,
+        log_config=None,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
+    )
     return 0
 
 

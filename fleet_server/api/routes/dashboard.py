@@ -280,6 +280,11 @@ source.onmessage = (event) => {
                       r.value === null ? '' : r.value + ' ' + r.unit, r.confidence.toFixed(2)]) {
     row.insertCell().textContent = text;
   }
+};
+// An EventSource retries a stream that ended, but gives up on an error answer (503 when the
+// server is at http.max_live_streams, 401 when the session ended): try the page again later.
+source.onerror = () => {
+  if (source.readyState === EventSource.CLOSED) setTimeout(() => location.reload(), 30000);
 };"""
     return _page(
         "Live readings",
