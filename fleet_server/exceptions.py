@@ -34,5 +34,9 @@ class TokenError(FleetError):
     """A token cannot be issued or revoked as asked (an expiry in the past, no such token)."""
 
 
+class MqttSetupError(FleetError):
+    """A server-side MQTT client cannot be set up: a bad port in its URL, a bad CA file."""
+
+
 class BrokerAuthError(FleetError):
     """The broker's accounts cannot be changed: its files, its signal or its admin API failed."""

@@ -16,15 +16,16 @@ import socket
 import threading
 import uuid
 from collections.abc import Collection, Mapping
+from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from fleet_server.exceptions import BrokerAuthError
+from fleet_server.exceptions import BrokerAuthError, MqttSetupError
+from fleet_server.mqtt import broker_address, set_tls
 from fleet_server.services.broker_auth import dynsec_plan
 from fleet_server.services.broker_auth.accounts import Account, Reconciled, device_role
 from fleet_server.services.broker_auth.dynsec_plan import Command, Observed
@@ -56,20 +57,12 @@ class DynamicSecurityAuth:
         password: str,
         timeout_s: float,
         tls: bool = False,
-        ca_file: str | None = None,
+        ca_file: Path | None = None,
     ) -> None:
         self.username, self.timeout_s = username, timeout_s
         self._host, self._port = host, port
-        client_id = f"{username}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self._client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5
-        )
-        self._client.username_pw_set(username, password)
-        if tls:
-            try:
-                self._client.tls_set(ca_certs=ca_file)
-            except (OSError, ValueError) as e:  # ssl.SSLError is an OSError
-                raise BrokerAuthError(f"cannot set up TLS to the broker with {ca_file}: {e}") from e
+        self._tls, self._ca_file = tls, ca_file
+        self._client = self._new_client(username, password)
         self._client.reconnect_delay_set(1, 2)  # back soon after a broker restart
         self._client.on_connect = self._connected
         self._client.on_subscribe = self._subscribed
@@ -87,17 +80,30 @@ class DynamicSecurityAuth:
     def from_settings(cls, settings: ServerSettings) -> DynamicSecurityAuth:
         """An admin client for the broker `settings.broker` names."""
         broker, enrolment = settings.broker, settings.enrolment
-        parts = urlsplit(broker.url)
-        tls = parts.scheme == "mqtts"
+        try:
+            address = broker_address(broker.url)
+        except MqttSetupError as e:
+            raise BrokerAuthError(f"the broker's admin client: {e}") from e
         return cls(
-            host=parts.hostname or "127.0.0.1",
-            port=parts.port or (8883 if tls else 1883),
+            host=address.host,
+            port=address.port,
             username=enrolment.broker_admin_username,
             password=enrolment.broker_admin_password.get_secret_value(),
             timeout_s=enrolment.broker_admin_timeout_s,
-            tls=tls,
-            ca_file=str(broker.ca_file) if broker.ca_file else None,
+            tls=address.tls,
+            ca_file=broker.ca_file,
         )
+
+    def _new_client(self, username: str, password: str) -> mqtt.Client:
+        client_id = f"{username}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+        client.username_pw_set(username, password)
+        if self._tls:
+            try:
+                set_tls(client, self._ca_file)
+            except MqttSetupError as e:
+                raise BrokerAuthError(f"the broker's admin client: {e}") from e
+        return client
 
     # paho's callbacks, on its network thread
     def _connected(
