@@ -4,11 +4,14 @@ The server's admin user publishes commands on ``$CONTROL/dynamic-security/v1`` a
 answers; no files are shared and no signal is sent, so the broker may live in another pod. The
 plugin refuses a device's SUBSCRIBE to anything but its own downlinks (the server's shared
 group included), and deleting a client disconnects it at once. The pure part is in
-`dynsec_plan`; this module is the MQTT round trips.
+`dynsec_plan`; this module is the MQTT round trips. Setting a password disconnects every client
+of that user, and the plugin never shows one: a known password is tried on a connection of its
+own first, and set only where the broker refuses it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -37,6 +40,8 @@ MAX_REQUEST_BYTES = 32 * 1024
 """Commands are sent in messages below this: the broker's max_packet_size bounds what it takes."""
 PAGE = 500
 """Clients or roles per list request."""
+REFUSED_CREDENTIALS = frozenset({0x86, 0x87})
+"""CONNACK reasons for a wrong password: bad user name or password, not authorised."""
 
 
 def _no_delay(client: mqtt.Client, userdata: Any, sock: Any) -> None:
@@ -246,6 +251,42 @@ class DynamicSecurityAuth:
                 raise BrokerAuthError(f"dynamic-security answered {response!r:.200}") from e
         return Observed(found_clients, found_roles)
 
+    def accepts(self, username: str, password: str) -> bool:
+        """Whether the broker lets `username` in with `password`, tried on a connection of its own.
+
+        Raises `BrokerAuthError` where the broker gives no answer that says yes or no.
+        """
+        client = self._new_client(username, password)
+        answered = threading.Event()
+        reasons: list[ReasonCode] = []
+
+        def connected(c: mqtt.Client, u: Any, f: Any, reason: ReasonCode, p: Any) -> None:
+            reasons.append(reason)
+            answered.set()
+
+        client.on_connect = connected
+        try:
+            client.connect(self._host, self._port, keepalive=30)
+        except OSError as e:  # refused, unreachable, or a failed TLS handshake
+            raise BrokerAuthError(
+                f"cannot reach the broker at {self._host}:{self._port} to try {username}'s "
+                f"password: {e}"
+            ) from e
+        client.loop_start()
+        try:
+            if not answered.wait(self.timeout_s):
+                raise BrokerAuthError(
+                    f"the broker did not answer {username}'s connection within {self.timeout_s:g} s"
+                )
+        finally:
+            client.disconnect()
+            client.loop_stop()
+        if not reasons[0].is_failure:
+            return True
+        if reasons[0].value in REFUSED_CREDENTIALS:
+            return False
+        raise BrokerAuthError(f"the broker refused {username}'s connection: {reasons[0]}")
+
     def reconcile(
         self,
         accounts: Mapping[str, Account],
@@ -261,6 +302,16 @@ class DynamicSecurityAuth:
                 roles = {device_role(n) for n in scope}
                 roles |= {accounts[n].role for n in scope if n in accounts}
                 observed = self.observe(scope, roles)
+            # Setting a password disconnects every client of that user (all ingest workers,
+            # for the server's): set it only where the broker refuses the one we know.
+            accepted = [
+                name
+                for name, password in sorted(passwords.items())
+                if name in observed.clients
+                and name != self.username
+                and self.accepts(name, password)
+            ]
+            observed = dataclasses.replace(observed, accepted=frozenset(accepted))
             planned = dynsec_plan.plan(
                 accounts, observed, scope=scope, passwords=passwords, protected={self.username}
             )
