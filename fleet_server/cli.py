@@ -203,7 +203,11 @@ def _tokens(settings: ServerSettings, args: argparse.Namespace) -> int:
 def _broker_config(settings: ServerSettings, args: argparse.Namespace) -> int:
     """Write mosquitto.conf and the committed fleet's broker accounts into `--out`."""
     from fleet_server.db import make_engine
-    from fleet_server.services.broker_auth.config import Listener, write_broker_config
+    from fleet_server.services.broker_auth.config import (
+        Listener,
+        check_listener,
+        write_broker_config,
+    )
     from fleet_server.services.broker_auth.sync import committed_accounts
 
     host, _, port = args.listen.rpartition(":")
@@ -212,6 +216,10 @@ def _broker_config(settings: ServerSettings, args: argparse.Namespace) -> int:
             f"roadsign-fleet broker-config: --listen {args.listen!r} is not HOST:PORT\n"
         )
         return 2
+    # Absolute: Mosquitto resolves a relative path against its own working directory.
+    certfile, keyfile = (path.resolve() if path else None for path in (args.certfile, args.keyfile))
+    listener = Listener(host, int(port), certfile=certfile, keyfile=keyfile)
+    check_listener(settings, listener)  # before the database is read
     engine = make_engine(settings.database)
     try:
         accounts = committed_accounts(settings, engine)
@@ -220,7 +228,7 @@ def _broker_config(settings: ServerSettings, args: argparse.Namespace) -> int:
     written = write_broker_config(
         settings,
         accounts,
-        listener=Listener(host, int(port)),
+        listener=listener,
         out_dir=args.out.resolve(),
         run_as=args.user,
         dynsec_plugin=args.dynsec_plugin,
@@ -293,12 +301,20 @@ def build_parser() -> argparse.ArgumentParser:
         "broker-config",
         help="Write the Mosquitto configuration and the fleet's broker accounts.",
         description="Write mosquitto.conf (no anonymous clients, a maximum packet size, "
-        "persistence) and the broker's accounts from the database: the dynamic-security "
-        "plugin's file, or the password and ACL files.",
+        "persistence, one listener: TLS with --certfile and --keyfile) and the broker's "
+        "accounts from the database: the dynamic-security plugin's file, or the password and "
+        "ACL files.",
     )
     broker.add_argument("--config", type=Path, help="settings YAML (default: built-in)")
     broker.add_argument("--out", type=Path, required=True, help="directory for the broker's files")
     broker.add_argument("--listen", default="127.0.0.1:1883", help="HOST:PORT of the listener")
+    broker.add_argument(
+        "--certfile",
+        type=Path,
+        help="PEM server certificate (with its chain): the listener speaks TLS only; "
+        "production mode requires it",
+    )
+    broker.add_argument("--keyfile", type=Path, help="the certificate's PEM private key")
     broker.add_argument("--user", help="user a broker started as root runs as")
     broker.add_argument("--dynsec-plugin", type=Path, help="mosquitto_dynamic_security.so")
     broker.add_argument(

@@ -38,6 +38,10 @@ class IssuerNotLive(TokenError):  # noqa: N818 - reads as the condition it repor
     """The token issuing another was revoked or expired before the new one was stored."""
 
 
+class MqttSetupError(FleetError):
+    """A server-side MQTT client cannot be set up: a bad port in its URL, a bad CA file."""
+
+
 class BrokerAuthError(FleetError):
     """The broker's accounts cannot be changed: its files, its signal or its admin API failed."""
 

@@ -10,53 +10,36 @@ reads from that buffer, and handles every packet already read before going back 
 It overrides paho's `_sock_recv` and `loop_read`, so paho is pinned to a major version
 (`paho-mqtt<3`); tests/fleet_server/test_ingest_mqtt_client.py checks it against a broker.
 
-`broker_address` and `configure_client` are how every server-side client (the worker, ``tail``)
-reads the broker settings, so that they agree on ports and TLS.
+`configure_client` is how the worker and ``tail`` apply the broker settings
+(`fleet_server.mqtt` reads them).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTErrorCode
 
-from fleet_server.exceptions import IngestError
+from fleet_server.exceptions import IngestError, MqttSetupError
+from fleet_server.mqtt import BrokerAddress, broker_address, set_tls
 from fleet_server.settings import BrokerSettings
 
 READ_SIZE = 65536
-MQTT_PORT = 1883
-MQTTS_PORT = 8883
-
-
-@dataclass(frozen=True, slots=True)
-class BrokerAddress:
-    """Where a broker URL points: host, port, and whether the connection is TLS."""
-
-    host: str
-    port: int
-    tls: bool
-
-
-def broker_address(url: str) -> BrokerAddress:
-    """The address of an ``mqtt://`` or ``mqtts://`` URL; the port defaults by scheme."""
-    parts = urlsplit(url)
-    tls = parts.scheme == "mqtts"
-    try:
-        port = parts.port or (MQTTS_PORT if tls else MQTT_PORT)
-    except ValueError as e:  # a port that is not a number, or out of range
-        raise IngestError(f"broker url {url!r}: {e}") from e
-    return BrokerAddress(host=parts.hostname or "127.0.0.1", port=port, tls=tls)
 
 
 def configure_client(client: mqtt.Client, settings: BrokerSettings) -> BrokerAddress:
-    """Give `client` the server's broker credentials (and TLS); return where to connect."""
-    address = broker_address(settings.url)
-    client.username_pw_set(settings.username, settings.password.get_secret_value())
-    if address.tls:
-        client.tls_set(ca_certs=str(settings.ca_file) if settings.ca_file else None)
+    """Give `client` the server's broker credentials (and TLS); return where to connect.
+
+    Raises `IngestError` for a broker URL or CA file it cannot use.
+    """
+    try:
+        address = broker_address(settings.url)
+        client.username_pw_set(settings.username, settings.password.get_secret_value())
+        if address.tls:
+            set_tls(client, settings.ca_file)
+    except MqttSetupError as e:
+        raise IngestError(str(e)) from e
     return address
 
 

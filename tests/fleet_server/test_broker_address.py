@@ -1,7 +1,8 @@
 """One reading of the broker URL for every server-side client: ``mqtts://`` without a port is 8883.
 
 The worker and ``roadsign-fleet tail`` are each pointed at ``mqtts://`` on a loopback address
-where only this test listens on 8883 (and nothing on 1883): the connection must arrive there.
+where only this test listens on 8883 (and nothing on 1883): the connection must arrive there. A
+URL or CA file a client cannot use is refused with its own error, naming what is wrong.
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ import yaml
 
 from fleet_server.cli import main
 from fleet_server.db import make_engine
-from fleet_server.exceptions import IngestError
+from fleet_server.exceptions import BrokerAuthError, IngestError, MqttSetupError
 from fleet_server.ingest.metrics import IngestMetrics
-from fleet_server.ingest.mqtt_client import BrokerAddress, broker_address
 from fleet_server.ingest.worker import IngestWorker
+from fleet_server.mqtt import BrokerAddress, broker_address
+from fleet_server.services.broker_auth.dynamic_security import DynamicSecurityAuth
 from fleet_server.settings import BrokerSettings, DatabaseSettings, IngestSettings, ServerSettings
 
 HOST = "127.0.0.77"  # a loopback address of its own: the machine's broker listens on 127.0.0.1
@@ -44,9 +46,55 @@ def test_a_broker_url_gives_host_port_and_tls(url: str, address: BrokerAddress) 
     assert broker_address(url) == address
 
 
-def test_a_broker_url_with_a_bad_port_is_refused_naming_it() -> None:
-    with pytest.raises(IngestError, match="mqtt://broker:99999"):
+def _settings(broker: BrokerSettings) -> ServerSettings:
+    return ServerSettings(
+        database=DatabaseSettings(url="sqlite://"),
+        broker=broker,
+        ingest=IngestSettings(metrics_port=0),
+    )
+
+
+def _worker(settings: ServerSettings) -> IngestWorker:
+    return IngestWorker(settings, make_engine(settings.database), IngestMetrics(), client_id="w")
+
+
+def test_a_broker_url_with_a_bad_port_is_refused_naming_it_by_every_client() -> None:
+    with pytest.raises(MqttSetupError, match="mqtt://broker:99999"):
         broker_address("mqtt://broker:99999")
+    settings = _settings(BrokerSettings(url="mqtt://broker:99999"))
+    with pytest.raises(IngestError, match="mqtt://broker:99999"):
+        _worker(settings)
+    with pytest.raises(BrokerAuthError, match="admin client: broker url 'mqtt://broker:99999'"):
+        DynamicSecurityAuth.from_settings(settings)
+
+
+@pytest.fixture(params=["missing", "not-pem"])
+def bad_ca_file(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
+    """A CA file that does not exist, or one that holds no certificate."""
+    path = tmp_path / "ca.pem"
+    if request.param == "not-pem":
+        path.write_text("not a certificate\n")
+    return path
+
+
+def test_a_ca_file_the_server_clients_cannot_load_is_refused_naming_it(bad_ca_file: Path) -> None:
+    settings = _settings(BrokerSettings(url=f"mqtts://{HOST}", ca_file=bad_ca_file))
+    with pytest.raises(IngestError, match=f"cannot set up TLS to the broker with {bad_ca_file}"):
+        _worker(settings)
+    with pytest.raises(BrokerAuthError, match=f"TLS to the broker with {bad_ca_file}"):
+        DynamicSecurityAuth.from_settings(settings)
+
+
+def test_tail_with_a_ca_file_it_cannot_load_exits_1_naming_it(
+    bad_ca_file: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "fleet.yaml"
+    broker = {"url": f"mqtts://{HOST}", "ca_file": str(bad_ca_file)}
+    config.write_text(yaml.safe_dump({"broker": broker}))
+    assert main(["tail", "--config", str(config), "--timeout", "1"]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith("roadsign-fleet tail: cannot set up TLS to the broker with ")
+    assert str(bad_ca_file) in error
 
 
 @pytest.fixture
@@ -92,13 +140,7 @@ def test_tail_connects_to_8883_for_mqtts_and_says_so_when_it_fails(
 
 @PAHO_LEAKS_FAILED_TLS_SOCKETS
 def test_the_worker_connects_to_8883_for_mqtts(mqtts_listener: threading.Event) -> None:
-    settings = ServerSettings(
-        database=DatabaseSettings(url="sqlite://"),
-        broker=BrokerSettings(url=f"mqtts://{HOST}"),
-        ingest=IngestSettings(metrics_port=0),
-    )
-    worker = IngestWorker(settings, make_engine(settings.database), IngestMetrics(), client_id="w")
-    worker.start()
+    worker = _worker(_settings(BrokerSettings(url=f"mqtts://{HOST}"))).start()
     try:
         assert mqtts_listener.wait(10), "the worker never connected to 8883"
     finally:

@@ -122,6 +122,29 @@ def test_a_new_device_is_created_with_its_password_and_its_own_role() -> None:
     assert planned.outcome.created == ("veh-2",)
 
 
+@pytest.mark.parametrize(
+    ("scope", "user"),
+    [
+        (["veh-1"], "veh-1"),  # enrolled again over the client an undone enrolment left
+        (None, "fleet-server"),  # the server's password rotated, found at start-up
+    ],
+)
+def test_an_existing_client_gets_the_known_password_the_broker_refuses(
+    scope: list[str] | None, user: str
+) -> None:
+    accounts = _accounts("veh-1")
+    held = _as_broker_holds(accounts)
+    planned = plan(accounts, held, scope=scope, passwords={user: "new-pw"}, protected=())
+    assert planned.commands == (
+        {"command": "setClientPassword", "username": user, "password": "new-pw"},
+    )
+    assert planned.outcome.updated == (user,)
+    # One the broker accepts is not set again: that would disconnect every client of the user.
+    accepted = Observed(held.clients, held.roles, accepted=frozenset({user}))
+    again = plan(accounts, accepted, scope=scope, passwords={user: "new-pw"}, protected=())
+    assert again.commands == ()
+
+
 def test_a_decommissioned_device_loses_its_client_and_role() -> None:
     held = _as_broker_holds(_accounts("veh-1", "veh-2"))
     for scope in (["veh-2"], None):

@@ -6,9 +6,7 @@ backend under test, so what is checked is what ships.
 
 from __future__ import annotations
 
-import getpass
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
@@ -17,145 +15,52 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 from fastapi.testclient import TestClient
-from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
-from pydantic import SecretStr
 from sqlalchemy import Engine, text
 
 from edge_agent.mqtt_link import LinkSettings, MqttLink
 from edge_agent.outbox import Outbox
-from fleet_protocol.codec import MAX_PAYLOAD_BYTES, encode
+from fleet_protocol.codec import encode
 from fleet_protocol.topics import (
     DEFAULT_SHARE_GROUP,
-    FLEET_READINGS_TOPIC,
     MessageKind,
     device_topic,
 )
-from fleet_server.api.main import create_app
-from fleet_server.cli import main
-from fleet_server.db import make_engine
 from fleet_server.ingest.metrics import IngestMetrics
 from fleet_server.ingest.worker import IngestWorker
-from fleet_server.services.broker_auth.config import Listener, write_broker_config
 from fleet_server.services.broker_auth.dynamic_security import DynamicSecurityAuth
-from fleet_server.services.broker_auth.sync import committed_accounts
-from fleet_server.settings import (
-    AuthSettings,
-    BrokerAuthBackend,
-    BrokerSettings,
-    DatabaseSettings,
-    EnrolmentSettings,
-    IngestSettings,
-    ServerSettings,
-)
+from fleet_server.settings import BrokerAuthBackend, DatabaseSettings, ServerSettings
 from tests.conftest import make_reading
 from tests.edge_agent.test_mqtt_link import DEVICE as AGENT
 from tests.edge_agent.test_mqtt_link import _status_factory
-from tests.mosquitto import Broker, free_port
+from tests.fleet_server.broker_support import (
+    SERVER_PASSWORD,
+    connect,
+    disconnect,
+    generated_broker,
+    managed_broker,
+    publish,
+    serving,
+)
+from tests.mosquitto import Broker
+from tests.waiting import wait_until
 
-ADMIN = "rsf_enrol-admin"
-SERVER_PASSWORD = "server-secret-for-tests"
-BROKER_ADMIN_PASSWORD = "broker-admin-secret-for-tests"
-HEADERS = {"Authorization": f"Bearer {ADMIN}"}
 BACKENDS: list[BrokerAuthBackend] = ["dynamic_security", "password_file"]
 NOT_AUTHORIZED = 0x87
-
-
-def managed_settings(
-    database: DatabaseSettings, tmp_path: Path, backend: BrokerAuthBackend, port: int
-) -> ServerSettings:
-    """Server settings whose broker on `port` has its accounts kept by `backend`."""
-    files: dict[str, Path] = {}
-    if backend == "password_file":
-        files = {
-            "password_file": tmp_path / "auth" / "passwords",
-            "acl_file": tmp_path / "auth" / "acl",
-            "mosquitto_pid_file": tmp_path / "broker" / "mosquitto.pid",
-        }
-    url = f"mqtt://127.0.0.1:{port}"
-    return ServerSettings(
-        database=database,
-        broker=BrokerSettings(
-            url=url, username="fleet-server", password=SecretStr(SERVER_PASSWORD)
-        ),
-        auth=AuthSettings(bootstrap_admin_token=SecretStr(ADMIN)),
-        enrolment=EnrolmentSettings(
-            broker_public_url=url,
-            broker_auth=backend,
-            broker_admin_password=SecretStr(BROKER_ADMIN_PASSWORD),
-            broker_admin_timeout_s=3,
-            **files,
-        ),
-        ingest=IngestSettings(batch_size=50, batch_interval_s=0.05, metrics_port=0),
-    )
-
-
-def generated_broker(settings: ServerSettings, workdir: Path, *, force: bool = False) -> Broker:
-    """A broker on the generated configuration, holding the committed fleet's accounts."""
-    engine = make_engine(settings.database)
-    try:
-        accounts = committed_accounts(settings, engine)
-    finally:
-        engine.dispose()
-    port = int(settings.broker.url.rpartition(":")[2])
-    write_broker_config(
-        settings,
-        accounts,
-        listener=Listener("127.0.0.1", port),
-        out_dir=workdir,
-        run_as=getpass.getuser(),
-        force=force,
-    )
-    return Broker(workdir, config=workdir / "mosquitto.conf", port=port)
 
 
 @pytest.fixture(params=BACKENDS)
 def managed(
     request: pytest.FixtureRequest, database: DatabaseSettings, tmp_path: Path
 ) -> Iterator[tuple[ServerSettings, Broker]]:
-    settings = managed_settings(database, tmp_path, request.param, free_port())
-    broker = generated_broker(settings, tmp_path / "broker").start()
-    yield settings, broker
-    broker.stop()
+    with managed_broker(database, tmp_path, request.param) as started:
+        yield started
 
 
 @pytest.fixture
 def dynsec(database: DatabaseSettings, tmp_path: Path) -> Iterator[tuple[ServerSettings, Broker]]:
-    settings = managed_settings(database, tmp_path, "dynamic_security", free_port())
-    broker = generated_broker(settings, tmp_path / "broker").start()
-    yield settings, broker
-    broker.stop()
-
-
-def _connect(broker: Broker, user: str, password: str | None) -> tuple[mqtt.Client, ReasonCode]:
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=user, protocol=mqtt.MQTTv5)
-    client.username_pw_set(user, password)
-    result: dict[str, ReasonCode] = {}
-    done = threading.Event()
-
-    def connected(c: mqtt.Client, u: object, f: object, reason: ReasonCode, p: object) -> None:
-        result["reason"] = reason
-        done.set()
-
-    client.on_connect = connected
-    client.connect("127.0.0.1", broker.port)
-    client.loop_start()
-    assert done.wait(10), "no CONNACK"
-    return client, result["reason"]
-
-
-def _publish(client: mqtt.Client, topic: str, payload: bytes) -> ReasonCode:
-    acked = threading.Event()
-    outcome: dict[str, ReasonCode] = {}
-
-    def published(c: mqtt.Client, u: object, mid: int, reason: ReasonCode, p: object) -> None:
-        outcome["reason"] = reason
-        acked.set()
-
-    client.on_publish = published
-    client.publish(topic, payload, qos=1)
-    assert acked.wait(10), "no PUBACK"
-    return outcome["reason"]
+    with managed_broker(database, tmp_path, "dynamic_security") as started:
+        yield started
 
 
 def _subscribe(client: mqtt.Client, topic_filter: str) -> ReasonCode:
@@ -182,31 +87,6 @@ def _rows(engine: Engine) -> list[tuple[str, int]]:
         ]
 
 
-def _until(condition: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
-
-
-def _stop(client: mqtt.Client) -> None:
-    client.loop_stop()
-    client.disconnect()
-
-
-@contextmanager
-def serving(settings: ServerSettings) -> Iterator[tuple[TestClient, Engine]]:
-    """The API (started, broker reconciled) as the admin, and its engine."""
-    engine = make_engine(settings.database)
-    try:
-        with TestClient(create_app(settings, engine), headers=HEADERS) as api:
-            yield api, engine
-    finally:
-        engine.dispose()
-
-
 def test_devices_get_their_own_credentials_and_topics_only(
     managed: tuple[ServerSettings, Broker],
 ) -> None:
@@ -219,34 +99,34 @@ def test_devices_get_their_own_credentials_and_topics_only(
         assert a["broker_url"] == broker.url
         worker = IngestWorker(settings, engine, IngestMetrics(), client_id="ingest-acl").start()
         assert worker.wait_ready(10)  # subscribed before anything is sent
-        device_a, reason = _connect(broker, "veh-a", a["password"])
+        device_a, reason = connect(broker, "veh-a", a["password"])
         try:
             assert not reason.is_failure
-            spoof = _publish(
+            spoof = publish(
                 device_a,
                 device_topic("veh-b", MessageKind.READINGS),
                 encode(make_reading(device_id="veh-b", seq=2)),
             )
             assert spoof.value == NOT_AUTHORIZED
-            own = _publish(
+            own = publish(
                 device_a,
                 device_topic("veh-a", MessageKind.READINGS),
                 encode(make_reading(device_id="veh-a", seq=1)),
             )
             assert own.value == 0  # success, and somebody (the worker) subscribed
-            assert _until(lambda: bool(_rows(engine)), 10)
+            wait_until(lambda: _rows(engine), 10, "the reading stored")
             assert _rows(engine) == [("veh-a", 1)]
         finally:
-            _stop(device_a)
-        _, wrong = _connect(broker, "veh-b", "not-the-password")
+            disconnect(device_a)
+        _, wrong = connect(broker, "veh-b", "not-the-password")
         assert wrong.is_failure
-        _, anonymous = _connect(broker, "veh-c", None)
+        _, anonymous = connect(broker, "veh-c", None)
         assert anonymous.is_failure
-        client_b, before = _connect(broker, "veh-b", b["password"])
-        _stop(client_b)
+        client_b, before = connect(broker, "veh-b", b["password"])
+        disconnect(client_b)
         assert not before.is_failure
         assert api.post("/api/v1/devices/veh-b/decommission").is_success
-        _, after = _connect(broker, "veh-b", b["password"])
+        _, after = connect(broker, "veh-b", b["password"])
         assert after.is_failure  # revoked at once
         worker.stop()
 
@@ -257,7 +137,7 @@ def test_decommission_disconnects_a_device_that_is_still_connected(
     settings, broker = managed
     with serving(settings) as (api, _):
         enrolled = api.post("/api/v1/devices", json={"device_id": "veh-d"}).json()
-        client, reason = _connect(broker, "veh-d", enrolled["password"])
+        client, reason = connect(broker, "veh-d", enrolled["password"])
         dropped = threading.Event()
         client.on_disconnect = lambda *args: dropped.set()
         client.reconnect_delay_set(60, 60)  # a retry inside the test would hide the kick
@@ -279,7 +159,7 @@ def test_an_enrolled_attacker_costs_another_device_no_reading(
         attacker = api.post("/api/v1/devices", json={"device_id": "attacker"})
         worker = IngestWorker(settings, engine, IngestMetrics(), client_id="ingest-a").start()
         assert worker.wait_ready(10)
-        bad, reason = _connect(broker, "attacker", attacker.json()["password"])
+        bad, reason = connect(broker, "attacker", attacker.json()["password"])
         assert not reason.is_failure
         heard: list[str] = []
         bad.on_message = lambda c, u, message: heard.append(message.topic)
@@ -290,12 +170,12 @@ def test_an_enrolled_attacker_costs_another_device_no_reading(
             device_topic("victim", MessageKind.OTA_COMMAND),
         ]
         subacks = [_subscribe(bad, topic_filter) for topic_filter in stolen]
-        spoofed = _publish(
+        spoofed = publish(
             bad,
             device_topic("victim", MessageKind.READINGS),
             encode(make_reading(device_id="victim", seq=10_000)),
         )
-        good, reason = _connect(broker, "victim", victim.json()["password"])
+        good, reason = connect(broker, "victim", victim.json()["password"])
         assert not reason.is_failure
         acked = threading.Semaphore(0)
         good.on_publish = lambda *args: acked.release()
@@ -303,13 +183,13 @@ def test_an_enrolled_attacker_costs_another_device_no_reading(
             topic = device_topic("victim", MessageKind.READINGS)
             good.publish(topic, encode(make_reading(device_id="victim", seq=seq)), qos=1)
         assert all(acked.acquire(timeout=10) for _ in range(200))  # the sender may forget them
-        _until(lambda: len(_rows(engine)) >= 200, 30)
+        wait_until(lambda: len(_rows(engine)) >= 200, 30, "200 readings stored")
         assert sorted(_rows(engine)) == [("victim", seq) for seq in range(200)]  # none lost
         assert spoofed.value == NOT_AUTHORIZED
         assert [r.value >= 0x80 for r in subacks] == [True] * len(stolen), subacks
         assert heard == []
-        _stop(good)
-        _stop(bad)
+        disconnect(good)
+        disconnect(bad)
         worker.stop()
 
 
@@ -363,8 +243,10 @@ def test_concurrent_enrolments_and_decommissions_leave_the_broker_equal_to_the_f
                 if not users([device]) and device in _active(engine):
                     wrong.append(f"{device} enrolled but unknown to the broker")
             theirs = f"t{1 - k}-{2 * i}"  # racing the other thread's enrolment of it
-            if not _until(partial(enrolled, api, theirs), 30):
-                wrong.append(f"{theirs} never enrolled")
+            try:
+                wait_until(partial(enrolled, api, theirs), 30, f"{theirs} enrolled")
+            except AssertionError as e:  # collected: the assertion below names it
+                wrong.append(str(e))
             codes.append(api.post(f"/api/v1/devices/{theirs}/decommission").status_code)
             if users([theirs]):
                 wrong.append(f"{theirs} decommissioned but still a broker user")
@@ -400,8 +282,8 @@ def test_a_broker_rebuilt_from_the_database_takes_back_the_enrolled_devices(
             ("veh-gone", gone["password"], True),
             ("fleet-server", SERVER_PASSWORD, False),
         ):
-            client, reason = _connect(rebuilt, user, password)
-            _stop(client)
+            client, reason = connect(rebuilt, user, password)
+            disconnect(client)
             assert reason.is_failure is refused, user
     finally:
         rebuilt.stop()
@@ -420,8 +302,8 @@ def test_enrolment_is_undone_when_the_broker_cannot_be_told(
         broker.start()
         again = api.post("/api/v1/devices", json={"device_id": "veh-late"})
         assert again.status_code == 201
-        client, reason = _connect(broker, "veh-late", again.json()["password"])
-        _stop(client)
+        client, reason = connect(broker, "veh-late", again.json()["password"])
+        disconnect(client)
         assert not reason.is_failure
 
 
@@ -432,44 +314,9 @@ def test_no_device_may_be_enrolled_under_a_broker_user_of_the_server(
     settings, broker = dynsec
     with serving(settings) as (api, _):
         assert api.post("/api/v1/devices", json={"device_id": name}).status_code == 409
-        client, reason = _connect(broker, "fleet-server", SERVER_PASSWORD)
-        _stop(client)
+        client, reason = connect(broker, "fleet-server", SERVER_PASSWORD)
+        disconnect(client)
         assert not reason.is_failure  # the server's own account is untouched
-
-
-def test_broker_config_command_writes_a_closed_broker_with_a_packet_limit(
-    database: DatabaseSettings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    port = free_port()
-    config = tmp_path / "fleet.yaml"
-    config.write_text(
-        f"database: {{url: '{database.url}'}}\n"
-        f"broker: {{url: 'mqtt://127.0.0.1:{port}', password: {SERVER_PASSWORD}}}\n"
-        "enrolment: {broker_auth: dynamic_security, "
-        f"broker_admin_password: {BROKER_ADMIN_PASSWORD}}}\n"
-    )
-    out = tmp_path / "broker"
-    argv = ["broker-config", "--config", str(config), "--out", str(out)]
-    argv += ["--listen", f"127.0.0.1:{port}", "--user", getpass.getuser()]
-    assert main(argv) == 0
-    assert "for 0 devices" in capsys.readouterr().out
-    assert main(argv) == 1  # the broker's live accounts are not overwritten by accident
-    assert "pass --force" in capsys.readouterr().err
-    broker = Broker(out, config=out / "mosquitto.conf", port=port).start()
-    try:
-        _, anonymous = _connect(broker, "nobody", None)
-        assert anonymous.is_failure
-        server, reason = _connect(broker, "fleet-server", SERVER_PASSWORD)
-        assert not reason.is_failure
-        dropped = threading.Event()
-        server.on_disconnect = lambda *args: dropped.set()
-        fits = _publish(server, FLEET_READINGS_TOPIC, b"x" * MAX_PAYLOAD_BYTES)
-        assert not fits.is_failure
-        server.publish(FLEET_READINGS_TOPIC, b"x" * (MAX_PAYLOAD_BYTES + 8192), qos=1)
-        assert dropped.wait(10), "the broker took a packet over its maximum"
-        _stop(server)
-    finally:
-        broker.stop()
 
 
 def test_the_edge_agent_link_reports_and_hears_the_server_within_its_own_account(
@@ -480,10 +327,10 @@ def test_the_edge_agent_link_reports_and_hears_the_server_within_its_own_account
         enrolled = api.post("/api/v1/devices", json={"device_id": AGENT}).json()
         worker = IngestWorker(settings, engine, IngestMetrics(), client_id="ingest-l").start()
         assert worker.wait_ready(10)
-        server, _ = _connect(broker, "fleet-server", SERVER_PASSWORD)
+        server, _ = connect(broker, "fleet-server", SERVER_PASSWORD)
         desired = device_topic(AGENT, MessageKind.CONFIG_DESIRED)
         server.publish(desired, b"{}", qos=1, retain=True).wait_for_publish(10)
-        _stop(server)
+        disconnect(server)
         outbox = Outbox(tmp_path / "outbox.sqlite3", max_messages=100, max_bytes=10**6)
         for _ in range(5):
             seq = outbox.next_seq()
@@ -504,7 +351,7 @@ def test_the_edge_agent_link_reports_and_hears_the_server_within_its_own_account
         link.start()
         try:
             assert link.wait_drained(10)  # every reading acknowledged
-            assert _until(lambda: len(_rows(engine)) == 5 and desired in heard, 10)
+            wait_until(lambda: len(_rows(engine)) == 5 and desired in heard, 10, "rows, downlink")
             assert link.stats.rejected == 0
         finally:
             link.stop()

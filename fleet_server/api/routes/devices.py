@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 from fastapi import APIRouter, HTTPException, Request, status
 from sqlalchemy.exc import IntegrityError
@@ -16,6 +17,7 @@ from fleet_server.services.broker_auth import BrokerSync
 from fleet_server.settings import ServerSettings
 
 router = APIRouter(prefix="/api/v1/devices", tags=["devices"])
+log = logging.getLogger(__name__)
 
 
 def _found(device: Device | None, device_id: str) -> Device:
@@ -52,6 +54,18 @@ def _broker(request: Request) -> BrokerSync | None:
     return broker
 
 
+def _take_back(broker: BrokerSync, device_id: str) -> None:
+    """Best effort: remove what an undone enrolment may have left at the broker.
+
+    A request whose answer was lost may have been applied (they are QoS 0); what stays is
+    replaced by the device's next enrolment, which sets its password.
+    """
+    try:
+        broker.reconcile(devices=[device_id])
+    except BrokerAuthError as e:
+        log.warning("the broker may still hold %s from an undone enrolment: %s", device_id, e)
+
+
 @router.post(
     "",
     response_model=DeviceBundle,
@@ -83,10 +97,10 @@ def enrol(body: DeviceCreate, request: Request, session: SessionDep, _: AdminDep
         try:
             broker.reconcile(devices=[device.device_id], passwords={device.device_id: password})
         except BrokerAuthError as e:
-            # Undone, so that nobody holds a device whose password was never shown; whatever
-            # the broker may have applied goes at its next full reconciliation.
+            # Undone, so that nobody holds a device whose password was never shown.
             crud.delete_device(session, device_id=device.device_id)
             session.commit()
+            _take_back(broker, device.device_id)
             raise HTTPException(
                 status.HTTP_503_SERVICE_UNAVAILABLE, f"enrolment undone: {e}"
             ) from e

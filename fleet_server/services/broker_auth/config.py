@@ -2,8 +2,9 @@
 
 One source for deployments, the demo and the tests (``roadsign-fleet broker-config``): no
 anonymous clients, a maximum packet size the protocol's largest message fits in, persistence
-for the ingest workers' sessions, and the accounts of the committed fleet, so a broker whose
-state was lost is rebuilt from the database.
+for the ingest workers' sessions, one listener (TLS where given a certificate; production mode
+refuses a plaintext one), and the accounts of the committed fleet, so a broker whose state was
+lost is rebuilt from the database.
 """
 
 from __future__ import annotations
@@ -45,10 +46,33 @@ def find_dynsec_plugin() -> Path:
 
 @dataclass(frozen=True, slots=True)
 class Listener:
-    """Where the broker listens."""
+    """Where the broker listens; with a certificate and its key (absolute paths), TLS only."""
 
     host: str
     port: int
+    certfile: Path | None = None
+    keyfile: Path | None = None
+
+    def config_lines(self) -> list[str]:
+        """The listener's lines of ``mosquitto.conf``."""
+        lines = [f"listener {self.port} {self.host}"]
+        if self.certfile is not None and self.keyfile is not None:
+            lines += [f"certfile {self.certfile}", f"keyfile {self.keyfile}"]
+        return lines
+
+
+def check_listener(settings: ServerSettings, listener: Listener) -> None:
+    """Refuse a listener the broker could not open, or a plaintext one in production mode."""
+    if (listener.certfile is None) != (listener.keyfile is None):
+        raise BrokerAuthError("--certfile and --keyfile come together (a TLS listener needs both)")
+    for option, path in (("--certfile", listener.certfile), ("--keyfile", listener.keyfile)):
+        if path is not None and not path.is_file():
+            raise BrokerAuthError(f"{option} {path}: no such file")
+    if settings.mode == "production" and listener.certfile is None:
+        raise BrokerAuthError(
+            "production mode refused: the broker would listen in plaintext MQTT, carrying the "
+            "devices' passwords and readings unencrypted; pass --certfile and --keyfile (TLS)"
+        )
 
 
 def mosquitto_conf(
@@ -59,7 +83,7 @@ def mosquitto_conf(
     run_as: str | None = None,
     dynsec_plugin: Path | None = None,
 ) -> str:
-    """``mosquitto.conf`` for `settings.enrolment.broker_auth`, pure."""
+    """``mosquitto.conf`` for `settings.enrolment.broker_auth`, pure (`check_listener` first)."""
     enrolment = settings.enrolment
     lines = [
         "# Written by `roadsign-fleet broker-config`: regenerate it rather than edit it.",
@@ -70,7 +94,7 @@ def mosquitto_conf(
         f"persistence_location {out_dir}/",
         f"autosave_interval {AUTOSAVE_INTERVAL_S}",
         "log_dest stderr",
-        f"listener {listener.port} {listener.host}",
+        *listener.config_lines(),
     ]
     if enrolment.broker_auth == "dynamic_security":
         if dynsec_plugin is None:
@@ -103,6 +127,7 @@ def write_broker_config(
     force: bool = False,
 ) -> list[Path]:
     """Write the configuration and the backend's accounts; the files written."""
+    check_listener(settings, listener)
     if settings.enrolment.broker_auth == "dynamic_security" and dynsec_plugin is None:
         dynsec_plugin = find_dynsec_plugin()
     conf = mosquitto_conf(

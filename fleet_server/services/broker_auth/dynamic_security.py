@@ -4,11 +4,14 @@ The server's admin user publishes commands on ``$CONTROL/dynamic-security/v1`` a
 answers; no files are shared and no signal is sent, so the broker may live in another pod. The
 plugin refuses a device's SUBSCRIBE to anything but its own downlinks (the server's shared
 group included), and deleting a client disconnects it at once. The pure part is in
-`dynsec_plan`; this module is the MQTT round trips.
+`dynsec_plan`; this module is the MQTT round trips. Setting a password disconnects every client
+of that user, and the plugin never shows one: a known password is tried on a connection of its
+own first, and set only where the broker refuses it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -16,15 +19,16 @@ import socket
 import threading
 import uuid
 from collections.abc import Collection, Mapping
+from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from fleet_server.exceptions import BrokerAuthError
+from fleet_server.exceptions import BrokerAuthError, MqttSetupError
+from fleet_server.mqtt import broker_address, set_tls
 from fleet_server.services.broker_auth import dynsec_plan
 from fleet_server.services.broker_auth.accounts import Account, Reconciled, device_role
 from fleet_server.services.broker_auth.dynsec_plan import Command, Observed
@@ -36,6 +40,8 @@ MAX_REQUEST_BYTES = 32 * 1024
 """Commands are sent in messages below this: the broker's max_packet_size bounds what it takes."""
 PAGE = 500
 """Clients or roles per list request."""
+REFUSED_CREDENTIALS = frozenset({0x86, 0x87})
+"""CONNACK reasons for a wrong password: bad user name or password, not authorised."""
 
 
 def _no_delay(client: mqtt.Client, userdata: Any, sock: Any) -> None:
@@ -56,20 +62,12 @@ class DynamicSecurityAuth:
         password: str,
         timeout_s: float,
         tls: bool = False,
-        ca_file: str | None = None,
+        ca_file: Path | None = None,
     ) -> None:
         self.username, self.timeout_s = username, timeout_s
         self._host, self._port = host, port
-        client_id = f"{username}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        self._client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5
-        )
-        self._client.username_pw_set(username, password)
-        if tls:
-            try:
-                self._client.tls_set(ca_certs=ca_file)
-            except (OSError, ValueError) as e:  # ssl.SSLError is an OSError
-                raise BrokerAuthError(f"cannot set up TLS to the broker with {ca_file}: {e}") from e
+        self._tls, self._ca_file = tls, ca_file
+        self._client = self._new_client(username, password)
         self._client.reconnect_delay_set(1, 2)  # back soon after a broker restart
         self._client.on_connect = self._connected
         self._client.on_subscribe = self._subscribed
@@ -87,17 +85,30 @@ class DynamicSecurityAuth:
     def from_settings(cls, settings: ServerSettings) -> DynamicSecurityAuth:
         """An admin client for the broker `settings.broker` names."""
         broker, enrolment = settings.broker, settings.enrolment
-        parts = urlsplit(broker.url)
-        tls = parts.scheme == "mqtts"
+        try:
+            address = broker_address(broker.url)
+        except MqttSetupError as e:
+            raise BrokerAuthError(f"the broker's admin client: {e}") from e
         return cls(
-            host=parts.hostname or "127.0.0.1",
-            port=parts.port or (8883 if tls else 1883),
+            host=address.host,
+            port=address.port,
             username=enrolment.broker_admin_username,
             password=enrolment.broker_admin_password.get_secret_value(),
             timeout_s=enrolment.broker_admin_timeout_s,
-            tls=tls,
-            ca_file=str(broker.ca_file) if broker.ca_file else None,
+            tls=address.tls,
+            ca_file=broker.ca_file,
         )
+
+    def _new_client(self, username: str, password: str) -> mqtt.Client:
+        client_id = f"{username}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+        client.username_pw_set(username, password)
+        if self._tls:
+            try:
+                set_tls(client, self._ca_file)
+            except MqttSetupError as e:
+                raise BrokerAuthError(f"the broker's admin client: {e}") from e
+        return client
 
     # paho's callbacks, on its network thread
     def _connected(
@@ -240,6 +251,42 @@ class DynamicSecurityAuth:
                 raise BrokerAuthError(f"dynamic-security answered {response!r:.200}") from e
         return Observed(found_clients, found_roles)
 
+    def accepts(self, username: str, password: str) -> bool:
+        """Whether the broker lets `username` in with `password`, tried on a connection of its own.
+
+        Raises `BrokerAuthError` where the broker gives no answer that says yes or no.
+        """
+        client = self._new_client(username, password)
+        answered = threading.Event()
+        reasons: list[ReasonCode] = []
+
+        def connected(c: mqtt.Client, u: Any, f: Any, reason: ReasonCode, p: Any) -> None:
+            reasons.append(reason)
+            answered.set()
+
+        client.on_connect = connected
+        try:
+            client.connect(self._host, self._port, keepalive=30)
+        except OSError as e:  # refused, unreachable, or a failed TLS handshake
+            raise BrokerAuthError(
+                f"cannot reach the broker at {self._host}:{self._port} to try {username}'s "
+                f"password: {e}"
+            ) from e
+        client.loop_start()
+        try:
+            if not answered.wait(self.timeout_s):
+                raise BrokerAuthError(
+                    f"the broker did not answer {username}'s connection within {self.timeout_s:g} s"
+                )
+        finally:
+            client.disconnect()
+            client.loop_stop()
+        if not reasons[0].is_failure:
+            return True
+        if reasons[0].value in REFUSED_CREDENTIALS:
+            return False
+        raise BrokerAuthError(f"the broker refused {username}'s connection: {reasons[0]}")
+
     def reconcile(
         self,
         accounts: Mapping[str, Account],
@@ -255,6 +302,16 @@ class DynamicSecurityAuth:
                 roles = {device_role(n) for n in scope}
                 roles |= {accounts[n].role for n in scope if n in accounts}
                 observed = self.observe(scope, roles)
+            # Setting a password disconnects every client of that user (all ingest workers,
+            # for the server's): set it only where the broker refuses the one we know.
+            accepted = [
+                name
+                for name, password in sorted(passwords.items())
+                if name in observed.clients
+                and name != self.username
+                and self.accepts(name, password)
+            ]
+            observed = dataclasses.replace(observed, accepted=frozenset(accepted))
             planned = dynsec_plan.plan(
                 accounts, observed, scope=scope, passwords=passwords, protected={self.username}
             )

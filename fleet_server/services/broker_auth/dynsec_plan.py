@@ -122,6 +122,8 @@ class Observed:
 
     clients: Mapping[str, frozenset[str]] = field(default_factory=dict)
     roles: Mapping[str, frozenset[Acl]] = field(default_factory=dict)
+    accepted: frozenset[str] = frozenset()
+    """Users the broker was seen to let in with the password the plan is given for them."""
 
 
 def parse_client(data: Mapping[str, Any]) -> tuple[str, frozenset[str]]:
@@ -199,7 +201,9 @@ def plan(
     A client the fleet no longer wants is deleted (the plugin disconnects it) when it holds one
     of our roles or was named in `scope`; clients an operator made by hand, and `protected`
     users, are left alone. A wanted client that is missing is created only where `passwords`
-    has its password.
+    has its password; one that exists gets the password `passwords` has for it unless the
+    broker already accepts that one (`Observed.accepted`): the server's rotated password, a
+    device enrolled again over a client an undone enrolment left behind.
     """
     if scope is None:
         names = set(accounts) | {n for n, roles in observed.clients.items() if _ours(roles)}
@@ -230,6 +234,10 @@ def plan(
             unrestorable.append(name)
         else:
             client = _client_fixes(account, have)
+            if name in passwords and name not in observed.accepted:
+                client.append(
+                    {"command": "setClientPassword", "username": name, "password": passwords[name]}
+                )
             commands += client
             updated += [name] if client or (role and account.role in observed.roles) else []
     if scope is None:  # roles whose device is gone for good (its client deleted by hand, say)

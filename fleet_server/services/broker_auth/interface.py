@@ -21,7 +21,8 @@ class BrokerAuth(Protocol):
         """Bring the broker to `accounts` for the users in `scope` (None: all of them).
 
         `accounts` is the whole committed fleet; `passwords` holds the clear passwords known
-        to this call (a device being enrolled, the server). Raises `BrokerAuthError`.
+        to this call (a device being enrolled, the server), which the broker accepts afterwards
+        for those of its users in scope, whatever password they had. Raises `BrokerAuthError`.
         """
         ...
 
