@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal, Self
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
@@ -30,6 +31,20 @@ DEV_BROKER_PASSWORD = "dev-only-broker-password"  # noqa: S105
 DEV_ADMIN_TOKEN = "dev-only-admin-token"  # noqa: S105
 SECRET_RECIPE = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"  # noqa: S105 - a command
 DEV_BROKER_ADMIN_PASSWORD = "dev-only-broker-admin-password"  # noqa: S105
+
+
+def checked_mqtt_url(value: str) -> str:
+    """`value` if it is an mqtt:// or mqtts:// URL with a host and a valid port, else raise."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("mqtt", "mqtts"):
+        raise ValueError("broker url must start with mqtt:// or mqtts://")
+    if not parts.hostname:
+        raise ValueError(f"no host in broker url {value!r}")
+    try:
+        _ = parts.port
+    except ValueError as e:  # "Port out of range 0-65535", "Port could not be cast ..."
+        raise ValueError(f"bad port in broker url {value!r}: {e}") from e
+    return value
 
 
 class HttpSettings(StrictConfigModel):
@@ -82,9 +97,7 @@ class BrokerSettings(StrictConfigModel):
     @field_validator("url")
     @classmethod
     def _mqtt_url(cls, value: str) -> str:
-        if not value.startswith(("mqtt://", "mqtts://")):
-            raise ValueError("broker url must start with mqtt:// or mqtts://")
-        return value
+        return checked_mqtt_url(value)
 
     @field_validator("share_group")
     @classmethod
@@ -156,6 +169,12 @@ class EnrolmentSettings(StrictConfigModel):
     broker_public_url: str = Field(
         default="mqtt://127.0.0.1:1883", description="Broker URL as devices reach it."
     )
+
+    @field_validator("broker_public_url")
+    @classmethod
+    def _public_mqtt_url(cls, value: str) -> str:
+        return checked_mqtt_url(value)
+
     ca_file: Path | None = Field(default=None, description="CA certificate given to devices.")
     tuf_root_file: Path | None = Field(
         default=None, description="TUF root metadata given to devices."

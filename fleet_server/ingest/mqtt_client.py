@@ -7,8 +7,8 @@ worker's time in system calls. This client reads up to 64 KiB per `recv`, serves
 reads from that buffer, and handles every packet already read before going back to `select`
 (which cannot see bytes that already left the socket).
 
-It overrides paho's `_sock_recv` and `loop_read`, so paho is pinned to a major version
-(`paho-mqtt<3`); tests/fleet_server/test_ingest_mqtt_client.py checks it against a broker.
+It overrides paho's `_sock_recv` and `loop_read`, so paho is pinned to a minor version
+(`paho-mqtt~=2.2.0`); tests/fleet_server/test_ingest_mqtt_client.py checks it against a broker.
 
 `configure_client` is how the worker and ``tail`` apply the broker settings
 (`fleet_server.mqtt` reads them).

@@ -7,6 +7,7 @@ URL or CA file a client cannot use is refused with its own error, naming what is
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from fleet_protocol.config_files import InvalidConfigError, load_config
 from fleet_server.cli import main
 from fleet_server.db import make_engine
 from fleet_server.exceptions import BrokerAuthError, IngestError, MqttSetupError
@@ -22,7 +24,13 @@ from fleet_server.ingest.metrics import IngestMetrics
 from fleet_server.ingest.worker import IngestWorker
 from fleet_server.mqtt import BrokerAddress, broker_address
 from fleet_server.services.broker_auth.dynamic_security import DynamicSecurityAuth
-from fleet_server.settings import BrokerSettings, DatabaseSettings, IngestSettings, ServerSettings
+from fleet_server.settings import (
+    ENV_PREFIX,
+    BrokerSettings,
+    DatabaseSettings,
+    IngestSettings,
+    ServerSettings,
+)
 
 HOST = "127.0.0.77"  # a loopback address of its own: the machine's broker listens on 127.0.0.1
 # paho leaves the socket of a failed TLS handshake unclosed (Client._ssl_wrap_socket), and the
@@ -58,10 +66,29 @@ def _worker(settings: ServerSettings) -> IngestWorker:
     return IngestWorker(settings, make_engine(settings.database), IngestMetrics(), client_id="w")
 
 
+@pytest.mark.parametrize(
+    ("field", "url"),
+    [
+        ("broker.url", "mqtt://broker:99999"),
+        ("broker.url", "mqtts://broker:x"),
+        ("broker.url", "mqtt://:1883"),
+        ("enrolment.broker_public_url", "mqtts://broker:70000"),
+    ],
+)
+def test_settings_refuse_a_broker_url_no_client_could_use_naming_the_field(
+    field: str, url: str
+) -> None:
+    section, name = field.split(".")
+    variable = f"{ENV_PREFIX}{section.upper()}__{name.upper()}"
+    with pytest.raises(InvalidConfigError, match=rf"{re.escape(field)}: .*broker url"):
+        load_config(ServerSettings, None, env={variable: url}, env_prefix=ENV_PREFIX)
+
+
 def test_a_broker_url_with_a_bad_port_is_refused_naming_it_by_every_client() -> None:
     with pytest.raises(MqttSetupError, match="mqtt://broker:99999"):
         broker_address("mqtt://broker:99999")
-    settings = _settings(BrokerSettings(url="mqtt://broker:99999"))
+    # Settings refuse such a URL (above); the clients hold too where one slips past them.
+    settings = _settings(BrokerSettings.model_construct(url="mqtt://broker:99999"))
     with pytest.raises(IngestError, match="mqtt://broker:99999"):
         _worker(settings)
     with pytest.raises(BrokerAuthError, match="admin client: broker url 'mqtt://broker:99999'"):
