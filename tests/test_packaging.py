@@ -45,7 +45,7 @@ INSTALL_OF = {
 NEEDED_WITHOUT_AN_IMPORT = {
     "python-multipart": "FastAPI parses the dashboard's login form with it",
     "onnxslim": "ultralytics' ONNX export simplifies with it (and would pip-install it if absent)",
-    "httpx": "fastapi.testclient runs on it",
+    "httpx2": "starlette's TestClient runs on it (plain httpx is deprecated there)",
     "pytest-cov": "make test's coverage",
     "ruff": "make test's lint",
     "mypy": "make test's type check",
