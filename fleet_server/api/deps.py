@@ -20,7 +20,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from fleet_server import crud
-from fleet_server.models import ApiToken, DashboardSession, utcnow
+from fleet_server.models import ApiToken, DashboardSession, Device, utcnow
 from fleet_server.security import (
     SAFE_METHODS,
     Role,
@@ -205,3 +205,15 @@ def require(role: Role) -> Callable[..., Caller]:
 
 ReaderDep = Annotated[Caller, Depends(require("reader"))]
 AdminDep = Annotated[Caller, Depends(require("admin"))]
+
+
+def found_device(device: Device | None, device_id: str) -> Device:
+    """`device`, or a 404 naming `device_id` when there is none."""
+    if device is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no device {device_id!r}")
+    return device
+
+
+def existing_device(session: Session, device_id: str) -> Device:
+    """The enrolled device `device_id`, or a 404 naming it (routes under /devices/{id})."""
+    return found_device(crud.get_device(session, device_id=device_id), device_id)

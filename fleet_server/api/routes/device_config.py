@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException, status
 
 from fleet_server import crud
-from fleet_server.api.deps import ReaderDep, SessionDep
+from fleet_server.api.deps import ReaderDep, SessionDep, existing_device
 from fleet_server.models import ConfigReportPublic
 
 router = APIRouter(prefix="/api/v1/devices", tags=["config"])
@@ -19,8 +19,7 @@ router = APIRouter(prefix="/api/v1/devices", tags=["config"])
 )
 def reported_config(device_id: str, session: SessionDep, _: ReaderDep) -> ConfigReportPublic:
     """The device's newest config report: the version it handled, applied or not, and why."""
-    if crud.get_device(session, device_id=device_id) is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no device {device_id!r}")
+    existing_device(session, device_id)
     report = crud.latest_config_report(session, device_id=device_id)
     if report is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"{device_id!r} reported no config yet")

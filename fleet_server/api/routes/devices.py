@@ -9,7 +9,13 @@ from fastapi import APIRouter, HTTPException, Request, status
 from sqlalchemy.exc import IntegrityError
 
 from fleet_server import crud
-from fleet_server.api.deps import AdminDep, ReaderDep, SessionDep
+from fleet_server.api.deps import (
+    AdminDep,
+    ReaderDep,
+    SessionDep,
+    existing_device,
+    found_device,
+)
 from fleet_server.credentials import mosquitto_hash, new_password
 from fleet_server.exceptions import BrokerAuthError
 from fleet_server.models import Device, DeviceBundle, DeviceCreate, DevicePublic, DeviceTagsUpdate
@@ -18,12 +24,6 @@ from fleet_server.settings import ServerSettings
 
 router = APIRouter(prefix="/api/v1/devices", tags=["devices"])
 log = logging.getLogger(__name__)
-
-
-def _found(device: Device | None, device_id: str) -> Device:
-    if device is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no device {device_id!r}")
-    return device
 
 
 @router.get("", response_model=list[DevicePublic], summary="List devices")
@@ -46,7 +46,7 @@ def list_devices(
 )
 def get_device(device_id: str, session: SessionDep, _: ReaderDep) -> Device:
     """A device and its last known state."""
-    return _found(crud.get_device(session, device_id=device_id), device_id)
+    return existing_device(session, device_id)
 
 
 def _broker(request: Request) -> BrokerSync | None:
@@ -125,7 +125,7 @@ def enrol(body: DeviceCreate, request: Request, session: SessionDep, _: AdminDep
 )
 def set_tags(device_id: str, body: DeviceTagsUpdate, session: SessionDep, _: AdminDep) -> Device:
     """Replace the device's tags."""
-    return _found(crud.set_tags(session, device_id=device_id, tags=body.tags), device_id)
+    return found_device(crud.set_tags(session, device_id=device_id, tags=body.tags), device_id)
 
 
 @router.post(
@@ -136,7 +136,7 @@ def set_tags(device_id: str, body: DeviceTagsUpdate, session: SessionDep, _: Adm
 )
 def decommission(device_id: str, request: Request, session: SessionDep, _: AdminDep) -> Device:
     """Retire a device: the broker refuses its credentials and its messages are rejected."""
-    device = _found(crud.decommission(session, device_id=device_id), device_id)
+    device = found_device(crud.decommission(session, device_id=device_id), device_id)
     session.commit()
     broker = _broker(request)
     if broker is not None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, Query
 
 from fleet_server import crud
-from fleet_server.api.deps import ReaderDep, SessionDep
+from fleet_server.api.deps import ReaderDep, SessionDep, existing_device
 from fleet_server.models import HealthPublic
 
 router = APIRouter(prefix="/api/v1/devices", tags=["health"])
@@ -29,7 +29,6 @@ def health_series(
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> list[HealthPublic]:
     """The device's health reports in time order."""
-    if crud.get_device(session, device_id=device_id) is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no device {device_id!r}")
+    existing_device(session, device_id)
     rows = crud.health_series(session, device_id=device_id, since=since, until=until, limit=limit)
     return [HealthPublic.model_validate(r, from_attributes=True) for r in rows]

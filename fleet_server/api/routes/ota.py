@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, Query
 
 from fleet_server import crud
-from fleet_server.api.deps import ReaderDep, SessionDep
+from fleet_server.api.deps import ReaderDep, SessionDep, existing_device
 from fleet_server.models import OtaStatusEventPublic
 
 router = APIRouter(prefix="/api/v1/devices", tags=["ota"])
@@ -26,7 +26,6 @@ def ota_status(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[OtaStatusEventPublic]:
     """The device's OTA status reports, newest first."""
-    if crud.get_device(session, device_id=device_id) is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no device {device_id!r}")
+    existing_device(session, device_id)
     rows = crud.ota_status_history(session, device_id=device_id, limit=limit)
     return [OtaStatusEventPublic.model_validate(r, from_attributes=True) for r in rows]
