@@ -14,9 +14,9 @@ from sqlalchemy import Engine
 from fleet_server import crud
 from fleet_server.db import session_scope
 from fleet_server.ingest.worker import health_row
-from fleet_server.models import DeviceCreate
 from tests.conftest import make_health
 from tests.fleet_server.auth_support import ADMIN
+from tests.fleet_server.ingest_rig import enrol
 
 JUST_NOW = timedelta(0)
 
@@ -55,9 +55,7 @@ EXPECTED = [
 
 def _seed(engine: Engine, fleet: Fleet) -> None:
     now = datetime.now(UTC)
-    with session_scope(engine) as session:
-        for device_id in fleet:
-            crud.create_device(session, device=DeviceCreate(device_id=device_id))
+    enrol(engine, *fleet)
     with session_scope(engine) as session:
         changes = [
             crud.StatusChange(device_id, status, now - ago)

@@ -11,11 +11,10 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, select, update
 
-from fleet_server import crud
 from fleet_server.api.deps import COOKIE, CSRF_HEADER
 from fleet_server.api.main import create_app
 from fleet_server.db import session_scope
-from fleet_server.models import DashboardSession, DeviceCreate
+from fleet_server.models import DashboardSession
 from fleet_server.security import hash_token, new_session_id, sign_session
 from fleet_server.settings import DEV_SECRET_KEY, DatabaseSettings
 from tests.fleet_server.auth_support import (
@@ -27,6 +26,7 @@ from tests.fleet_server.auth_support import (
     login,
     settings_for,
 )
+from tests.fleet_server.ingest_rig import enrol
 from tests.serving import serving
 
 EVIL = "https://evil.example"
@@ -162,9 +162,7 @@ def test_a_session_ends_with_its_token_and_at_its_expiry(
 
 
 def test_a_cross_origin_post_to_decommission_gets_403(client: TestClient, engine: Engine) -> None:
-    with session_scope(engine) as session:
-        for device_id in ("veh-1", "veh-2"):
-            crud.create_device(session, device=DeviceCreate(device_id=device_id))
+    enrol(engine, "veh-1", "veh-2")
     value = login(client, ADMIN)
     csrf = csrf_of(client, value)
     decommission = "/api/v1/devices/veh-1/decommission"

@@ -12,7 +12,6 @@ import paho.mqtt.client as mqtt
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import Engine, inspect, text
 
 from fleet_protocol.codec import decode_as, encode
@@ -28,9 +27,9 @@ from fleet_server import crud
 from fleet_server.db import make_engine, session_scope
 from fleet_server.ingest.metrics import IngestMetrics
 from fleet_server.ingest.worker import IngestWorker
-from fleet_server.models import DeviceCreate
 from fleet_server.settings import BrokerSettings, DatabaseSettings, IngestSettings, ServerSettings
 from tests.conftest import MODEL, make_reading
+from tests.fleet_server.ingest_rig import enrol, open_publisher
 from tests.mosquitto import Broker, BrokerTls
 from tests.tls import Pki
 from tests.waiting import wait_until
@@ -53,19 +52,6 @@ def _settings(database: DatabaseSettings, broker: Broker) -> ServerSettings:
     )
 
 
-def _publisher(broker: Broker) -> mqtt.Client:
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-    client.connect("127.0.0.1", broker.port)
-    client.loop_start()
-    return client
-
-
-def _enrol(engine: Engine, *device_ids: str) -> None:
-    with session_scope(engine) as session:
-        for device_id in device_ids:
-            crud.create_device(session, device=DeviceCreate(device_id=device_id, profile="test"))
-
-
 def _count(engine: Engine, table: str) -> int:
     with engine.connect() as connection:
         return int(connection.execute(text(f"SELECT count(*) FROM {table}")).scalar_one())  # noqa: S608
@@ -79,18 +65,18 @@ def test_migration_creates_the_tables(engine: Engine) -> None:
 def test_good_messages_become_rows_once_and_bad_ones_are_counted_by_reason(
     database: DatabaseSettings, engine: Engine, broker: Broker
 ) -> None:
-    _enrol(engine, "veh-1", "veh-2")
+    enrol(engine, "veh-1", "veh-2")
     metrics = IngestMetrics()
     worker = IngestWorker(
         _settings(database, broker), engine, metrics, client_id="ingest-test"
     ).start()
     fleet: list[Reading] = []
     watching = threading.Event()
-    watcher = _publisher(broker)
+    watcher = open_publisher(broker)
     watcher.on_message = lambda c, u, m: fleet.append(decode_as(Reading, bytes(m.payload)))
     watcher.on_subscribe = lambda *_: watching.set()
     watcher.subscribe(FLEET_READINGS_TOPIC, qos=1)
-    publisher = _publisher(broker)
+    publisher = open_publisher(broker)
     try:
         assert worker.wait_ready(10)
         assert watching.wait(10), "the fleet-topic watcher could not subscribe"
@@ -181,12 +167,12 @@ def test_a_valid_message_the_database_refuses_is_dropped_counted_and_stalls_noth
 ) -> None:
     # Both pass the protocol, and PostgreSQL refuses both: text cannot hold NUL, and
     # frames_seen is an INTEGER column. Retried as a batch, either would stop ingestion.
-    _enrol(engine, "veh-1")
+    enrol(engine, "veh-1")
     metrics = IngestMetrics()
     worker = IngestWorker(
         _settings(database, broker), engine, metrics, client_id="ingest-refused"
     ).start()
-    publisher = _publisher(broker)
+    publisher = open_publisher(broker)
     topic = device_topic("veh-1", MessageKind.READINGS)
     try:
         assert worker.wait_ready(10)
@@ -221,13 +207,13 @@ def test_the_worker_stores_readings_received_through_tls(
     broker = Broker(
         tmp_path / "tls-broker", tls=BrokerTls(pki.ca, pki.server_cert, pki.server_key)
     ).start()
-    _enrol(engine, "veh-1")
+    enrol(engine, "veh-1")
     settings = _settings(database, broker).model_copy(
         update={"broker": BrokerSettings(url=broker.tls_url, ca_file=pki.ca)}
     )
     metrics = IngestMetrics()
     worker = IngestWorker(settings, engine, metrics, client_id="ingest-tls").start()
-    publisher = _publisher(broker)  # on the plain listener: only the worker's side is TLS
+    publisher = open_publisher(broker)  # on the plain listener: only the worker's side is TLS
     try:
         assert worker.wait_ready(10)
         for seq in range(5):

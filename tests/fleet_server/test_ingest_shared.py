@@ -10,20 +10,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import Engine, text
 
 from fleet_protocol.codec import encode
 from fleet_protocol.topics import MessageKind, device_topic
-from fleet_server import crud
-from fleet_server.db import session_scope
 from fleet_server.ingest.metrics import IngestMetrics
 from fleet_server.ingest.worker import IngestWorker
-from fleet_server.models import DeviceCreate
 from fleet_server.settings import BrokerSettings, DatabaseSettings, IngestSettings, ServerSettings
 from tests.conftest import make_reading
+from tests.fleet_server.ingest_rig import enrol, open_publisher
 from tests.mosquitto import Broker
 from tests.waiting import wait_until
 
@@ -49,12 +45,8 @@ class Fleet:
             broker=BrokerSettings(url=broker.url),  # one share group: the default
             ingest=IngestSettings(batch_size=20, batch_interval_s=0.05, metrics_port=0),
         )
-        with session_scope(engine) as session:
-            for device_id in DEVICES:
-                crud.create_device(session, device=DeviceCreate(device_id=device_id))
-        self.publisher = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-        self.publisher.connect("127.0.0.1", broker.port)
-        self.publisher.loop_start()
+        enrol(engine, *DEVICES)
+        self.publisher = open_publisher(broker)
         self.workers: list[IngestWorker] = []
 
     def worker(self, client_id: str) -> IngestWorker:

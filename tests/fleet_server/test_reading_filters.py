@@ -18,9 +18,9 @@ from fleet_protocol.messages import GeoPoint
 from fleet_server import crud
 from fleet_server.db import session_scope
 from fleet_server.ingest.worker import reading_row
-from fleet_server.models import DeviceCreate
 from tests.conftest import make_reading
 from tests.fleet_server.auth_support import ADMIN
+from tests.fleet_server.ingest_rig import enrol
 
 T0 = datetime(2026, 11, 27, 8, 0, tzinfo=UTC)
 
@@ -84,9 +84,7 @@ CASES: dict[str, tuple[dict[str, str | float], set[int]]] = {
 @pytest.fixture
 def ids(engine: Engine) -> dict[int, int]:
     """Store the seeds; their row ids by seq."""
-    with session_scope(engine) as session:
-        for device_id in ("veh-a", "veh-b"):
-            crud.create_device(session, device=DeviceCreate(device_id=device_id))
+    enrol(engine, "veh-a", "veh-b")
     with session_scope(engine) as session:
         for seq in INSERT_ORDER:  # one at a time: ids in exactly this order
             seed = SEEDS[seq]
