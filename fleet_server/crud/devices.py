@@ -26,12 +26,6 @@ def create_device(session: Session, *, device: DeviceCreate) -> Device:
     return row
 
 
-def enrolled_device_ids(session: Session) -> set[str]:
-    """Ids of the devices that may report (enrolled and not decommissioned)."""
-    statement = select(col(Device.device_id)).where(col(Device.status) != "decommissioned")
-    return set(session.execute(statement).scalars())
-
-
 def device_statuses(session: Session, *, device_ids: Iterable[str] | None = None) -> dict[str, str]:
     """The status of every device, or of those of `device_ids` that exist, by id."""
     statement = select(col(Device.device_id), col(Device.status))

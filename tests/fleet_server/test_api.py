@@ -109,7 +109,8 @@ def test_devices_filter_tag_and_decommission(client: TestClient, engine: Engine)
     assert gone["status"] == "decommissioned"
     assert client.get("/api/v1/devices/none", headers=_auth()).status_code == 404
     with session_scope(engine) as session:
-        assert crud.enrolled_device_ids(session) == {"veh-1"}
+        statuses = crud.device_statuses(session)
+    assert {d for d, s in statuses.items() if s != "decommissioned"} == {"veh-1"}
 
 
 def test_readings_filter_and_page_through_every_row_once(
