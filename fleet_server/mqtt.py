@@ -10,11 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
-import paho.mqtt.client as mqtt
-
 from fleet_server.exceptions import MqttSetupError
+
+if TYPE_CHECKING:  # the settings validate URLs with `broker_address`: no paho for that
+    import paho.mqtt.client as mqtt
 
 MQTT_PORT = 1883
 MQTTS_PORT = 8883

@@ -18,6 +18,8 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from fleet_protocol.config_files import StrictConfigModel
 from fleet_protocol.exceptions import TopicError
 from fleet_protocol.topics import DEFAULT_SHARE_GROUP, server_subscriptions, validate_device_id
+from fleet_server.exceptions import MqttSetupError
+from fleet_server.mqtt import broker_address
 from fleet_server.security import origin_of, weak_secret_problem
 
 ENV_PREFIX = "ROADSIGN_FLEET__"
@@ -41,9 +43,9 @@ def checked_mqtt_url(value: str) -> str:
     if not parts.hostname:
         raise ValueError(f"no host in broker url {value!r}")
     try:
-        _ = parts.port
-    except ValueError as e:  # "Port out of range 0-65535", "Port could not be cast ..."
-        raise ValueError(f"bad port in broker url {value!r}: {e}") from e
+        broker_address(value)  # the very parsing every server-side client connects with
+    except MqttSetupError as e:
+        raise ValueError(str(e)) from e
     return value
 
 
