@@ -12,10 +12,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlmodel import Session, col
 
-from fleet_server.models import (
-    Device,
-    DeviceCreate,
-)
+from fleet_server.models import Device, DeviceCreate
 
 
 def create_device(session: Session, *, device: DeviceCreate) -> Device:

@@ -11,9 +11,7 @@ from sqlalchemy.orm import defer
 from sqlmodel import Session, col
 
 from fleet_server.crud._bulk import table_of
-from fleet_server.models import (
-    Reading,
-)
+from fleet_server.models import Reading
 
 
 def count_readings(session: Session, *, device_ids: Iterable[str] | None = None) -> int:

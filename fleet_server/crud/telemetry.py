@@ -13,11 +13,7 @@ from sqlmodel import Session, col
 
 from fleet_server.announcements import READINGS_CHANNEL, announcement_payloads
 from fleet_server.crud._bulk import insert_ignoring_duplicates, new_pairs, table_of
-from fleet_server.models import (
-    ConfigReport,
-    HealthSample,
-    OtaStatusEvent,
-)
+from fleet_server.models import ConfigReport, HealthSample, OtaStatusEvent
 
 
 def insert_readings(

@@ -8,10 +8,7 @@ from datetime import datetime
 from sqlalchemy import select, update
 from sqlmodel import Session, col
 
-from fleet_server.models import (
-    ApiToken,
-    DashboardSession,
-)
+from fleet_server.models import ApiToken, DashboardSession
 
 
 def create_token(
