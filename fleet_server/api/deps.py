@@ -120,6 +120,15 @@ def cookie_caller(request: Request, session: Session, settings: ServerSettings) 
     return Caller(token=token, session_id=session_id, dashboard_session=login)
 
 
+def from_another_origin(request: Request, settings: ServerSettings) -> bool:
+    """Whether the browser says `request` comes from a page of another origin than ours."""
+    return cross_origin(
+        origin=request.headers.get("origin"),
+        referer=request.headers.get("referer"),
+        own_origin=own_origin(request, settings),
+    )
+
+
 def refused_as_cross_site(
     request: Request, caller: Caller, settings: ServerSettings, *, presented: str | None
 ) -> str | None:
@@ -128,11 +137,7 @@ def refused_as_cross_site(
     `presented` is the CSRF token the request carried: the ``X-CSRF-Token`` header for the
     API, a form field for the dashboard's own forms.
     """
-    if cross_origin(
-        origin=request.headers.get("origin"),
-        referer=request.headers.get("referer"),
-        own_origin=own_origin(request, settings),
-    ):
+    if from_another_origin(request, settings):
         return "cross-origin request refused"
     key = settings.auth.secret_key.get_secret_value()
     if caller.session_id is None or not csrf_matches(presented, caller.session_id, key):

@@ -31,15 +31,14 @@ from fleet_server.api.deps import (
     SessionDep,
     SettingsDep,
     cookie_caller,
+    from_another_origin,
     get_settings,
-    own_origin,
     refused_as_cross_site,
     served_over_https,
     token_usable,
 )
 from fleet_server.models import Device, HealthSample, Reading, utcnow
 from fleet_server.security import (
-    cross_origin,
     hash_token,
     new_session_id,
     sign_session,
@@ -103,11 +102,7 @@ def login(
     token: Annotated[str, Form()], request: Request, session: SessionDep, settings: SettingsDep
 ) -> Response:
     """Check the token; open a session that lasts `auth.session_ttl_s` (never past the token)."""
-    if cross_origin(
-        origin=request.headers.get("origin"),
-        referer=request.headers.get("referer"),
-        own_origin=own_origin(request, settings),
-    ):
+    if from_another_origin(request, settings):
         raise HTTPException(status.HTTP_403_FORBIDDEN, "cross-origin login refused")
     now = utcnow()
     found = crud.find_token(session, token_hash=hash_token(token))
