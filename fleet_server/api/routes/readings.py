@@ -243,8 +243,9 @@ async def stream(request: Request, caller: ReaderDep) -> StreamingResponse:
     """Each reading as one event once its transaction commits: all of them, once each.
 
     An event's ``id`` is the reading's id and its ``data`` the reading. The ``: connected``
-    comment comes when the feed follows the database: every reading committed after it is sent,
-    in commit order (not id order: see `fleet_server.live_feed`). A reconnecting client starts
+    comment comes when the feed follows the database: every reading committed after it is sent
+    once, even one whose transaction commits after one with higher ids (see
+    `fleet_server.live_feed`). A reconnecting client starts
     afresh: what committed between the old stream's end and the new ``: connected`` is not sent
     (``Last-Event-ID`` is ignored; list ``/api/v1/readings`` for it). The feed ends when its
     token or dashboard session no longer holds (checked at least every `FEED_IDLE_S`; the
