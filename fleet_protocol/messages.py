@@ -295,7 +295,12 @@ class OtaAction(StrEnum):
 
 
 class OtaCommand(Envelope):
-    """Server to device: install a signed model version (or roll back to the previous one)."""
+    """Server to device: a nudge to refresh the signed metadata and follow its assignment.
+
+    The command carries no authority. A device installs only what the TUF repository's signed
+    assignment for that device names; a command naming another model, or an older one without
+    a signed rollback, is answered with a ``failed`` status and changes nothing.
+    """
 
     command_id: Annotated[UUID, Lax] = Field(description="Id the device echoes in its OTA status.")
     action: Annotated[OtaAction, Lax] = Field(description="Install or roll back.")
@@ -317,23 +322,33 @@ class OtaCommand(Envelope):
 
 
 class OtaState(StrEnum):
-    """Where an OTA command stands on the device."""
+    """Where an update stands on the device, in the order a good update passes through."""
 
     RECEIVED = "received"
     DOWNLOADING = "downloading"
-    VERIFYING = "verifying"
-    INSTALLING = "installing"
-    INSTALLED = "installed"
-    FAILED = "failed"
+    VERIFIED = "verified"
+    STAGED = "staged"
+    SMOKE_TESTING = "smoke_testing"
+    ACTIVE = "active"
+    PROBATION_PASSED = "probation_passed"
     ROLLED_BACK = "rolled_back"
+    FAILED = "failed"
 
 
 class OtaStatus(Envelope):
     """Device to server: progress and outcome of an OTA command."""
 
-    command_id: Annotated[UUID, Lax] = Field(description="The command this reports on.")
-    state: Annotated[OtaState, Lax] = Field(description="Where the command stands.")
-    model_version: ModelVersion = Field(description="Version the command is about.")
+    command_id: Annotated[UUID, Lax] = Field(
+        description=(
+            "The command this reports on; for an update the device found by itself (a periodic "
+            "check, or catching up after being offline), an id derived from its assignment."
+        )
+    )
+    state: Annotated[OtaState, Lax] = Field(description="Where the update stands.")
+    model_version: ModelVersion = Field(description="Version the update is about.")
+    rollout_id: ShortText | None = Field(
+        default=None, description="Staged rollout the signed assignment belongs to, if any."
+    )
     detail: str = Field(default="", max_length=1000, description="Why, on failure or rollback.")
     running_model: ModelRef | None = Field(default=None, description="Model running now.")
 
