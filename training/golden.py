@@ -4,9 +4,11 @@ Scenes are rendered deterministically from a seed with the project's own drawing
 in km/h and mph, stop and yield signs) on procedural streets, never from the real data sets, with
 signs large enough for the INT8 detector to read (a golden image checks the bundle, not the
 detector's far-sign recall). A candidate scene is kept only where every runtime the bundle ships
-for reads it alike within the golden tolerance and reads at least one sign: a scene the formats
-disagree on would make a good bundle fail its own check on some devices. The set is recorded
-with `edge_agent.golden.record_golden`, then checked with every runtime before it is kept.
+for reads it alike within the golden tolerance: a scene the formats disagree on would make a
+good bundle fail its own check on some devices. Scenes with readings are preferred; a model too
+weak to read enough of them gets scenes it reads as empty, so that every exported bundle has a
+golden set. The set is recorded with `edge_agent.golden.record_golden`, then checked with every
+runtime before it is kept.
 """
 
 from __future__ import annotations
@@ -110,29 +112,28 @@ def bundle_readers(bundle: Path, *, threads: int) -> dict[str, ReadsSigns]:
     return {name: load_reader(bundle, backend=name, threads=threads) for name in backends}
 
 
-def agrees(
+def agreed_readings(
     image: np.ndarray,
     readers: Sequence[ReadsSigns],
     tolerance: GoldenTolerance,
     *,
     read_confidence: float,
-) -> bool:
-    """Whether every reader reads `image` as the first does, the way the check compares them."""
+) -> int | None:
+    """How many readings the first reader records on `image`, or None where another reader
+    (or the first, at the check's looser threshold) would fail the golden check on them."""
     floor = read_confidence + tolerance.confidence_abs
     recorded = [
         as_golden(r)
         for r in readers[0].read(image, confidence=read_confidence)
         if r.confidence >= floor
     ]
-    if not recorded:
-        return False
     looser = max(read_confidence - tolerance.confidence_abs, 0.01)
     for reader in readers:
         actual = [as_golden(r) for r in reader.read(image, confidence=looser)]
         check = compare_image("candidate", recorded, actual, tolerance, extra_floor=floor)
         if check.problems:
-            return False
-    return True
+            return None
+    return len(recorded)
 
 
 def write_golden_set(
@@ -155,17 +156,20 @@ def write_golden_set(
         raise TrainingError(f"cannot load bundle {bundle} for its golden set: {e}") from e
     if not readers:
         raise TrainingError(f"bundle {bundle} has no detector a runtime here can run")
-    chosen: list[np.ndarray] = []
-    planted: list[list[PlantedSign]] = []
+    # Scenes with readings first; scenes every runtime reads as empty only where too few have
+    # readings (a weak model still gets a golden set: it loads and reads nothing spurious).
+    read: list[tuple[np.ndarray, list[PlantedSign]]] = []
+    empty: list[tuple[np.ndarray, list[PlantedSign]]] = []
     tried = 0
-    while len(chosen) < count and tried < max_candidates:
+    while len(read) < count and tried < max_candidates:
         rgb, signs = render_scene(seed, tried)
         tried += 1
-        if agrees(
+        agreed = agreed_readings(
             _as_stored(rgb), list(readers.values()), tolerance, read_confidence=read_confidence
-        ):
-            chosen.append(rgb)
-            planted.append(signs)
+        )
+        if agreed is not None:
+            (read if agreed else empty).append((rgb, signs))
+    chosen = (read + empty)[:count]
     if len(chosen) < count:
         raise TrainingError(
             f"only {len(chosen)} of {tried} rendered scenes read alike on "
@@ -176,7 +180,7 @@ def write_golden_set(
         golden = record_golden(
             recorder,
             bundle,
-            chosen,
+            [rgb for rgb, _ in chosen],
             tolerance,
             read_confidence=read_confidence,
             jpeg_quality=JPEG_QUALITY,
@@ -190,8 +194,9 @@ def write_golden_set(
     return {
         "golden": str(bundle / "golden"),
         "images": len(golden.entries),
+        "images_with_readings": sum(bool(e.readings) for e in golden.entries),
         "readings": sum(len(e.readings) for e in golden.entries),
         "scenes_tried": tried,
         "checked_with": {name: r.detail for name, r in results.items()},
-        "planted": [[asdict(s) for s in signs] for signs in planted],
+        "planted": [[asdict(s) for s in signs] for _, signs in chosen],
     }
