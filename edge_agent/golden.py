@@ -45,6 +45,8 @@ MAX_IMAGE_BYTES = 4 << 20
 """A golden image above this is refused unread."""
 MAX_IMAGE_SIDE = 4096
 """A golden image whose header declares a longer side is refused undecoded."""
+MAX_DETAIL = 900
+"""A result's detail is at most this long (an OtaStatus detail holds 1000 characters)."""
 _CONFIDENCE_FLOOR = 0.01
 
 
@@ -110,7 +112,7 @@ class GoldenSet(BaseModel):
     )
     tolerance: GoldenTolerance = Field(description="How closely readings must be reproduced.")
     entries: list[GoldenEntry] = Field(
-        min_length=1, max_length=64, description="The golden images."
+        min_length=1, max_length=16, description="The golden images."
     )
 
 
@@ -284,8 +286,8 @@ def load_golden(bundle_dir: Path) -> GoldenSet:
     return golden
 
 
-def load_golden_image(bundle_dir: Path, entry: GoldenEntry) -> np.ndarray:
-    """A golden image as RGB, its size, sha256 and header checked before it is decoded."""
+def golden_image_bytes(bundle_dir: Path, entry: GoldenEntry) -> bytes:
+    """The bytes of a golden image, its place, size, sha256 and header checked."""
     path = bundle_dir / entry.image
     root = (bundle_dir / GOLDEN_DIR).resolve()
     if path.resolve().parent != root:  # a symlink out of the bundle
@@ -306,10 +308,20 @@ def load_golden_image(bundle_dir: Path, entry: GoldenEntry) -> np.ndarray:
             f"golden image {entry.image} is {header.width}x{header.height}, over "
             f"{MAX_IMAGE_SIDE} px a side; not decoded"
         )
+    return data
+
+
+def decode_golden_image(entry: GoldenEntry, data: bytes) -> np.ndarray:
+    """The checked bytes of a golden image (`golden_image_bytes`) as RGB pixels."""
     bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if bgr is None:
         raise ModelError(f"golden image {entry.image} does not decode")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def load_golden_image(bundle_dir: Path, entry: GoldenEntry) -> np.ndarray:
+    """A golden image as RGB, its size, sha256 and header checked before it is decoded."""
+    return decode_golden_image(entry, golden_image_bytes(bundle_dir, entry))
 
 
 def _read(reader: ReadsSigns, image: np.ndarray, confidence: float) -> list[GoldenReading]:
@@ -325,18 +337,20 @@ def check_golden(reader: ReadsSigns, bundle_dir: Path) -> GoldenResult:
     """
     golden = load_golden(bundle_dir)
     tolerance = golden.tolerance
-    images = [(entry, load_golden_image(bundle_dir, entry)) for entry in golden.entries]
+    # Every file is checked before the first is read, so a tampered set is refused as such
+    # whatever the reader would make of it; each is decoded only when its turn comes.
+    images = [(entry, golden_image_bytes(bundle_dir, entry)) for entry in golden.entries]
     confidence = max(golden.read_confidence - tolerance.confidence_abs, _CONFIDENCE_FLOOR)
     floor = golden.read_confidence + tolerance.confidence_abs
     checks = tuple(
         compare_image(
             entry.image,
             entry.readings,
-            _read(reader, image, confidence),
+            _read(reader, decode_golden_image(entry, data), confidence),
             tolerance,
             extra_floor=floor,
         )
-        for entry, image in images
+        for entry, data in images
     )
     expected = sum(c.expected for c in checks)
     matched = sum(c.matched for c in checks)
@@ -346,11 +360,27 @@ def check_golden(reader: ReadsSigns, bundle_dir: Path) -> GoldenResult:
     summary = f"{matched} of {expected} golden readings on {len(checks)} images reproduced"
     problems = [p for c in checks for p in c.problems]
     if passed:
-        detail = summary + (f" (within tolerance; {'; '.join(problems)})" if problems else "")
+        head = summary + (" (within tolerance: " if problems else "")
+        detail = _bounded(head, problems) + (")" if problems else "")
     else:
         need = math.ceil(tolerance.min_recall * expected - 1e-9)
-        detail = f"golden check failed: {summary}, {need} needed; " + "; ".join(problems)
+        detail = _bounded(f"golden check failed: {summary}, {need} needed; ", problems)
     return GoldenResult(passed, detail, matched, expected, checks)
+
+
+def _bounded(head: str, problems: Sequence[str]) -> str:
+    """`head` and as many problems as fit in `MAX_DETAIL` characters, then how many more."""
+
+    def more(left: int) -> str:
+        return f" ... and {left} more (see per_image)" if left else ""
+
+    text = head
+    for shown, problem in enumerate(problems):
+        longer = text + ("; " if shown else "") + problem
+        if len(longer) + len(more(len(problems) - shown - 1)) > MAX_DETAIL:
+            return text + more(len(problems) - shown)
+        text = longer
+    return text
 
 
 def record_golden(

@@ -84,10 +84,20 @@ def test_a_bundle_whose_detector_is_swapped_fails_naming_the_image_and_what_it_r
     assert load_bundle(bundle).detector["onnx_int8"] == "detector/onnx_int8/model.onnx"
     result = check_golden(load_reader(bundle, backend="onnxruntime"), bundle)
     assert not result.passed
-    assert result.matched < result.expected
+    assert result.matched == 0
+    problems = [p for c in result.per_image for p in c.problems]
+    assert any("nothing read there" in p for p in problems)
+    assert any("extra reading" in p for p in problems)  # the swapped detector's own box
+    # The detail fits an OtaStatus: the first problems, then how many more per_image holds.
+    n = len(result.per_image)
+    assert result.detail.startswith(
+        f"golden check failed: 0 of {result.expected} golden readings on {n} images"
+    )
     assert "golden/0001.jpg: expected" in result.detail
-    assert "nothing read there" in result.detail
-    assert "extra reading" in result.detail  # the swapped detector's own box
+    assert len(result.detail) <= 1000
+    shown = sum(p in result.detail for p in problems)
+    assert 0 < shown < len(problems)
+    assert result.detail.endswith(f" ... and {len(problems) - shown} more (see per_image)")
 
 
 def test_a_golden_speed_edited_to_another_value_fails_naming_the_image_and_both_values(
