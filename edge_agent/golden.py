@@ -53,7 +53,7 @@ _CONFIDENCE_FLOOR = 0.01
 class GoldenTolerance(BaseModel):
     """How closely a bundle must reproduce its golden readings."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     min_iou: float = Field(
         default=0.5, gt=0, le=1, description="Least overlap of a reading's box with the golden box."
@@ -74,7 +74,7 @@ class GoldenTolerance(BaseModel):
 class GoldenReading(BaseModel):
     """One reading the bundle made of a golden image when it was recorded."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     sign_type: SignType = Field(description="What the sign means.")
     value: float | None = Field(default=None, description="Speed value, where the sign has one.")
@@ -88,7 +88,7 @@ class GoldenReading(BaseModel):
 class GoldenEntry(BaseModel):
     """One golden image and what was read on it."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     # One file directly in golden/: no folders, no "..", nothing outside the bundle.
     image: str = Field(
@@ -104,7 +104,7 @@ class GoldenEntry(BaseModel):
 class GoldenSet(BaseModel):
     """``golden/golden.json``: the golden images of a bundle and how to compare them."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     version: Literal[1] = Field(description="Format version of this file.")
     read_confidence: float = Field(

@@ -192,6 +192,7 @@ def test_a_golden_image_linked_from_outside_the_bundle_is_refused(tmp_path: Path
         (lambda d: d["entries"][0].update(image="golden/../bundle.json"), "image"),
         (lambda d: d["entries"][0].update(image="/etc/passwd"), "image"),
         (lambda d: d["entries"][0]["readings"][0].update(sign_type="unicorn"), "sign_type"),
+        (lambda d: d["entries"][0]["readings"][0].update(confidence="0.9"), "confidence"),
         (lambda d: d["tolerance"].update(min_iou=0), "min_iou"),
         (lambda d: d.update(entries=[]), "entries"),
         (lambda d: d["entries"].append(d["entries"][0]), "listed twice"),
