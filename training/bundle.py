@@ -1,7 +1,8 @@
 """The shipped model bundle: detector and classifier artifacts, measured, with a model card.
 
 `assemble_bundle` copies the INT8 detectors (and, if asked, the FP32 ones) and the classifier
-into one folder with a ``bundle.json`` index. `measure_bundle` scores the bundle exactly as a
+into one folder with a ``bundle.json`` index (its golden set, ``training/golden.py``, is written
+from the assembled bundle). `measure_bundle` scores the bundle exactly as a
 device runs it (the edge agent's `SignReader`) on real images no training step saw, and
 `write_model_card` records those numbers, the data and its licences, and the command.
 """
@@ -16,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_agent.bundle import BUNDLE_INDEX, BundleIndex, ModelFormat, load_bundle
+from edge_agent.golden import GOLDEN_DIR
 from edge_agent.reading.signs import load_reader
 from fleet_protocol.taxonomy import SignType
 from training.classifier.evaluate import evaluate_classifier
@@ -48,6 +50,8 @@ def assemble_bundle(
     # Like each artifact folder below, replaced whole: a checkpoint left from an earlier bundle
     # would pass for the one these exports came from.
     shutil.rmtree(out_dir / "training", ignore_errors=True)
+    # So is the golden set: one left from an earlier bundle records another detector's readings.
+    shutil.rmtree(out_dir / GOLDEN_DIR, ignore_errors=True)
     if training_weights is not None:
         (out_dir / "training").mkdir()
         shutil.copy2(training_weights, out_dir / "training" / "detector.pt")

@@ -105,6 +105,7 @@ def _bundle(
     from training.data.shared_sets import ensure_unpacked, read_gtsdb_real_world
     from training.detector.export import ARTIFACTS
     from training.exceptions import TrainingError
+    from training.golden import write_golden_set
     from training.registry import run_params
 
     assert isinstance(config, TrainingConfig)
@@ -163,8 +164,11 @@ def _bundle(
             f"\nroadsign-train bundle --config {args.config} --out {out}"
         )
     write_model_card(bundle, metrics, detector=detector, command=command, runs=runs)
+    golden = write_golden_set(bundle, threads=config.export.threads)
     return {
         "bundle": str(bundle),
+        "golden_images": golden["images"],
+        "golden_readings": golden["readings"],
         **{k: v for k, v in metrics.items() if k != "gtsdb_realworld_readings"},
     }
 
@@ -201,6 +205,23 @@ def _promote(config: BaseModel, args: argparse.Namespace) -> dict[str, object]:
         config.mlflow.tracking_uri, name, args.version, floors=floors, tolerance=args.tolerance
     )
     return {"promoted": f"{version.name}/{version.version}", "metrics": version.metrics}
+
+
+def _golden(args: argparse.Namespace) -> int:
+    """``roadsign-train golden``: (re)write an existing bundle's golden set; needs no config."""
+    from training.exceptions import TrainingError
+    from training.golden import write_golden_set
+
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            summary = write_golden_set(
+                args.bundle, count=args.count, seed=args.seed, threads=args.threads
+            )
+    except TrainingError as e:
+        sys.stderr.write(f"roadsign-train golden: {e}\n")
+        return 1
+    sys.stdout.write(json.dumps(summary, indent=2) + "\n")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -275,6 +296,16 @@ def build_parser() -> argparse.ArgumentParser:
         if name in {"bundle", "pipeline"}:
             sub.add_argument("--out", type=Path, help="bundle folder (default models/<name>)")
         sub.set_defaults(handler=_stage(run))
+    text = (
+        "Rewrite a bundle's golden set (golden/: images rendered from a seed and the bundle's "
+        "own readings of them, which a device reproduces before it activates the bundle)."
+    )
+    golden = commands.add_parser("golden", help=text, description=text)
+    golden.add_argument("--bundle", type=Path, required=True, help="model bundle folder")
+    golden.add_argument("--count", type=int, default=6, help="golden images (default 6)")
+    golden.add_argument("--seed", type=int, default=0, help="scene seed (default 0)")
+    golden.add_argument("--threads", type=int, default=2, help="inference threads")
+    golden.set_defaults(handler=_golden)
     return parser
 
 

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from edge_agent.bundle import file_sha256, load_bundle, load_metadata
+from edge_agent.golden import check_golden
+from edge_agent.reading.signs import load_reader
 from tests.conftest import REPO_ROOT, SHARED_DATA
 from training.cli import main
 from training.registry import CANDIDATE, CHAMPION, get_version
@@ -86,6 +88,11 @@ def test_smoke_pipeline_tracks_registers_and_bundles(
     ):
         assert key in metrics, key
     assert "roadsign-train pipeline" in (bundle / "model_card.md").read_text()
+    # The export records the bundle's golden set, and the bundle passes it on both runtimes.
+    assert summary["bundle"]["golden_images"] == 6
+    for backend in ("openvino", "onnxruntime"):
+        golden = check_golden(load_reader(bundle, backend=backend), bundle)
+        assert golden.passed, golden.detail
 
     assert main(["promote", *args, "--format", "onnx_int8", "--min", "map50=0"]) == 0
     promoted = json.loads(capsys.readouterr().out)["promoted"]
