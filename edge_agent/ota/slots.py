@@ -24,6 +24,7 @@ from edge_agent.exceptions import ModelError, OtaSlotError
 from edge_agent.ota.state import (
     SLOTS,
     BootChoice,
+    HealthNumbers,
     SlotInfo,
     SlotName,
     SlotRecord,
@@ -35,6 +36,8 @@ log = logging.getLogger(__name__)
 RECORD = "state.json"
 BUNDLE = "bundle"
 _CHUNK = 1 << 16
+_REMEMBERED = 32
+"""Rejected bundle targets kept in the record; older ones may be tried again."""
 
 
 def write_atomically(path: Path, data: bytes) -> None:
@@ -78,12 +81,22 @@ def _parse_record(data: bytes) -> SlotRecord:
         for name, info in dict(body.get("slots") or {}).items()
     }
     started = body.get("probation_started")
+    baseline = body.get("baseline")
     return SlotRecord(
         active=_slot_name(body.get("active")),
         previous=_slot_name(body.get("previous")),
         slots=slots,
         probation_started=None if started is None else float(started),
         probation_restarts=int(body.get("probation_restarts", 0)),
+        rejected=tuple(str(sha) for sha in body.get("rejected") or ()),
+        baseline=None
+        if baseline is None
+        else HealthNumbers(
+            fps=float(baseline["fps"]),
+            detect_p95_ms=None
+            if baseline.get("detect_p95_ms") is None
+            else float(baseline["detect_p95_ms"]),
+        ),
     )
 
 
@@ -147,6 +160,12 @@ def verify_bundle(directory: Path) -> None:
         if not artifact.is_relative_to(root):
             raise ModelError(f"bundle {index.name} names {relative}, outside its folder")
         load_metadata(artifact)
+
+
+def _remember(rejected: tuple[str, ...], sha256: str | None) -> tuple[str, ...]:
+    if not sha256 or sha256 in rejected:
+        return rejected
+    return (*rejected, sha256)[-_REMEMBERED:]
 
 
 class Slots:
@@ -216,8 +235,10 @@ class Slots:
             return False
         return True
 
-    def activate(self, slot: SlotName, info: SlotInfo, *, now: float) -> SlotRecord:
-        """Switch to `slot` (one record write) and start its probation."""
+    def activate(
+        self, slot: SlotName, info: SlotInfo, *, now: float, baseline: HealthNumbers | None = None
+    ) -> SlotRecord:
+        """Switch to `slot` (one record write) and start its probation against `baseline`."""
         record = self.read_record() or SlotRecord()
         slots = {**(record.slots or {}), slot: info}
         new = SlotRecord(
@@ -226,27 +247,45 @@ class Slots:
             slots=slots,
             probation_started=now,
             probation_restarts=0,
+            baseline=baseline,
         )
         self.write_record(new)
         return new
 
     def roll_back(self) -> SlotRecord:
-        """Switch back to the previous slot (None: the shipped bundle), ending the probation."""
+        """Switch back to the previous slot (None: the shipped bundle), ending the probation;
+        the bundle rolled back from is remembered as rejected."""
         record = self.read_record() or SlotRecord()
+        failed = (record.slots or {}).get(record.active or "")
         new = SlotRecord(
             active=record.previous,
             previous=None,
             slots=record.slots,
-            probation_started=None,
-            probation_restarts=0,
+            rejected=_remember(record.rejected, failed.sha256 if failed else None),
         )
+        self.write_record(new)
+        return new
+
+    def reject(self, sha256: str) -> SlotRecord:
+        """Remember a bundle target that failed before activation (its smoke test)."""
+        record = self.read_record() or SlotRecord()
+        new = replace(record, rejected=_remember(record.rejected, sha256))
         self.write_record(new)
         return new
 
     def end_probation(self) -> SlotRecord:
         """Mark the active slot's probation passed."""
         record = self.read_record() or SlotRecord()
-        new = replace(record, probation_started=None, probation_restarts=0)
+        new = replace(record, probation_started=None, probation_restarts=0, baseline=None)
+        self.write_record(new)
+        return new
+
+    def count_restart(self) -> SlotRecord | None:
+        """Count one agent start against a probation in progress (a crash loop shows here)."""
+        record = self.read_record()
+        if record is None or record.probation_started is None:
+            return record
+        new = replace(record, probation_restarts=record.probation_restarts + 1)
         self.write_record(new)
         return new
 

@@ -153,6 +153,7 @@ def decide(
     model: ModelTarget | None,
     nudge: Nudge | None = None,
     max_bytes: int,
+    rejected: tuple[str, ...] = (),
 ) -> Decision:
     """Follow the signed assignment, or say why not (the contract's device checks, in order)."""
     if signed is None:
@@ -216,6 +217,12 @@ def decide(
             f"running release {running.release} ({running.version}) and the assignment is no "
             "signed rollback",
         )
+    if signed.sha256 in rejected:
+        return Decision(
+            Verdict.REFUSE,
+            f"{signed.version} already failed on this device (smoke test or probation): not "
+            "installed again",
+        )
     if model.length > max_bytes:
         return Decision(
             Verdict.REFUSE,
@@ -247,6 +254,10 @@ class SlotRecord:
     probation_started: float | None = None
     """Wall-clock seconds when the active slot was switched to; None: not on probation."""
     probation_restarts: int = 0
+    baseline: HealthNumbers | None = None
+    """Health of the model before the switch, what the probation compares against."""
+    rejected: tuple[str, ...] = ()
+    """sha256 of bundle targets that failed here (smoke test, probation): not tried again."""
 
 
 @dataclass(frozen=True)
