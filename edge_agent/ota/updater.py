@@ -153,6 +153,8 @@ class Updater:
         self._probation: tuple[uuid.UUID, str, str | None] | None = None
         self.last_state: OtaState | None = None
         self._boot = boot
+        self.bundle_dir = boot.bundle_dir if boot else profile.detector.model_dir
+        """The bundle folder of the model running now."""
 
     # -- the thread ------------------------------------------------------------------------
 
@@ -301,11 +303,13 @@ class Updater:
         self._use(
             result.reader,
             RunningModel(version=version, release=signed.release, sha256=signed.sha256),
+            bundle,
         )
         self._probation = (command_id, version, rollout)
         return self.report(OtaState.ACTIVE, command_id, version, rollout, result.detail)
 
-    def _use(self, reader: SignReader, running: RunningModel) -> None:
+    def _use(self, reader: SignReader, running: RunningModel, bundle_dir: Path) -> None:
+        self.bundle_dir = bundle_dir
         metadata = reader.detector.metadata
         self.model = ModelRef(version=metadata.version, sha256=metadata.sha256)
         self.running = running
@@ -334,7 +338,7 @@ class Updater:
         except AgentError as e:
             detail = f"{verdict.reason}; the previous model does not load either: {e}"
             return self.report(OtaState.ROLLED_BACK, command_id, version, rollout, detail)
-        self._use(reader, boot.running)
+        self._use(reader, boot.running, boot.bundle_dir)
         return self.report(OtaState.ROLLED_BACK, command_id, version, rollout, verdict.reason)
 
     # -- status ----------------------------------------------------------------------------
