@@ -67,6 +67,8 @@ class ServerLog:
     """Request path suffix -> bytes sent before the connection is dropped (once)."""
     down: bool = False
     """Answer every request with 503."""
+    hangups: list[str] = field(default_factory=list)
+    """Paths whose client hung up before the whole answer was sent."""
 
     def paths(self) -> list[str]:
         """The paths asked for, in order."""
@@ -339,12 +341,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("Accept-Ranges", "bytes")
         self.end_headers()
         cut = next((k for k in self.journal.cut_after if relative.endswith(k)), None)
-        if cut is not None:
-            self.wfile.write(body[: self.journal.cut_after.pop(cut)])
-            self.wfile.flush()
+        try:
+            if cut is not None:
+                self.wfile.write(body[: self.journal.cut_after.pop(cut)])
+                self.wfile.flush()
+                self.close_connection = True
+                return
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            # A client that stops reading (as the agent does past a target's signed length).
+            self.journal.hangups.append(self.path)
             self.close_connection = True
-            return
-        self.wfile.write(body)
 
     def _status(self, code: int) -> None:
         self.send_response(code)

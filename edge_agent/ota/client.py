@@ -231,7 +231,12 @@ class OtaClient:
         part = self.downloads_dir / f"{sha256}.part"
         done = self.downloads_dir / f"{sha256}.tar"
         if done.exists():
-            return done
+            try:
+                with done.open("rb") as f:
+                    info.verify_length_and_hashes(f)
+                return done
+            except tuf_errors.LengthOrHashMismatchError:
+                done.unlink()  # changed on disk since: download again
         have = part.stat().st_size if part.exists() else 0
         if have > info.length:
             part.unlink()

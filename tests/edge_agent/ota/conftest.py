@@ -7,10 +7,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from edge_agent.bundle import ModelMetadata, file_sha256, write_metadata
 from edge_agent.ota.client import OtaClient
+from edge_agent.reading.signs import load_reader
 from tests.edge_agent.conftest import write_tiny_bundle
 from tests.tuf_repository import ServerLog, TufRepository, bundle_tar
 
@@ -30,7 +32,23 @@ def versioned_bundle(folder: Path, version: str) -> Path:
         sidecar.model_copy(update={"version": version, "sha256": file_sha256(artifact)}),
         artifact.parent,
     )
+    record_golden_set(folder)
     return folder
+
+
+def record_golden_set(folder: Path) -> bool:
+    """Give the bundle the golden set its smoke test reads, where the agent has the check.
+
+    edge_agent.golden arrives in its own change; until then a bundle has no golden set and the
+    smoke test only loads and runs it. Whether one was written is returned.
+    """
+    try:
+        from edge_agent import golden  # type: ignore[attr-defined,unused-ignore]
+    except ImportError:
+        return False
+    reader = load_reader(folder, backend="onnxruntime")
+    golden.record_golden(reader, folder, [np.full((64, 64, 3), 128, np.uint8)])
+    return True
 
 
 @dataclass

@@ -22,8 +22,8 @@ from edge_agent.ota.updater import BootModel, Updater, boot_model
 from edge_agent.profile import DeviceProfile
 from edge_agent.reading.signs import SignReader
 from fleet_protocol.messages import ModelRef, OtaAction, OtaCommand
-from tests.edge_agent.ota.conftest import BUNDLE, DEVICE, Served
-from tests.tuf_repository import sha256
+from tests.edge_agent.ota.conftest import BUNDLE, DEVICE, Served, versioned_bundle
+from tests.tuf_repository import bundle_tar, sha256
 from tests.waiting import wait_until
 
 OLD = ModelRef(version="0.0.1", sha256="0" * 64)
@@ -278,6 +278,27 @@ def test_failed_smoke_test_is_never_activated_nor_retried(served: Served) -> Non
     assert rig.swaps == []
     assert rig.updater.check() == "failed"
     assert "already failed on this device" in str(rig.last()["detail"])
+
+
+def test_bundle_that_misreads_its_golden_set_is_never_activated(served: Served) -> None:
+    pytest.importorskip("edge_agent.golden", reason="the golden-set check is not in this tree")
+    rig = Rig(served)
+    installed(served, rig, "1.0.0")
+    folder = versioned_bundle(served.tmp / "bundles" / "misread", "2.0.0")
+    index = folder / "golden" / "golden.json"
+    golden = json.loads(index.read_text())
+    # a stop sign recorded where this bundle's detector never puts a box: not reproduced
+    golden["entries"][0]["readings"].append(
+        {"sign_type": "stop", "bbox": [40.0, 0.0, 60.0, 10.0], "confidence": 0.9}
+    )
+    index.write_text(json.dumps(golden))
+    info = served.repo.add_model(BUNDLE, "2.0.0", bundle_tar(folder))
+    served.repo.assign(DEVICE, info)
+    served.repo.publish()
+    assert rig.updater.check() == "failed"
+    assert rig.states()[-2:] == ["smoke_testing", "failed"]
+    assert "golden set failed" in str(rig.last()["detail"])
+    assert rig.active_version() == "1.0.0"
 
 
 def test_model_larger_than_the_profile_allows_is_refused_before_downloading(
