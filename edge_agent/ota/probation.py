@@ -21,7 +21,7 @@ from edge_agent.ota.state import (
     probation_verdict,
 )
 from edge_agent.profile import OtaConfig
-from fleet_protocol.messages import HealthReport, PipelineStage
+from fleet_protocol.messages import CameraState, HealthReport, ModelRef, PipelineStage
 
 
 def limits(config: OtaConfig) -> ProbationLimits:
@@ -34,9 +34,15 @@ def limits(config: OtaConfig) -> ProbationLimits:
     )
 
 
-def health_numbers(report: HealthReport | None) -> HealthNumbers | None:
-    """What a probation compares, from a health report (None before the first one)."""
-    if report is None:
+def health_numbers(
+    report: HealthReport | None, model: ModelRef | None = None
+) -> HealthNumbers | None:
+    """What a probation compares, from a health report; None when the report says nothing
+    about the model: none yet, one of another model than `model`, or a camera not delivering
+    (fewer frames then are the camera's doing, not the model's)."""
+    if report is None or report.camera_state is not CameraState.OK:
+        return None
+    if model is not None and report.model != model:
         return None
     detect = report.stage_latency_ms.get(PipelineStage.DETECT)
     return HealthNumbers(fps=report.fps, detect_p95_ms=detect.p95_ms if detect else None)

@@ -47,6 +47,7 @@ from fleet_protocol.topics import MessageKind
 
 log = logging.getLogger(__name__)
 
+MODELS_PREFIX = "models/"
 ReaderSwap = Callable[[SignReader, ModelRef], None]
 
 
@@ -238,7 +239,13 @@ class Updater:
             client = self.client()
             client.refresh()
             signed = client.assignment(self.device_id)
-            resolved = client.model_info(signed.target) if signed else None
+            # Models are only in the offline-signed top-level role ("what exists"): an
+            # assignment naming anything else resolves to nothing, which decide refuses.
+            resolved = (
+                client.model_info(signed.target)
+                if signed and signed.target.startswith(MODELS_PREFIX)
+                else None
+            )
         except OtaError as e:
             # Cannot refresh: keep the verified model, say why, try again at the next check.
             return self.report(OtaState.FAILED, command_id, version, rollout, str(e))
@@ -319,7 +326,9 @@ class Updater:
 
     def watch_probation(self, now: HealthNumbers | None = None) -> OtaState | None:
         """Judge the probation in progress; a rollback swaps the previous model back in."""
-        verdict = self.watch.check(now if now is not None else health_numbers(self.health()))
+        if now is None:
+            now = health_numbers(self.health(), self.model)
+        verdict = self.watch.check(now)
         if verdict is None or verdict.outcome is Probation.WATCHING:
             return None
         command_id, version, rollout = self._probation or (

@@ -199,6 +199,23 @@ def test_mix_and_match_assignment_fails_and_keeps_the_active_model(served: Serve
     assert rig.active_version() == "1.0.0"
 
 
+def test_assignment_naming_a_path_outside_the_model_targets_is_mix_and_match(
+    served: Served,
+) -> None:
+    rig = Rig(served)
+    installed(served, rig, "1.0.0")
+    # the online key signs an assignment whose "model" is another director target
+    decoy = served.repo.assign(
+        "cam-0002", served.repo.targets.signed.targets[f"models/{BUNDLE}/1.0.0/bundle.tar"]
+    )
+    forged = served.repo.assign(DEVICE, decoy)
+    forged.custom["roadsign"]["release"] = 7
+    served.repo.publish()
+    assert rig.updater.check() == "failed"
+    assert str(rig.last()["detail"]).startswith("mix-and-match")
+    assert rig.active_version() == "1.0.0"
+
+
 def test_endless_data_fails_and_keeps_the_active_model(served: Served) -> None:
     rig = Rig(served)
     installed(served, rig, "1.0.0")
