@@ -14,6 +14,7 @@ import hashlib
 import http.server
 import io
 import shutil
+import ssl
 import tarfile
 import threading
 from collections.abc import Iterator
@@ -285,19 +286,26 @@ class TufRepository:
     # -- serving -----------------------------------------------------------------------------
 
     @contextmanager
-    def serve(self) -> Iterator[tuple[str, ServerLog]]:
-        """Serve metadata at ``<url>/tuf/metadata/`` and targets at ``<url>/tuf/targets/``."""
+    def serve(self, *, tls: tuple[Path, Path] | None = None) -> Iterator[tuple[str, ServerLog]]:
+        """Serve metadata at ``<url>/tuf/metadata/`` and targets at ``<url>/tuf/targets/``;
+        over HTTPS with `tls` (certificate file, key file)."""
         journal = ServerLog()
         folder = self.folder
         handler = type("Handler", (_Handler,), {"folder": folder, "journal": journal})
         server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
         server.daemon_threads = True
+        scheme = "http"
+        if tls is not None:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(str(tls[0]), str(tls[1]))
+            server.socket = context.wrap_socket(server.socket, server_side=True)
+            scheme = "https"
         thread = threading.Thread(
             target=server.serve_forever, args=(0.05,), name="tuf-http", daemon=True
         )
         thread.start()
         try:
-            yield f"http://127.0.0.1:{server.server_address[1]}", journal
+            yield f"{scheme}://127.0.0.1:{server.server_address[1]}", journal
         finally:
             server.shutdown()
             server.server_close()

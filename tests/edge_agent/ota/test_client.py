@@ -10,9 +10,11 @@ from securesystemslib.signer._crypto_signer import CryptoSigner
 from tuf.api._payload import TargetFile
 
 from edge_agent.exceptions import OtaDownloadError, OtaRefreshError, OtaVerificationError
+from edge_agent.ota.client import OtaClient
 from edge_agent.ota.state import RunningModel, Verdict, decide
 from tests.edge_agent.ota.conftest import DEVICE, Served
-from tests.tuf_repository import sha256
+from tests.tls import make_pki
+from tests.tuf_repository import TufRepository, sha256
 
 SHIPPED = RunningModel(version="default", release=0, sha256="")
 
@@ -148,9 +150,30 @@ def test_interrupted_download_resumes_with_a_range_request(served: Served) -> No
 
 
 def test_trusted_root_file_that_cannot_be_read_is_named(tmp_path: Path) -> None:
-    from edge_agent.ota.client import OtaClient
-
     with pytest.raises(OtaRefreshError, match="trusted_root_file"):
         OtaClient.from_root_file(
             tmp_path / "missing.json", repository_url="http://127.0.0.1:9", state_dir=tmp_path
         )
+
+
+def test_https_repository_is_verified_with_the_profile_ca_file(tmp_path: Path) -> None:
+    pki = make_pki(tmp_path / "pki")
+    repo = TufRepository(tmp_path / "repo")
+    with repo.serve(tls=(pki.server_cert, pki.server_key)) as (url, _):
+        assert url.startswith("https://")
+        good = OtaClient(
+            repository_url=url,
+            trusted_root=repo.trusted_root(),
+            state_dir=tmp_path / "good",
+            ca_file=pki.ca,
+        )
+        good.refresh()
+        assert good.assignment(DEVICE) is None
+        wrong = OtaClient(
+            repository_url=url,
+            trusted_root=repo.trusted_root(),
+            state_dir=tmp_path / "wrong",
+            ca_file=pki.other_ca,
+        )
+        with pytest.raises(OtaRefreshError, match="cannot be reached"):
+            wrong.refresh()
