@@ -272,6 +272,19 @@ def test_assignment_for_another_device_fails_and_changes_nothing(served: Served)
     assert rig.swaps == []
 
 
+def test_download_cut_half_way_fails_then_resumes_at_the_next_check(served: Served) -> None:
+    rig = Rig(served)
+    payload, _ = served.publish_model("2.0.0")
+    name = f"{sha256(payload)}.bundle.tar"
+    served.journal.cut_after[name] = len(payload) // 2
+    assert rig.updater.check() == "failed"
+    assert "resumes" in str(rig.last()["detail"])
+    assert rig.active_version() is None
+    assert rig.updater.check() == "active"
+    ranges = [h.get("Range") for p, h in served.journal.requests if p.endswith(name)]
+    assert ranges == [None, f"bytes={len(payload) // 2}-"]
+
+
 def test_unreachable_repository_fails_keeps_the_model_and_retries(served: Served) -> None:
     rig = Rig(served)
     installed(served, rig, "1.0.0")
