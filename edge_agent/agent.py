@@ -180,6 +180,8 @@ class Agent:
         self.device_id = device_id
         self.agent_version = agent_version
         self.reader = reader
+        # The OTA updater swaps the reader from its own thread; the loop takes it once a frame.
+        self._reader_lock = threading.Lock()
         self.sink = sink
         self.ocr = ocr
         self.health = health
@@ -198,10 +200,18 @@ class Agent:
         location = profile.location
         self._location = GeoPoint(lat=location.lat, lon=location.lon) if location else None
 
+    def use_reader(self, reader: SignReader, model: ModelRef) -> None:
+        """Run `reader` (of `model`) from the next frame on, without stopping the loop."""
+        with self._reader_lock:
+            self.reader = reader
+            self.model = model
+
     def process(self, frame: Frame) -> list[Reading]:
         """Read one frame; return the protocol readings it made due (already emitted)."""
+        with self._reader_lock:
+            reader = self.reader
         started = time.perf_counter()
-        detections = self.reader.detect(
+        detections = reader.detect(
             frame.image,
             confidence=self.profile.detector.confidence_threshold,
             iou_threshold=self.profile.detector.iou_threshold,
@@ -210,9 +220,7 @@ class Agent:
         # Only detections worth reading are classified (see SignTracker.to_read); the rest
         # keep their tracks moving.
         wanted = self.tracker.to_read([(d.box, d.category) for d in detections])
-        readings = self.reader.read_detections(
-            frame.image, detections, skip=[not w for w in wanted]
-        )
+        readings = reader.read_detections(frame.image, detections, skip=[not w for w in wanted])
         classified = time.perf_counter()
         viewed = [
             replace(r, view=sign_view(frame.image, r.box)) if read else r

@@ -30,3 +30,26 @@ class ApiError(AgentError):
         super().__init__(detail)
         self.status, self.detail = status, detail
         self.headers = headers or {}
+
+
+class OtaError(AgentError):
+    """An over-the-air update step failed; the model the device runs stays as it was."""
+
+
+class OtaRefreshError(OtaError):
+    """The signed TUF metadata could not be fetched or was refused (unreachable, expired,
+    rolled back, badly signed, or inconsistent)."""
+
+
+class OtaDownloadError(OtaError):
+    """A model target could not be downloaded whole: interrupted, refused by HTTP, or the server
+    sent more bytes than the signed length (an endless-data attack)."""
+
+
+class OtaVerificationError(OtaError):
+    """Downloaded bytes do not match the signed length and hashes: a tampered artifact."""
+
+
+class OtaSlotError(OtaError):
+    """A model slot or its record is unusable: an unsafe tar, a bundle that fails its checksums,
+    or a record that cannot be written or read."""

@@ -15,6 +15,8 @@ import re
 import signal
 import socket
 import threading
+from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
@@ -33,13 +35,21 @@ from edge_agent.health import HealthMonitor
 from edge_agent.metrics import render
 from edge_agent.mqtt_link import LinkSettings, MqttLink
 from edge_agent.ocr import create_ocr
+from edge_agent.ota.smoke import slot_reader
+from edge_agent.ota.updater import Updater, boot_model
 from edge_agent.outbox import Outbox
 from edge_agent.profile import DeviceProfile
-from edge_agent.reading.signs import SignReader, load_reader
+from edge_agent.reading.signs import SignReader
 from edge_agent.sources import FrameGrabber, create_source
 from fleet_protocol.codec import decode_device_message, encode
 from fleet_protocol.exceptions import ProtocolError
-from fleet_protocol.messages import DeviceState, ModelRef, StatusMessage, StatusReason
+from fleet_protocol.messages import (
+    DeviceState,
+    ModelRef,
+    OtaCommand,
+    StatusMessage,
+    StatusReason,
+)
 from fleet_protocol.topics import validate_device_id
 
 log = logging.getLogger(__name__)
@@ -68,35 +78,49 @@ def _password(profile: DeviceProfile) -> str | None:
         raise AgentError(f"cannot read broker.password_file {path}: {e}") from e
 
 
-def _server_message(topic: str, payload: bytes) -> None:
-    try:
-        where, message = decode_device_message(topic, payload)
-    except ProtocolError as e:
-        log.warning("dropped a malformed server message on %s: %s (%s)", topic, e, e.reason)
-        return
-    # OTA commands and desired configs are acted on by their own components (later issues).
-    log.info("server message %s seq %d", where.kind.value, message.seq)
+class ServerMessages:
+    """Hands each server message to the component that acts on it.
+
+    The MQTT link starts before the OTA updater exists, so the updater is attached here once it
+    does; an OTA command that arrives before is only logged (the updater checks at start).
+    """
+
+    def __init__(self) -> None:
+        self.ota: Callable[[OtaCommand], None] | None = None
+
+    def __call__(self, topic: str, payload: bytes) -> None:
+        """Decode and dispatch one message from the link."""
+        try:
+            where, message = decode_device_message(topic, payload)
+        except ProtocolError as e:
+            log.warning("dropped a malformed server message on %s: %s (%s)", topic, e, e.reason)
+            return
+        log.info("server message %s seq %d", where.kind.value, message.seq)
+        if isinstance(message, OtaCommand):
+            if self.ota is None:
+                log.info("OTA command %s: OTA is not running on this device", message.command_id)
+            else:
+                self.ota(message)
+        # Desired configs are acted on by their own component (a later issue).
 
 
 def profile_reader(profile: DeviceProfile, *, threads: int) -> SignReader:
-    """The sign reader the profile describes, on `threads` inference threads.
+    """The sign reader of the profile's detector.model_dir, on `threads` inference threads.
 
-    The frame loop and the local API both build theirs here, so `/predict` runs the very artifact
-    (bundle, backend, format, providers) that reads the camera.
+    The frame loop, the local API and an OTA slot's smoke test all build theirs with
+    `slot_reader`, so `/predict` runs the very artifact (bundle, backend, format, providers)
+    that reads the camera.
     """
-    detector = profile.detector
-    return load_reader(
-        detector.model_dir,
-        backend=detector.backend,
-        model_format=detector.model_format,
-        threads=threads,
-        round_unit=profile.reading.speed_unit,
-        execution_providers=detector.execution_providers,
-    )
+    return slot_reader(profile, profile.detector.model_dir, threads=threads)
 
 
 def build_sink(
-    profile: DeviceProfile, device_id: str, agent_version: str, model: ModelRef
+    profile: DeviceProfile,
+    device_id: str,
+    agent_version: str,
+    model: ModelRef,
+    *,
+    on_message: Callable[[str, bytes], None] | None = None,
 ) -> tuple[Sink, Outbox | None]:
     """The sink the profile asks for, started."""
     reporting = profile.reporting
@@ -138,7 +162,7 @@ def build_sink(
         ),
         outbox,
         status,
-        on_message=_server_message,
+        on_message=on_message or ServerMessages(),
     )
     link.start()
     return OutboxSink(outbox, link, device_id), outbox
@@ -176,21 +200,20 @@ def _run_agent(
     stop: threading.Event,
 ) -> dict[str, object]:
     device_id = resolve_device_id(profile)
-    reader = profile_reader(profile, threads=profile.detector.threads)
+    boot = boot_model(profile)
+    log.info("model: %s (%s)", boot.bundle_dir, boot.reason)
+    reader = slot_reader(profile, boot.bundle_dir, threads=profile.detector.threads)
     metadata = reader.detector.metadata
     wanted = profile.detector.input_size
     if wanted is not None and wanted != metadata.input_size:
         raise AgentError(
-            f"detector.input_size is {wanted} but the model in {profile.detector.model_dir} "
+            f"detector.input_size is {wanted} but the model in {boot.bundle_dir} "
             f"takes {metadata.input_size} px: set it to {metadata.input_size} or leave it unset"
         )
     ocr = create_ocr(profile.reading.ocr_backend, languages=profile.reading.ocr_languages)
-    sink, outbox = build_sink(
-        profile,
-        device_id,
-        agent_version,
-        ModelRef(version=metadata.version, sha256=metadata.sha256),
-    )
+    messages = ServerMessages()
+    model = ModelRef(version=metadata.version, sha256=metadata.sha256)
+    sink, outbox = build_sink(profile, device_id, agent_version, model, on_message=messages)
     grabber = FrameGrabber(create_source(profile.camera), fps_cap=profile.camera.fps_cap).start()
     disk = profile.outbox.path.parent if outbox else Path.cwd()
     link = sink.link if isinstance(sink, OutboxSink) else None
@@ -203,6 +226,22 @@ def _run_agent(
         ocr=ocr,
         health=HealthMonitor(disk),
     )
+    updater = None
+    if profile.ota.enabled:
+        running = boot.running
+        if running.release == 0:  # the shipped bundle: its own version, not a placeholder
+            running = replace(running, version=metadata.version)
+        updater = Updater(
+            profile,
+            device_id=device_id,
+            sink=sink,
+            running=running,
+            model=model,
+            swap=agent.use_reader,
+            health=lambda: agent.last_health,
+            boot=boot,
+        ).start()
+        messages.ota = updater.nudge
     api = None
     if profile.api.enabled:
 
@@ -220,7 +259,9 @@ def _run_agent(
 
         api = LocalApi(
             profile.api,
-            reader=lambda: profile_reader(profile, threads=1),
+            reader=lambda: slot_reader(
+                profile, updater.bundle_dir if updater else boot.bundle_dir, threads=1
+            ),
             health=health,
             metrics=lambda: render(
                 agent_metrics(agent, outbox=outbox, link=link, frames_dropped=grabber.dropped)
@@ -229,6 +270,8 @@ def _run_agent(
     try:
         frames = agent.run(grabber, stop, outbox=outbox, max_frames=max_frames)
     finally:
+        if updater is not None:
+            updater.stop()
         if api is not None:
             api.stop()
         grabber.stop()

@@ -108,7 +108,7 @@ def test_wrong_field_is_refused_with_its_name_and_line(
 @pytest.mark.parametrize(
     ("text", "field", "line"),
     [
-        ("ota:\n  check_interval_s: 60\n", "ota", 1),
+        ("ota:\n  check_interval_s: 60\n  auto_install: true\n", "ota.auto_install", 3),
         ("location:\n  lat: 48.1\n  heading_deg: 270\n", "location.heading_deg", 3),
     ],
 )
@@ -131,6 +131,8 @@ def test_fields_that_did_nothing_are_gone_and_refused(
         ("camera:\n  kind: stream\n  source: /videos/a.mp4\n", "rtsp/http"),
         ("broker:\n  url: mqtt://:1883\n", "no host"),
         ("broker:\n  url: mqtt://h:99999\n", "bad port"),
+        ("ota:\n  repository_url: ftp://fleet\n", "must be an http"),
+        ("ota:\n  repository_url: http://fleet:8000\n  ca_file: /ca.pem\n", "not https"),
     ],
 )
 def test_contradictory_settings_are_refused(tmp_path: Path, text: str, says: str) -> None:
