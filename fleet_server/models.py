@@ -241,7 +241,7 @@ class OtaStatusEventBase(SQLModel):
     command_id: uuid.UUID = Field(
         sa_column=Column(Uuid, nullable=False), description="The OTA command reported on."
     )
-    state: str = Field(max_length=16, description="received, downloading, verified, ..., active, failed.")
+    state: str = Field(max_length=16, description="received, downloading, ..., active, failed.")
     model_version: str = Field(max_length=64, description="Version the command is about.")
     detail: str = Field(default="", max_length=1000, description="Why, on failure or rollback.")
     running_model_version: str | None = Field(
