@@ -232,6 +232,32 @@ class LatencyStats(WireModel):
     p95_ms: float = Field(ge=0, description="95th percentile, milliseconds.")
 
 
+class ShadowReport(WireModel):
+    """During probation, how the previous model reads the same frames as the new one.
+
+    The agent runs the model it replaced on a sample of frames and pairs its readings with the
+    new model's on the same track: a track agrees when both read the same sign type and value.
+    """
+
+    previous_model: ModelRef = Field(description="The model the new one replaced.")
+    frames_compared: int = Field(ge=0, description="Frames both models read, this probation.")
+    tracks_compared: int = Field(
+        ge=0, description="Tracks both models read at least once, this probation."
+    )
+    tracks_agreeing: int = Field(
+        ge=0, description="Of those, tracks where both read the same sign type and value."
+    )
+
+    @model_validator(mode="after")
+    def _agreeing_within_compared(self) -> Self:
+        if self.tracks_agreeing > self.tracks_compared:
+            raise ValueError(
+                f"tracks_agreeing {self.tracks_agreeing} exceeds tracks_compared "
+                f"{self.tracks_compared}"
+            )
+        return self
+
+
 class HealthReport(Envelope):
     """Periodic health of a device."""
 
@@ -255,6 +281,10 @@ class HealthReport(Envelope):
     outbox_depth: int = Field(ge=0, description="Messages waiting in the outbox.")
     outbox_dropped: int = Field(
         ge=0, description="Messages dropped from the full outbox since start."
+    )
+    shadow: ShadowReport | None = Field(
+        default=None,
+        description="During a new model's probation: its agreement with the model it replaced.",
     )
 
 
