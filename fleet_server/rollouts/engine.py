@@ -1,0 +1,691 @@
+"""The staged rollout state machine, pure: stored state + observations + now -> state + actions.
+
+A rollout moves one model version (a target of the TUF repository) onto an ordered list of
+devices in cumulative stages (1%, 10%, 50%, 100% or counts). A stage starts by assigning its
+devices; it advances once none of them is still installing and every gate of `gates` has
+passed without a break for the stage's soak time. A failed gate pauses the rollout and rolls
+back that stage's devices only: earlier stages passed their gates and keep the new model until
+an explicit rollback, which rolls back every device the rollout moved.
+
+`step` does no I/O and reads no clock. Its actions are data (assign, roll back, nudge) that the
+driver carries out; its events are lines for the audit log. It is idempotent: stepping the
+state it returned with the same inputs yields no new actions or events, so a replica that dies
+mid-stage resumes from the stored state. The driver stores the new state and its actions in
+one transaction and carries the actions out afterwards (an outbox): assignments are desired
+states, so carrying one out twice does no harm. The order of devices is fixed when the rollout
+is created (by a hash of rollout id and device id), so every replica picks the same stages.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Annotated, Literal, Self
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from fleet_protocol.messages import DeviceId, ModelVersion, OtaAction, OtaState
+from fleet_server.exceptions import RolloutCommandRefused, RolloutStateInvalid
+from fleet_server.rollouts.gates import (
+    GatePolicy,
+    GateStatus,
+    GateVerdict,
+    HealthPair,
+    QualityPair,
+    ShadowSample,
+    health_gate,
+    install_gate,
+    reading_quality_gate,
+    shadow_gate,
+)
+
+TARGET_PATH_PATTERN = r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$"
+ROLLOUT_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+
+
+class _Model(BaseModel):
+    """Base of the engine's values: closed, immutable, finite numbers, JSON round-trips."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+class ModelTarget(_Model):
+    """A model version as the TUF repository names it."""
+
+    target_path: str = Field(
+        pattern=TARGET_PATH_PATTERN,
+        max_length=512,
+        description="Target path of the bundle, models/{name}/{version}/bundle.tar.",
+    )
+    version: ModelVersion = Field(description="Model version.")
+    release: int = Field(
+        ge=0, description="Repository-wide release counter; the shipped default is 0."
+    )
+
+
+class StageSpec(_Model):
+    """One stage: how many devices it reaches in all (cumulative) and how long it soaks."""
+
+    percent: float | None = Field(
+        default=None, gt=0, le=100, description="Share of the rollout's devices, cumulative."
+    )
+    count: int | None = Field(default=None, ge=1, description="Devices in all, cumulative.")
+    soak_s: float = Field(
+        default=3600,
+        ge=0,
+        le=90 * 86400,
+        description="Seconds every gate must pass without a break before the next stage.",
+    )
+
+    @model_validator(mode="after")
+    def _one_size(self) -> Self:
+        if (self.percent is None) == (self.count is None):
+            raise ValueError("a stage has exactly one of percent and count")
+        return self
+
+
+DEFAULT_STAGES = (
+    StageSpec(percent=1),
+    StageSpec(percent=10),
+    StageSpec(percent=50),
+    StageSpec(percent=100),
+)
+
+
+class RolloutDevice(_Model):
+    """A device of the rollout and the model it runs before it (what a rollback returns to)."""
+
+    device_id: DeviceId
+    previous: ModelTarget = Field(description="The model the device runs before the rollout.")
+
+
+class RolloutSpec(_Model):
+    """What an operator asks for: a model, devices (already resolved), stages and gates."""
+
+    rollout_id: str = Field(pattern=ROLLOUT_ID_PATTERN, description="The rollout's id.")
+    model: ModelTarget = Field(description="The model version to roll out.")
+    devices: tuple[RolloutDevice, ...] = Field(
+        min_length=1, max_length=1_000_000, description="Devices the rollout may move."
+    )
+    stages: tuple[StageSpec, ...] = Field(
+        default=DEFAULT_STAGES, min_length=1, max_length=100, description="Stages, in order."
+    )
+    policy: GatePolicy = Field(default_factory=GatePolicy, description="Gate thresholds.")
+    spread_by_hash: bool = Field(
+        default=True,
+        description="Order devices by a hash of rollout id and device id, so stages are a "
+        "stable sample of the fleet; false keeps the given order (canaries first).",
+    )
+
+    @model_validator(mode="after")
+    def _devices_can_move(self) -> Self:
+        seen: set[str] = set()
+        for device in self.devices:
+            if device.device_id in seen:
+                raise ValueError(f"device {device.device_id!r} is listed twice")
+            seen.add(device.device_id)
+            if device.previous.release >= self.model.release:
+                raise ValueError(
+                    f"device {device.device_id!r} runs release {device.previous.release}, not "
+                    f"older than release {self.model.release} of the rollout"
+                )
+        return self
+
+
+class RolloutStatus(StrEnum):
+    """Where a rollout stands."""
+
+    DRAFT = "draft"
+    RUNNING = "running"
+    PAUSED = "paused"
+    COMPLETED = "completed"
+    ABORTED = "aborted"
+    ROLLED_BACK = "rolled_back"
+
+
+class RolloutCommand(StrEnum):
+    """What an operator can ask of a rollout."""
+
+    START = "start"
+    PAUSE = "pause"
+    RESUME = "resume"
+    ABORT = "abort"
+    ROLLBACK = "rollback"
+
+
+class Desired(StrEnum):
+    """What the rollout wants a device to run."""
+
+    UNTOUCHED = "untouched"
+    """Not reached yet: the rollout assigned it nothing."""
+    NEW = "new"
+    PREVIOUS = "previous"
+    """Rolled back to the model it ran before."""
+
+
+class Outcome(StrEnum):
+    """How a device's install of the new model stands."""
+
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+_SUCCEEDED = frozenset({OtaState.ACTIVE, OtaState.PROBATION_PASSED})
+_FAILED = frozenset({OtaState.FAILED, OtaState.ROLLED_BACK})
+
+
+class DeviceRecord(_Model):
+    """One device: the stage that moves it, what the rollout wants, what the device reported."""
+
+    device_id: DeviceId
+    previous: ModelTarget = Field(description="What a rollback returns it to.")
+    stage: int = Field(ge=0, description="Index of the stage that moves it.")
+    desired: Desired = Field(default=Desired.UNTOUCHED, description="What the rollout wants.")
+    assigned_at: AwareDatetime | None = Field(
+        default=None,
+        description="When it was assigned the new model: the start of its after-window.",
+    )
+    install_deadline: AwareDatetime | None = Field(
+        default=None, description="When a still unfinished install counts as failed."
+    )
+    last_nudged_at: AwareDatetime | None = Field(default=None, description="Last OTA nudge.")
+    reported: OtaState | None = Field(default=None, description="Latest OTA state reported.")
+    reported_version: str | None = Field(default=None, description="Version it was about.")
+    reported_at: AwareDatetime | None = Field(default=None, description="When it was received.")
+    timed_out: bool = Field(default=False, description="Its install deadline passed.")
+
+
+class RolloutState(_Model):
+    """Everything `step` needs, stored by the driver (JSON, see `dump_state`)."""
+
+    spec: RolloutSpec
+    status: RolloutStatus = RolloutStatus.DRAFT
+    stage: int = Field(default=0, ge=0, description="Index of the current stage.")
+    stage_ends: tuple[int, ...] = Field(description="Devices reached in all by each stage.")
+    devices: tuple[DeviceRecord, ...] = Field(description="Every device, in rollout order.")
+    stage_started_at: AwareDatetime | None = Field(default=None, description="Current stage.")
+    passing_since: AwareDatetime | None = Field(
+        default=None, description="Since when every gate passes and no install is pending."
+    )
+    pause_reason: str = Field(default="", description="Why it is paused.")
+    verdicts: tuple[GateVerdict, ...] = Field(default=(), description="Latest gate verdicts.")
+
+
+class DeviceReport(_Model):
+    """A device's latest OTA status for this rollout (from the OTA status table)."""
+
+    device_id: DeviceId
+    state: OtaState
+    model_version: ModelVersion
+    rollout_id: str | None = None
+    at: AwareDatetime = Field(description="When the server received it (the server's clock).")
+
+
+class Observations(_Model):
+    """What the driver read since the last step; anything about other devices is ignored."""
+
+    reports: tuple[DeviceReport, ...] = ()
+    health: tuple[HealthPair, ...] = ()
+    quality: tuple[QualityPair, ...] = ()
+    shadow: tuple[ShadowSample, ...] = ()
+
+
+class AssignDevices(_Model):
+    """Sign assignments of the rollout's model for these devices."""
+
+    kind: Literal["assign"] = "assign"
+    rollout_id: str
+    target: ModelTarget
+    device_ids: tuple[str, ...]
+    rollback: bool = False
+
+
+class RollBackDevices(_Model):
+    """Sign rollback assignments (rollback=true) of `to` for these devices."""
+
+    kind: Literal["roll_back"] = "roll_back"
+    rollout_id: str
+    to: ModelTarget
+    device_ids: tuple[str, ...]
+
+
+class Nudge(_Model):
+    """Publish an OtaCommand to these devices so they refresh now instead of at their next poll."""
+
+    kind: Literal["nudge"] = "nudge"
+    rollout_id: str
+    action: OtaAction
+    target: ModelTarget
+    device_ids: tuple[str, ...]
+
+
+Action = Annotated[AssignDevices | RollBackDevices | Nudge, Field(discriminator="kind")]
+
+
+class EventKind(StrEnum):
+    """Kinds of audit-log events."""
+
+    STARTED = "started"
+    STAGE_STARTED = "stage_started"
+    DEVICES_TIMED_OUT = "devices_timed_out"
+    SOAK_STARTED = "soak_started"
+    SOAK_RESET = "soak_reset"
+    STAGE_PASSED = "stage_passed"
+    GATE_FAILED = "gate_failed"
+    STAGE_ROLLED_BACK = "stage_rolled_back"
+    PAUSED = "paused"
+    RESUMED = "resumed"
+    ABORTED = "aborted"
+    ROLLED_BACK = "rolled_back"
+    COMPLETED = "completed"
+
+
+class RolloutEvent(_Model):
+    """One line of a rollout's audit log."""
+
+    at: AwareDatetime
+    rollout_id: str
+    kind: EventKind
+    stage: int
+    message: str
+    device_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class StepResult:
+    """The new state, the actions to carry out, the events to log."""
+
+    state: RolloutState
+    actions: tuple[AssignDevices | RollBackDevices | Nudge, ...] = ()
+    events: tuple[RolloutEvent, ...] = ()
+
+
+def stage_sizes(device_count: int, stages: Sequence[StageSpec]) -> tuple[int, ...]:
+    """Devices reached in all by each stage: at least 1, never fewer than the stage before."""
+    sizes: list[int] = []
+    for stage in stages:
+        if stage.percent is not None:
+            # round() first: 10% of 30 is 3.0000000000000004 in floating point, not 4.
+            wanted = math.ceil(round(device_count * stage.percent / 100, 9))
+        else:
+            wanted = stage.count or 0
+        sizes.append(min(device_count, max(1, wanted, sizes[-1] if sizes else 0)))
+    return tuple(sizes)
+
+
+def rollout_order(rollout_id: str, device_ids: Iterable[str]) -> list[str]:
+    """`device_ids` in the stable order of sha256(rollout id, device id)."""
+
+    def key(device_id: str) -> bytes:
+        return hashlib.sha256(f"{rollout_id}\0{device_id}".encode()).digest()
+
+    return sorted(device_ids, key=key)
+
+
+def new_rollout(spec: RolloutSpec) -> RolloutState:
+    """A draft rollout of `spec`, its devices ordered and split into stages once and for all."""
+    by_id = {d.device_id: d for d in spec.devices}
+    order = list(by_id)
+    if spec.spread_by_hash:
+        order = rollout_order(spec.rollout_id, order)
+    ends = stage_sizes(len(order), spec.stages)
+    records = []
+    for position, device_id in enumerate(order):
+        stage = (
+            next(i for i, end in enumerate(ends) if position < end)
+            if position < ends[-1]
+            else len(ends)
+        )
+        records.append(
+            DeviceRecord(device_id=device_id, previous=by_id[device_id].previous, stage=stage)
+        )
+    return RolloutState(spec=spec, stage_ends=ends, devices=tuple(records))
+
+
+def dump_state(state: RolloutState) -> str:
+    """`state` as JSON text, for the driver's table."""
+    return state.model_dump_json()
+
+
+def load_state(text: str | bytes) -> RolloutState:
+    """The state `dump_state` wrote; raises RolloutStateInvalid on anything else."""
+    try:
+        return RolloutState.model_validate_json(text)
+    except ValidationError as e:
+        raise RolloutStateInvalid(f"stored rollout state does not validate: {e}") from e
+
+
+def outcome(record: DeviceRecord, model: ModelTarget) -> Outcome:
+    """How `record`'s install of `model` stands (a timed-out device that reports later counts)."""
+    if record.reported_version == model.version and record.reported in _SUCCEEDED:
+        return Outcome.SUCCEEDED
+    if (
+        record.reported_version == model.version and record.reported in _FAILED
+    ) or record.timed_out:
+        return Outcome.FAILED
+    return Outcome.PENDING
+
+
+def stage_devices(state: RolloutState, stage: int | None = None) -> tuple[DeviceRecord, ...]:
+    """The devices `stage` (default: the current one) moves; the driver gathers their evidence."""
+    index = state.stage if stage is None else stage
+    return tuple(r for r in state.devices if r.stage == index)
+
+
+@dataclass
+class _Work:
+    """A step in progress: the state being changed, and what it emits."""
+
+    state: RolloutState
+    now: datetime
+    records: dict[str, DeviceRecord] = field(init=False)
+    actions: list[AssignDevices | RollBackDevices | Nudge] = field(default_factory=list)
+    events: list[RolloutEvent] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.records = {r.device_id: r for r in self.state.devices}
+
+    @property
+    def spec(self) -> RolloutSpec:
+        return self.state.spec
+
+    def set(self, **changes: object) -> None:
+        self.state = self.state.model_copy(update=changes)
+
+    def update(self, device_id: str, **changes: object) -> None:
+        self.records[device_id] = self.records[device_id].model_copy(update=changes)
+
+    def event(self, kind: EventKind, message: str, device_ids: Sequence[str] = ()) -> None:
+        self.events.append(
+            RolloutEvent(
+                at=self.now,
+                rollout_id=self.spec.rollout_id,
+                kind=kind,
+                stage=self.state.stage,
+                message=message,
+                device_ids=tuple(device_ids),
+            )
+        )
+
+    def current(self) -> list[DeviceRecord]:
+        return [r for r in self.records.values() if r.stage == self.state.stage]
+
+    def result(self) -> StepResult:
+        state = self.state.model_copy(update={"devices": tuple(self.records.values())})
+        return StepResult(state=state, actions=tuple(self.actions), events=tuple(self.events))
+
+    # --- device changes -------------------------------------------------------------------
+
+    def assign(self, device_ids: Sequence[str]) -> None:
+        """Assign the new model to `device_ids` afresh: their after-window starts now."""
+        if not device_ids:
+            return
+        deadline = self.now + timedelta(seconds=self.spec.policy.install_timeout_s)
+        for device_id in device_ids:
+            self.update(
+                device_id,
+                desired=Desired.NEW,
+                assigned_at=self.now,
+                install_deadline=deadline,
+                last_nudged_at=self.now,
+                reported=None,
+                reported_version=None,
+                reported_at=None,
+                timed_out=False,
+            )
+        ids = tuple(device_ids)
+        model, rid = self.spec.model, self.spec.rollout_id
+        self.actions.append(AssignDevices(rollout_id=rid, target=model, device_ids=ids))
+        self.actions.append(
+            Nudge(rollout_id=rid, action=OtaAction.INSTALL, target=model, device_ids=ids)
+        )
+
+    def roll_back(self, device_ids: Sequence[str]) -> None:
+        """Roll `device_ids` back to what each ran before, one action per previous model."""
+        groups: dict[ModelTarget, list[str]] = {}
+        for device_id in device_ids:
+            record = self.records[device_id]
+            groups.setdefault(record.previous, []).append(device_id)
+            self.update(device_id, desired=Desired.PREVIOUS, last_nudged_at=self.now)
+        rid = self.spec.rollout_id
+        for target, ids in sorted(groups.items(), key=lambda g: (g[0].release, g[0].target_path)):
+            self.actions.append(RollBackDevices(rollout_id=rid, to=target, device_ids=tuple(ids)))
+            self.actions.append(
+                Nudge(
+                    rollout_id=rid, action=OtaAction.ROLLBACK, target=target, device_ids=tuple(ids)
+                )
+            )
+
+    def absorb(self, reports: Iterable[DeviceReport]) -> None:
+        """Record each device's newest report about this rollout since its assignment."""
+        for report in sorted(reports, key=lambda r: r.at):
+            record = self.records.get(report.device_id)
+            if (
+                record is None
+                or report.rollout_id != self.spec.rollout_id
+                or record.desired is Desired.UNTOUCHED
+                or (record.assigned_at is not None and report.at < record.assigned_at)
+                or (record.reported_at is not None and report.at <= record.reported_at)
+            ):
+                continue
+            self.update(
+                report.device_id,
+                reported=report.state,
+                reported_version=report.model_version,
+                reported_at=report.at,
+            )
+
+    # --- the stage ------------------------------------------------------------------------
+
+    def start_stage(self) -> None:
+        ids = [r.device_id for r in self.current() if r.desired is Desired.UNTOUCHED]
+        self.set(stage_started_at=self.now, passing_since=None, verdicts=())
+        self.event(
+            EventKind.STAGE_STARTED, f"stage {self.state.stage + 1}: {len(ids)} devices", ids
+        )
+        self.assign(ids)
+
+    def advance(self) -> None:
+        self.set(stage=self.state.stage + 1, stage_started_at=None, passing_since=None)
+        if self.state.stage >= len(self.state.stage_ends):
+            self.set(stage=len(self.state.stage_ends) - 1, status=RolloutStatus.COMPLETED)
+            self.event(EventKind.COMPLETED, "every stage passed")
+
+    def time_out(self, moving: Sequence[DeviceRecord]) -> None:
+        late = [
+            r.device_id
+            for r in moving
+            if outcome(r, self.spec.model) is Outcome.PENDING
+            and r.install_deadline is not None
+            and r.install_deadline <= self.now
+        ]
+        for device_id in late:
+            self.update(device_id, timed_out=True)
+        if late:
+            self.event(EventKind.DEVICES_TIMED_OUT, f"{len(late)} installs timed out", late)
+
+    def renudge(self, moving: Sequence[DeviceRecord]) -> None:
+        every = timedelta(seconds=self.spec.policy.renudge_interval_s)
+        due = [
+            r.device_id
+            for r in moving
+            if outcome(r, self.spec.model) is Outcome.PENDING
+            and (r.last_nudged_at is None or r.last_nudged_at + every <= self.now)
+        ]
+        for device_id in due:
+            self.update(device_id, last_nudged_at=self.now)
+        if due:
+            self.actions.append(
+                Nudge(
+                    rollout_id=self.spec.rollout_id,
+                    action=OtaAction.INSTALL,
+                    target=self.spec.model,
+                    device_ids=tuple(due),
+                )
+            )
+
+    def judge(self, moving: Sequence[DeviceRecord], seen: Observations) -> list[GateVerdict]:
+        """The gates over the stage's devices; health and quality over those not failed."""
+        model, policy = self.spec.model, self.spec.policy
+        results = {r.device_id: outcome(r, model) for r in moving}
+        counted = [d for d, o in results.items() if o is not Outcome.FAILED]
+        succeeded = {d for d, o in results.items() if o is Outcome.SUCCEEDED}
+        # A pending device counts with no data, so a stage waits for enough devices to install.
+        health = {p.device_id: p for p in seen.health if p.device_id in succeeded}
+        quality = {p.device_id: p for p in seen.quality if p.device_id in succeeded}
+        return [
+            install_gate(
+                attempted=len(moving),
+                succeeded=len(succeeded),
+                failed=len(results) - len(counted),
+                policy=policy,
+            ),
+            health_gate((health.get(d, HealthPair(device_id=d)) for d in counted), policy),
+            reading_quality_gate(
+                (quality.get(d, QualityPair(device_id=d)) for d in counted), policy
+            ),
+            shadow_gate((s for s in seen.shadow if s.device_id in succeeded), policy),
+        ]
+
+    def run_stage(self, seen: Observations) -> bool:
+        """Move the current stage on; True when it advanced (the next one may move too)."""
+        moving = self.current()
+        if not moving:
+            self.advance()  # a stage that adds no devices (50% then 60% of 3) has nothing to judge
+            return True
+        if self.state.stage_started_at is None:
+            self.start_stage()
+            moving = self.current()
+        self.time_out(moving)
+        moving = self.current()
+        self.renudge(moving)
+        verdicts = self.judge(moving, seen)
+        self.set(verdicts=tuple(verdicts))
+        failed = [v for v in verdicts if v.status is GateStatus.FAIL]
+        if failed:
+            self.fail_stage(failed)
+            return False
+        pending = [r for r in moving if outcome(r, self.spec.model) is Outcome.PENDING]
+        blocking = [v for v in verdicts if not v.passing]
+        if pending or blocking:
+            if self.state.passing_since is not None:
+                why = blocking[0].reason if blocking else f"{len(pending)} installs pending"
+                self.event(EventKind.SOAK_RESET, f"soak restarts: {why}")
+                self.set(passing_since=None)
+            return False
+        since = self.state.passing_since
+        if since is None:
+            since = self.now
+            self.set(passing_since=since)
+            self.event(EventKind.SOAK_STARTED, "every gate passes; soak starts")
+        soak = self.spec.stages[self.state.stage].soak_s
+        if self.now - since >= timedelta(seconds=soak):
+            self.event(EventKind.STAGE_PASSED, f"stage {self.state.stage + 1} passed its soak")
+            self.advance()
+            return True
+        return False
+
+    def fail_stage(self, failed: Sequence[GateVerdict]) -> None:
+        reason = "; ".join(v.reason for v in failed)
+        self.event(EventKind.GATE_FAILED, reason)
+        ids = [r.device_id for r in self.current() if r.desired is Desired.NEW]
+        self.roll_back(ids)
+        self.event(EventKind.STAGE_ROLLED_BACK, f"{len(ids)} devices of the stage", ids)
+        self.set(status=RolloutStatus.PAUSED, pause_reason=reason, passing_since=None)
+        self.event(EventKind.PAUSED, reason)
+
+    # --- commands -------------------------------------------------------------------------
+
+    def command(self, command: RolloutCommand) -> None:
+        status = self.state.status
+        target = _COMMAND_TARGET[command]
+        if status is target or (command is RolloutCommand.START and status is RolloutStatus.PAUSED):
+            return  # asked again: already done
+        if status not in _COMMAND_FROM[command]:
+            raise RolloutCommandRefused(
+                f"rollout {self.spec.rollout_id!r} is {status}: it cannot {command}"
+            )
+        if command is RolloutCommand.START:
+            self.set(status=RolloutStatus.RUNNING)
+            self.event(EventKind.STARTED, f"rollout of {self.spec.model.version} starts")
+        elif command is RolloutCommand.PAUSE:
+            self.set(
+                status=RolloutStatus.PAUSED,
+                pause_reason="paused by an operator",
+                passing_since=None,
+            )
+            self.event(EventKind.PAUSED, "paused by an operator")
+        elif command is RolloutCommand.RESUME:
+            self.resume()
+        elif command is RolloutCommand.ABORT:
+            self.set(status=RolloutStatus.ABORTED, passing_since=None)
+            self.event(EventKind.ABORTED, "aborted: devices keep what they were assigned")
+        else:
+            ids = [r.device_id for r in self.records.values() if r.desired is Desired.NEW]
+            self.roll_back(ids)
+            self.set(status=RolloutStatus.ROLLED_BACK, passing_since=None)
+            self.event(EventKind.ROLLED_BACK, f"{len(ids)} devices roll back", ids)
+
+    def resume(self) -> None:
+        """Run again: a stage rolled back by a failed gate is assigned afresh, and unfinished
+        installs get a full timeout again (the rollout did not wait for them while paused)."""
+        self.set(status=RolloutStatus.RUNNING, pause_reason="", passing_since=None)
+        self.event(EventKind.RESUMED, "resumed")
+        if self.state.stage_started_at is None:
+            return
+        current = self.current()
+        self.assign([r.device_id for r in current if r.desired is Desired.PREVIOUS])
+        deadline = self.now + timedelta(seconds=self.spec.policy.install_timeout_s)
+        for r in current:
+            if r.desired is Desired.NEW and outcome(r, self.spec.model) is Outcome.PENDING:
+                self.update(
+                    r.device_id, install_deadline=max(deadline, r.install_deadline or deadline)
+                )
+
+
+_COMMAND_TARGET = {
+    RolloutCommand.START: RolloutStatus.RUNNING,
+    RolloutCommand.PAUSE: RolloutStatus.PAUSED,
+    RolloutCommand.RESUME: RolloutStatus.RUNNING,
+    RolloutCommand.ABORT: RolloutStatus.ABORTED,
+    RolloutCommand.ROLLBACK: RolloutStatus.ROLLED_BACK,
+}
+_COMMAND_FROM = {
+    RolloutCommand.START: {RolloutStatus.DRAFT},
+    RolloutCommand.PAUSE: {RolloutStatus.RUNNING},
+    RolloutCommand.RESUME: {RolloutStatus.PAUSED},
+    RolloutCommand.ABORT: {RolloutStatus.DRAFT, RolloutStatus.RUNNING, RolloutStatus.PAUSED},
+    RolloutCommand.ROLLBACK: {
+        RolloutStatus.RUNNING,
+        RolloutStatus.PAUSED,
+        RolloutStatus.COMPLETED,
+        RolloutStatus.ABORTED,
+    },
+}
+
+
+def step(
+    state: RolloutState,
+    observations: Observations,
+    now: datetime,
+    command: RolloutCommand | None = None,
+) -> StepResult:
+    """Apply `command` (if any) and the observations at `now`; move the rollout as far as it may.
+
+    Raises RolloutCommandRefused for a command its status does not allow (resuming a completed
+    rollout); a command already in effect (pausing a paused one) changes nothing.
+    """
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    work = _Work(state, now)
+    work.absorb(observations.reports)
+    if command is not None:
+        work.command(command)
+    while work.state.status is RolloutStatus.RUNNING and work.run_stage(observations):
+        pass
+    return work.result()
