@@ -15,6 +15,25 @@ from pydantic import ValidationError
 from fleet_protocol.messages import OtaAction, OtaState
 from fleet_server.exceptions import RolloutCommandRefused, RolloutStateInvalid
 from fleet_server.rollouts.engine import (
+    StepResult,
+    Wanted,
+    desired_assignments,
+    dump_state,
+    load_state,
+    new_rollout,
+    rollout_order,
+    stage_devices,
+    stage_sizes,
+    step,
+)
+from fleet_server.rollouts.gates import (
+    GatePolicy,
+    HealthPair,
+    HealthWindow,
+    QualityPair,
+    QualityWindow,
+)
+from fleet_server.rollouts.values import (
     AssignDevices,
     Desired,
     DeviceReport,
@@ -30,21 +49,6 @@ from fleet_server.rollouts.engine import (
     RolloutState,
     RolloutStatus,
     StageSpec,
-    StepResult,
-    dump_state,
-    load_state,
-    new_rollout,
-    rollout_order,
-    stage_devices,
-    stage_sizes,
-    step,
-)
-from fleet_server.rollouts.gates import (
-    GatePolicy,
-    HealthPair,
-    HealthWindow,
-    QualityPair,
-    QualityWindow,
 )
 
 T0 = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
@@ -310,9 +314,9 @@ def test_a_failed_gate_pauses_and_rolls_back_that_stages_devices_only() -> None:
     # Grouped by the model each device ran before.
     targets = {a.to for a in failing.actions if isinstance(a, RollBackDevices)}
     assert targets == {OLD, OLDER}
+    previous = {r.device_id: r.previous for r in rig.state.devices}
     for action in failing.actions:
         if isinstance(action, RollBackDevices):
-            previous = {r.device_id: r.previous for r in rig.state.devices}
             assert all(previous[d] == action.to for d in action.device_ids)
     assert kinds(failing.events) == [
         EventKind.GATE_FAILED,
@@ -323,6 +327,12 @@ def test_a_failed_gate_pauses_and_rolls_back_that_stages_devices_only() -> None:
     assert len(earlier) == 2
     assert all(desired[d] is Desired.NEW for d in earlier)
     assert all(desired[d] is Desired.PREVIOUS for d in stage)
+    # What the director should sign: the stage back to each device's previous model, as a
+    # rollback; the earlier stages keep the new model.
+    wanted = desired_assignments(rig.state)
+    assert {d: wanted[d] for d in earlier} == {d: Wanted(NEW, rollback=False) for d in earlier}
+    assert all(wanted[d] == Wanted(previous[d], rollback=True) for d in stage)
+    assert len(wanted) == len(earlier) + len(stage)
     # Paused: time passing moves nothing.
     assert rig.step(after_s=SOAK * 10).actions == ()
 
@@ -412,6 +422,9 @@ def test_commands_a_status_does_not_allow_are_refused() -> None:
             rig.step(command)
     rig.step(RolloutCommand.START)
     assert rig.step(RolloutCommand.START).events == ()  # already running
+    rig.step(RolloutCommand.PAUSE)
+    with pytest.raises(RolloutCommandRefused, match="is paused: it cannot start"):
+        rig.step(RolloutCommand.START)  # resume is the word: start would hide a failed stage
 
 
 # --- devices that stay silent, or fail ----------------------------------------------------
@@ -525,5 +538,11 @@ def test_state_round_trips_through_json_and_a_restarted_replica_emits_nothing_ag
 def test_a_damaged_stored_state_is_refused_with_a_clear_error() -> None:
     with pytest.raises(RolloutStateInvalid, match="does not validate"):
         load_state('{"status": "running"}')
+    state = new_rollout(make_spec())
+    truncated = state.model_copy(update={"devices": state.devices[:-1]})
+    with pytest.raises(RolloutStateInvalid, match="not the spec's devices"):
+        load_state(dump_state(truncated))
+    with pytest.raises(RolloutStateInvalid, match="does not validate"):
+        load_state(b"\xff not json")
     with pytest.raises(ValueError, match="timezone-aware"):
         step(new_rollout(make_spec()), Observations(), datetime(2026, 12, 1))
