@@ -250,14 +250,18 @@ class _Work:
             )
 
     def absorb(self, reports: Iterable[DeviceReport]) -> None:
-        """Record each device's newest report about this rollout since its assignment."""
+        """Record each device's newest report about this rollout since its assignment.
+
+        A report must come after the assignment: one received at the very instant of a fresh
+        assignment (a stage rolled back and resumed within one step) answers the old one.
+        """
         for report in sorted(reports, key=lambda r: r.at):
             record = self.records.get(report.device_id)
             if (
                 record is None
                 or report.rollout_id != self.spec.rollout_id
                 or record.desired is Desired.UNTOUCHED
-                or (record.assigned_at is not None and report.at < record.assigned_at)
+                or (record.assigned_at is not None and report.at <= record.assigned_at)
                 or (record.reported_at is not None and report.at < record.reported_at)
             ):
                 continue
