@@ -61,6 +61,7 @@ from fleet_server.rollouts.values import (
 )
 
 _SUCCEEDED = frozenset({OtaState.ACTIVE, OtaState.PROBATION_PASSED})
+_PROBATION_PASSED = frozenset({OtaState.PROBATION_PASSED})
 _FAILED = frozenset({OtaState.FAILED, OtaState.ROLLED_BACK})
 
 
@@ -125,9 +126,12 @@ def load_state(text: str | bytes) -> RolloutState:
         raise RolloutStateInvalid(f"stored rollout state does not validate: {e}") from e
 
 
-def outcome(record: DeviceRecord, model: ModelTarget) -> Outcome:
-    """How `record`'s install of `model` stands (a timed-out device that reports later counts)."""
-    if record.reported_version == model.version and record.reported in _SUCCEEDED:
+def outcome(record: DeviceRecord, spec: RolloutSpec) -> Outcome:
+    """How `record`'s install of the rollout's model stands (a timed-out device that reports
+    success later counts as succeeded)."""
+    model = spec.model
+    succeeded = _PROBATION_PASSED if spec.policy.require_probation_passed else _SUCCEEDED
+    if record.reported_version == model.version and record.reported in succeeded:
         return Outcome.SUCCEEDED
     if (
         record.reported_version == model.version and record.reported in _FAILED
@@ -292,7 +296,7 @@ class _Work:
         late = [
             r.device_id
             for r in moving
-            if outcome(r, self.spec.model) is Outcome.PENDING
+            if outcome(r, self.spec) is Outcome.PENDING
             and r.install_deadline is not None
             and r.install_deadline <= self.now
         ]
@@ -306,7 +310,7 @@ class _Work:
         due = [
             r.device_id
             for r in moving
-            if outcome(r, self.spec.model) is Outcome.PENDING
+            if outcome(r, self.spec) is Outcome.PENDING
             and (r.last_nudged_at is None or r.last_nudged_at + every <= self.now)
         ]
         for device_id in due:
@@ -323,8 +327,8 @@ class _Work:
 
     def judge(self, moving: Sequence[DeviceRecord], seen: Observations) -> list[GateVerdict]:
         """The gates over the stage's devices; health and quality over those not failed."""
-        model, policy = self.spec.model, self.spec.policy
-        results = {r.device_id: outcome(r, model) for r in moving}
+        policy = self.spec.policy
+        results = {r.device_id: outcome(r, self.spec) for r in moving}
         counted = [d for d, o in results.items() if o is not Outcome.FAILED]
         succeeded = {d for d, o in results.items() if o is Outcome.SUCCEEDED}
         # A pending device counts with no data, so a stage waits for enough devices to install.
@@ -362,7 +366,7 @@ class _Work:
             self.fail_stage(failed)
             return False
         self.renudge(moving)
-        pending = [r for r in moving if outcome(r, self.spec.model) is Outcome.PENDING]
+        pending = [r for r in moving if outcome(r, self.spec) is Outcome.PENDING]
         blocking = [v for v in verdicts if not v.passing]
         if pending or blocking:
             if self.state.passing_since is not None:
@@ -434,7 +438,7 @@ class _Work:
         self.assign([r.device_id for r in current if r.desired is Desired.PREVIOUS])
         deadline = self.now + timedelta(seconds=self.spec.policy.install_timeout_s)
         for r in current:
-            if r.desired is Desired.NEW and outcome(r, self.spec.model) is Outcome.PENDING:
+            if r.desired is Desired.NEW and outcome(r, self.spec) is Outcome.PENDING:
                 self.update(
                     r.device_id, install_deadline=max(deadline, r.install_deadline or deadline)
                 )

@@ -73,6 +73,11 @@ class GatePolicy(StrictConfigModel):
         description="Installs that must have finished (succeeded or failed) before the install "
         "gate can pass; a stage with fewer devices needs all of them.",
     )
+    require_probation_passed: bool = Field(
+        default=False,
+        description="Count an install as succeeded only once the device's probation passed "
+        "(probation_passed), not as soon as the new model is active.",
+    )
     install_timeout_s: float = Field(
         default=6 * 3600,
         gt=0,
@@ -176,13 +181,16 @@ class _Evidence(BaseModel):
 
 
 class HealthWindow(_Evidence):
-    """One device's health over one window (before or after its install)."""
+    """One device's health over one window (before or after its install), from its
+    HealthReports: the driver averages them over the window."""
 
     hours: float = Field(ge=0, description="Hours the device reported health in the window.")
-    fps: float | None = Field(default=None, ge=0, description="Mean frames per second.")
-    restarts: int = Field(default=0, ge=0, description="Agent restarts in the window.")
+    fps: float | None = Field(default=None, ge=0, description="Mean of HealthReport.fps.")
+    restarts: int = Field(
+        default=0, ge=0, description="Agent restarts in the window (HealthReport.uptime_s fell)."
+    )
     latency_p95_ms: float | None = Field(
-        default=None, ge=0, description="p95 of detector inference latency, milliseconds."
+        default=None, ge=0, description="Mean of stage_latency_ms['detect'].p95_ms."
     )
 
 
@@ -197,13 +205,15 @@ class HealthPair(_Evidence):
 class QualityWindow(_Evidence):
     """One device's readings over one window (before or after its install)."""
 
-    driving_hours: float = Field(ge=0, description="Hours driven (or camera running).")
+    driving_hours: float = Field(
+        ge=0, description="Hours on the road with the camera running (camera_state ok)."
+    )
     readings: int = Field(default=0, ge=0, description="Readings sent in the window.")
     mean_confidence: float | None = Field(
-        default=None, ge=0, le=1, description="Mean confidence of those readings."
+        default=None, ge=0, le=1, description="Mean Reading.confidence of those readings."
     )
     disagreements: int = Field(
-        default=0, ge=0, description="Readings on which classifier and OCR disagreed."
+        default=0, ge=0, description="Readings with sources_disagree (classifier vs OCR)."
     )
 
     @model_validator(mode="after")
@@ -224,17 +234,18 @@ class QualityPair(_Evidence):
 
 
 class ShadowSample(_Evidence):
-    """One device's shadow comparison since its install: tracks compared and agreed."""
+    """One device's shadow comparison since its install: its latest HealthReport.shadow
+    (cumulative over the probation: tracks_compared, tracks_agreeing)."""
 
     device_id: str = Field(pattern=DEVICE_ID_PATTERN, description="The device.")
     tracks_compared: int = Field(default=0, ge=0, description="Tracks both models read.")
-    tracks_agreed: int = Field(default=0, ge=0, description="Of those, read alike.")
+    tracks_agreeing: int = Field(default=0, ge=0, description="Of those, read alike.")
 
     @model_validator(mode="after")
     def _agreed_are_compared(self) -> Self:
-        if self.tracks_agreed > self.tracks_compared:
+        if self.tracks_agreeing > self.tracks_compared:
             raise ValueError(
-                f"{self.tracks_agreed} tracks agreed of only {self.tracks_compared} compared"
+                f"{self.tracks_agreeing} tracks agreed of only {self.tracks_compared} compared"
             )
         return self
 
@@ -498,7 +509,7 @@ def shadow_gate(samples: Iterable[ShadowSample], policy: GatePolicy) -> GateVerd
     """
     devices = [s for s in _by_device(samples) if s.tracks_compared > 0]
     compared = sum(s.tracks_compared for s in devices)
-    agreed = sum(s.tracks_agreed for s in devices)
+    agreed = sum(s.tracks_agreeing for s in devices)
     threshold = policy.min_shadow_agreement
     if not devices and not policy.require_shadow:
         return GateVerdict(

@@ -225,13 +225,12 @@ class Observations(_Model):
 
 
 class AssignDevices(_Model):
-    """Sign assignments of the rollout's model for these devices."""
+    """Sign assignments (rollback=false) of the rollout's model for these devices."""
 
     kind: Literal["assign"] = "assign"
     rollout_id: str
     target: ModelTarget
     device_ids: tuple[str, ...]
-    rollback: bool = False
 
 
 class RollBackDevices(_Model):

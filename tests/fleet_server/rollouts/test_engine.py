@@ -612,3 +612,15 @@ def test_any_sequence_of_inputs_keeps_the_rollouts_promises(
         if result.state.status in (RolloutStatus.PAUSED, RolloutStatus.ABORTED):
             assert assigned(result.actions) == [] or command is RolloutCommand.RESUME
     event(f"ended {rig.state.status} in stage {rig.state.stage + 1}")
+
+
+def test_a_policy_can_ask_for_probation_passed_before_an_install_counts() -> None:
+    policy = GatePolicy(require_probation_passed=True)
+    rig = Rig(new_rollout(make_spec(policy=policy)))
+    rig.step(RolloutCommand.START)
+    rig.install(rig.stage_ids())
+    assert moves(rig.step(after_s=SOAK * 2).actions) == []
+    assert rig.state.stage == 0  # active is not enough
+    rig.install(rig.stage_ids(), OtaState.PROBATION_PASSED)
+    rig.step(after_s=60)
+    assert rig.state.passing_since == rig.now

@@ -241,13 +241,13 @@ def test_shadow_gate_does_not_apply_without_shadow_data_unless_required() -> Non
 
 
 def test_shadow_gate_waits_for_enough_tracks_then_judges_the_pooled_agreement() -> None:
-    few = [ShadowSample(device_id="a", tracks_compared=30, tracks_agreed=30)]
+    few = [ShadowSample(device_id="a", tracks_compared=30, tracks_agreeing=30)]
     verdict = shadow_gate(few, POLICY)
     assert verdict.status is GateStatus.WAITING
     assert "30 of 100 tracks needed" in verdict.reason
-    good = [*few, ShadowSample(device_id="b", tracks_compared=70, tracks_agreed=65)]
+    good = [*few, ShadowSample(device_id="b", tracks_compared=70, tracks_agreeing=65)]
     assert shadow_gate(good, POLICY).status is GateStatus.PASS
-    bad = [*few, ShadowSample(device_id="b", tracks_compared=70, tracks_agreed=50)]
+    bad = [*few, ShadowSample(device_id="b", tracks_compared=70, tracks_agreeing=50)]
     verdict = shadow_gate(bad, POLICY)
     assert verdict.status is GateStatus.FAIL
     assert "shadow_agreement 0.8 < threshold 0.9 (80 of 100 tracks agreed, 2 devices)" in (
