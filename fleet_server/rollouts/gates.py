@@ -23,6 +23,7 @@ Nothing here reads a clock or does I/O; the rollout driver gathers the numbers.
 
 from __future__ import annotations
 
+import functools
 import statistics
 from collections.abc import Callable, Iterable, Sequence
 from enum import StrEnum
@@ -290,12 +291,11 @@ def _check(
     metric: str,
     pairs: Sequence[tuple[float, float]],
     change: Callable[[float, float], float],
-    *,
     threshold: float,
-    required: int,
-    higher_is_worse: bool = True,
-    aggregate: Callable[[Iterable[float]], float] = statistics.median,
     missing: str,
+    *,
+    required: int,
+    aggregate: Callable[[Iterable[float]], float] = statistics.median,
 ) -> MetricCheck:
     """Judge one paired metric: `pairs` are (before, after) of each device with data."""
     if len(pairs) < required:
@@ -309,12 +309,11 @@ def _check(
     before = statistics.median(b for b, _ in pairs)
     after = statistics.median(a for _, a in pairs)
     value = aggregate(change(b, a) for b, a in pairs)
-    bad = value > threshold if higher_is_worse else value < threshold
+    bad = value > threshold
     reason = ""
     if bad:
-        relation = ">" if higher_is_worse else "<"
         reason = (
-            f"{metric} {_fmt(value)} {relation} threshold {_fmt(threshold)} "
+            f"{metric} {_fmt(value)} > threshold {_fmt(threshold)} "
             f"(before {_fmt(before)}, after {_fmt(after)}, {len(pairs)} devices)"
         )
     return MetricCheck(
@@ -327,6 +326,22 @@ def _check(
         devices=len(pairs),
         reason=reason,
     )
+
+
+def _relative_drop(before: float, after: float) -> float:
+    return 1 - after / before
+
+
+def _relative_rise(before: float, after: float) -> float:
+    return after / before - 1
+
+
+def _rise(before: float, after: float) -> float:
+    return after - before
+
+
+def _drop(before: float, after: float) -> float:
+    return before - after
 
 
 def _verdict(gate: GateKind, checks: Sequence[MetricCheck]) -> GateVerdict:
@@ -411,33 +426,25 @@ def health_gate(pairs: Iterable[HealthPair], policy: GatePolicy) -> GateVerdict:
         if b.latency_p95_ms and a.latency_p95_ms is not None
     ]
     restarts = [(b.restarts / b.hours, a.restarts / a.hours) for b, a in windows]
+    judge = functools.partial(_check, required=required)
     return _verdict(
         GateKind.HEALTH,
         [
-            _check(
-                "fps_drop_ratio",
-                fps,
-                lambda b, a: 1 - a / b,
-                threshold=policy.max_fps_drop_ratio,
-                required=required,
-                missing=missing + " with fps",
-            ),
-            _check(
+            judge("fps_drop_ratio", fps, _relative_drop, policy.max_fps_drop_ratio, missing),
+            judge(
                 "restarts_per_hour_increase",
                 restarts,
-                lambda b, a: a - b,
-                threshold=policy.max_restarts_per_hour_increase,
-                required=required,
-                aggregate=statistics.fmean,
-                missing=missing,
+                _rise,
+                policy.max_restarts_per_hour_increase,
+                missing,
+                aggregate=statistics.fmean,  # one device in a crash loop must count
             ),
-            _check(
+            judge(
                 "latency_p95_increase_ratio",
                 latency,
-                lambda b, a: a / b - 1,
-                threshold=policy.max_latency_p95_increase_ratio,
-                required=required,
-                missing=missing + " with inference latency",
+                _relative_rise,
+                policy.max_latency_p95_increase_ratio,
+                missing,
             ),
         ],
     )
@@ -471,32 +478,24 @@ def reading_quality_gate(pairs: Iterable[QualityPair], policy: GatePolicy) -> Ga
     ]
     disagreement = [(b.disagreements / b.readings, a.disagreements / a.readings) for b, a in enough]
     many = f"{missing} with {policy.min_readings} readings in each"
+    judge = functools.partial(_check, required=required)
     return _verdict(
         GateKind.READING_QUALITY,
         [
-            _check(
+            judge(
                 "readings_per_hour_drop_ratio",
                 rate,
-                lambda b, a: 1 - a / b,
-                threshold=policy.max_readings_per_hour_drop_ratio,
-                required=required,
-                missing=missing + " with readings before",
+                _relative_drop,
+                policy.max_readings_per_hour_drop_ratio,
+                missing,
             ),
-            _check(
-                "mean_confidence_drop",
-                confidence,
-                lambda b, a: b - a,
-                threshold=policy.max_confidence_drop,
-                required=required,
-                missing=many,
-            ),
-            _check(
+            judge("mean_confidence_drop", confidence, _drop, policy.max_confidence_drop, many),
+            judge(
                 "disagreement_share_increase",
                 disagreement,
-                lambda b, a: a - b,
-                threshold=policy.max_disagreement_increase,
-                required=required,
-                missing=many,
+                _rise,
+                policy.max_disagreement_increase,
+                many,
             ),
         ],
     )
