@@ -351,8 +351,9 @@ class _Work:
     def run_stage(self, seen: Observations) -> bool:
         """Move the current stage on; True when it advanced (the next one may move too)."""
         moving = self.current()
-        if not moving:
-            self.advance()  # a stage that adds no devices (50% then 60% of 3) has nothing to judge
+        if not moving:  # a stage that adds no devices (50% then 60% of 3) has nothing to judge
+            self.event(EventKind.STAGE_PASSED, f"stage {self.state.stage + 1} adds no devices")
+            self.advance()
             return True
         if self.state.stage_started_at is None:
             self.start_stage()

@@ -27,7 +27,9 @@ from fleet_server.rollouts.engine import (
     step,
 )
 from fleet_server.rollouts.gates import (
+    GateKind,
     GatePolicy,
+    GateStatus,
     HealthPair,
     HealthWindow,
     QualityPair,
@@ -624,3 +626,45 @@ def test_a_policy_can_ask_for_probation_passed_before_an_install_counts() -> Non
     rig.install(rig.stage_ids(), OtaState.PROBATION_PASSED)
     rig.step(after_s=60)
     assert rig.state.passing_since == rig.now
+
+
+def test_a_stage_that_adds_no_devices_is_passed_over_at_once() -> None:
+    stages = [StageSpec(percent=p, soak_s=SOAK) for p in (50, 60, 100)]
+    rig = Rig(new_rollout(make_spec(3, stages=stages)))
+    assert rig.state.stage_ends == (2, 2, 3)
+    rig.step(RolloutCommand.START)
+    result = rig.pass_stage()
+    assert rig.state.stage == 2
+    assert kinds(result.events) == [
+        EventKind.STAGE_PASSED,
+        EventKind.STAGE_PASSED,
+        EventKind.STAGE_STARTED,
+    ]
+    assert "stage 2 adds no devices" in result.events[1].message
+    assert len(assigned(result.actions)) == 1
+
+
+def test_only_the_current_stages_installed_devices_are_judged() -> None:
+    rig = Rig(new_rollout(make_spec()))
+    rig.step(RolloutCommand.START)
+    rig.pass_stage()
+    rig.pass_stage()
+    stage = rig.stage_ids()
+    earlier = [r.device_id for i in (0, 1) for r in stage_devices(rig.state, i)]
+    rig.install(stage[:-1])
+    rig.install(stage[-1:], OtaState.DOWNLOADING)
+    rig.now += timedelta(seconds=60)
+    # The earlier stages' devices slow down, and so does the one still downloading (it runs
+    # the old model): neither is this stage's evidence of the new model.
+    slow = [*earlier, stage[-1]]
+    seen = Observations(
+        reports=tuple(rig.reported),
+        health=tuple(health(stage[:-1]) + health(slow, fps_after=5)),
+        quality=tuple(quality(stage)),
+    )
+    result = step(rig.state, seen, rig.now)
+    assert result.state.status is RolloutStatus.RUNNING
+    assert rolled_back(result.actions) == []
+    health_verdict = next(v for v in result.state.verdicts if v.gate is GateKind.HEALTH)
+    assert health_verdict.status is GateStatus.PASS
+    assert {c.devices for c in health_verdict.checks} == {7}
