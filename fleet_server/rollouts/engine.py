@@ -14,6 +14,12 @@ mid-stage resumes from the stored state. The driver stores the new state and its
 one transaction and carries the actions out afterwards (an outbox): assignments are desired
 states, so carrying one out twice does no harm. The order of devices is fixed when the rollout
 is created (by a hash of rollout id and device id), so every replica picks the same stages.
+
+What the driver observes for a step: the OTA statuses of the rollout's devices (with the time
+the server received each), and for each device of `stage_devices(state)` its health and
+reading quality in a window before its ``assigned_at`` and one since, and its shadow numbers.
+The engine keeps only what counts: evidence of devices whose install succeeded, in the
+current stage; reports of this rollout received after the device's assignment.
 """
 
 from __future__ import annotations
@@ -154,7 +160,7 @@ def desired_assignments(state: RolloutState) -> dict[str, Wanted]:
     actions were carried out (it died in between) compares this with the signed assignments
     and signs the difference.
     """
-    wanted = {}
+    wanted: dict[str, Wanted] = {}
     for r in state.devices:
         if r.desired is Desired.NEW:
             wanted[r.device_id] = Wanted(state.spec.model, rollback=False)

@@ -206,13 +206,17 @@ class RolloutState(_Model):
 
 
 class DeviceReport(_Model):
-    """A device's latest OTA status for this rollout (from the OTA status table)."""
+    """An OtaStatus a device sent (a row of the OTA status table); any number per step, old
+    ones included: the engine keeps each device's newest since its assignment."""
 
     device_id: DeviceId
-    state: OtaState
-    model_version: ModelVersion
-    rollout_id: str | None = None
-    at: AwareDatetime = Field(description="When the server received it (the server's clock).")
+    state: OtaState = Field(description="OtaStatus.state.")
+    model_version: ModelVersion = Field(description="OtaStatus.model_version.")
+    rollout_id: str | None = Field(default=None, description="OtaStatus.rollout_id.")
+    at: AwareDatetime = Field(
+        description="When the server received it: the server's clock, which `now` also reads, "
+        "not the device's."
+    )
 
 
 class Observations(_Model):
