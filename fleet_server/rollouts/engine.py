@@ -439,9 +439,7 @@ class _Work:
         installs get a full timeout again (the rollout did not wait for them while paused)."""
         self.set(status=RolloutStatus.RUNNING, pause_reason="", passing_since=None)
         self.event(EventKind.RESUMED, "resumed")
-        if self.state.stage_started_at is None:
-            return
-        current = self.current()
+        current = self.current()  # started: a rollout pauses only while a stage runs
         self.assign([r.device_id for r in current if r.desired is Desired.PREVIOUS])
         deadline = self.now + timedelta(seconds=self.spec.policy.install_timeout_s)
         for r in current:

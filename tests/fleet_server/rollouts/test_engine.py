@@ -545,6 +545,8 @@ def test_a_damaged_stored_state_is_refused_with_a_clear_error() -> None:
     truncated = state.model_copy(update={"devices": state.devices[:-1]})
     with pytest.raises(RolloutStateInvalid, match="not the spec's devices"):
         load_state(dump_state(truncated))
+    with pytest.raises(RolloutStateInvalid, match="do not fit 4 stages"):
+        load_state(dump_state(state.model_copy(update={"stage_ends": (1, 20)})))
     with pytest.raises(RolloutStateInvalid, match="does not validate"):
         load_state(b"\xff not json")
     with pytest.raises(ValueError, match="timezone-aware"):
@@ -668,3 +670,17 @@ def test_only_the_current_stages_installed_devices_are_judged() -> None:
     health_verdict = next(v for v in result.state.verdicts if v.gate is GateKind.HEALTH)
     assert health_verdict.status is GateStatus.PASS
     assert {c.devices for c in health_verdict.checks} == {7}
+
+
+def test_a_pause_does_not_eat_the_install_timeout_of_devices_still_installing() -> None:
+    policy = GatePolicy(install_timeout_s=3600)
+    rig = Rig(new_rollout(make_spec(policy=policy)))
+    rig.step(RolloutCommand.START)
+    rig.step(RolloutCommand.PAUSE, after_s=600)
+    rig.step(after_s=7200)  # the deadline passes while paused: nothing is judged
+    resumed = rig.step(RolloutCommand.RESUME)
+    assert EventKind.DEVICES_TIMED_OUT not in kinds(resumed.events)
+    assert rig.step(after_s=3599).events == ()
+    timed_out = rig.step(after_s=1)  # a full timeout after the resume
+    assert EventKind.DEVICES_TIMED_OUT in kinds(timed_out.events)
+    assert rig.status() is RolloutStatus.PAUSED

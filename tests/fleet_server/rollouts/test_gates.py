@@ -240,6 +240,11 @@ def test_shadow_gate_does_not_apply_without_shadow_data_unless_required() -> Non
     assert shadow_gate([], required).status is GateStatus.WAITING
 
 
+def test_shadow_sample_refuses_more_agreeing_tracks_than_compared() -> None:
+    with pytest.raises(ValidationError, match="tracks agreed of only 3 compared"):
+        ShadowSample(device_id="a", tracks_compared=3, tracks_agreeing=4)
+
+
 def test_shadow_gate_waits_for_enough_tracks_then_judges_the_pooled_agreement() -> None:
     few = [ShadowSample(device_id="a", tracks_compared=30, tracks_agreeing=30)]
     verdict = shadow_gate(few, POLICY)
