@@ -53,3 +53,18 @@ class LiveFeedError(FleetError):
 
 class LiveFeedFullError(LiveFeedError):
     """As many live-feed streams are open as this process serves (``http.max_live_streams``)."""
+
+
+# --- rollouts ---------------------------------------------------------------------------------
+
+
+class RolloutError(FleetError):
+    """A staged rollout cannot do what was asked."""
+
+
+class RolloutCommandRefused(RolloutError):  # noqa: N818 - reads as the condition it reports
+    """A rollout's status does not allow the command (resuming a completed rollout, say)."""
+
+
+class RolloutStateInvalid(RolloutError):  # noqa: N818 - reads as the condition it reports
+    """A stored rollout state does not validate: written by another version, or damaged."""
