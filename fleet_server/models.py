@@ -466,7 +466,10 @@ class DeviceBundle(SQLModel):
     password: str | None = Field(description="Broker password; null where the broker is open.")
     broker_url: str = Field(description="Broker URL the device connects to.")
     ca_certificate: str | None = Field(description="PEM of the CA that signs the broker.")
-    tuf_root: dict[str, Any] | None = Field(description="TUF root metadata the device trusts.")
+    tuf_root: dict[str, Any] | None = Field(
+        description="The TUF repository's current root metadata, the device's trust anchor "
+        "(bootstrap of its TUF client); null while the repository is not initialised."
+    )
 
 
 class TufMetadata(SQLModel, table=True):
