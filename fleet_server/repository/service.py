@@ -63,6 +63,16 @@ def online_signer(settings: RepositorySettings) -> Signer:
     return _cached_signer(str(path), mtime, settings.online_key_passphrase.get_secret_value())
 
 
+def signed_lineage(lineage: dict[str, Any]) -> dict[str, Any]:
+    """The lineage as it can be signed: metrics as decimal strings.
+
+    TUF signs canonical JSON (OLPC), which has no floats: a float anywhere in a custom field
+    makes the metadata unserialisable. ``repr`` of a float reads back as the same float.
+    """
+    metrics = {name: repr(float(value)) for name, value in lineage["metrics"].items()}
+    return {**lineage, "metrics": metrics}
+
+
 def model_target_path(name: str, version: str) -> str:
     """Where a model version's bundle is in the repository."""
     return f"{MODEL_PREFIX}{name}/{version}/{BUNDLE_FILE}"
@@ -129,7 +139,7 @@ def publish_bundle(
         "metrics": info.metrics,
         "min_agent_version": min_agent_version,
     }
-    custom = {"roadsign": lineage}
+    custom = {"roadsign": signed_lineage(lineage)}
     target = TargetFile.from_data(path, content)
     target.hashes = {"sha256": target.hashes["sha256"]}  # the one hash both sides compare
     target.unrecognized_fields["custom"] = custom

@@ -98,7 +98,7 @@ def _byte_range(header: str | None, length: int) -> tuple[int, int] | None:
 
 def _unsatisfiable(length: int, why: str) -> HTTPException:
     return HTTPException(
-        status.HTTP_416_REQUESTED_RANGE_NOT_SATISFIABLE,
+        status.HTTP_416_RANGE_NOT_SATISFIABLE,
         why,
         headers={"Content-Range": f"bytes */{length}"},
     )
