@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pydantic import SecretStr
 from sqlalchemy import Engine
-from tuf.ngclient import Updater
+from tuf.ngclient.updater import Updater
 
 from fleet_server import crud
 from fleet_server.db import session_scope
