@@ -20,7 +20,9 @@ from sqlmodel import Session
 from fleet_server import crud
 from fleet_server.api.deps import SessionDep
 
-router = APIRouter(prefix="/tuf", tags=["tuf"])
+# Out of the OpenAPI document: these are TUF's own protocol (python-tuf's ngclient speaks it),
+# public by design, not operations of the token-guarded API the document describes.
+router = APIRouter(prefix="/tuf", tags=["tuf"], include_in_schema=False)
 
 METADATA_NAME = re.compile(
     r"^(?:(?P<version>[1-9][0-9]{0,8})\.)?"
