@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import tarfile
+import tracemalloc
 from pathlib import Path
 
 import httpx
@@ -33,6 +35,7 @@ from tests.fleet_server.repository.support import (
     repo_settings,
     stored_root,
     updater,
+    write_artifact,
 )
 from tests.serving import serving
 
@@ -156,3 +159,31 @@ def test_metadata_is_served_by_version_and_timestamp_and_root_by_name(
             assert http.get(f"/tuf/metadata/{name}").status_code == 200, name
         assert http.get(f"/tuf/metadata/1.{BIN_PREFIX}-f.json").status_code == 200
         assert http.get(f"/tuf/metadata/1.{BIN_PREFIX}-10.json").status_code == 404  # 16 bins
+
+
+def test_a_4_mb_target_streams_in_slices_without_holding_it_in_memory(
+    repo: tuple[ServerSettings, Keys], engine: Engine, tmp_path: Path
+) -> None:
+    settings, keys = repo
+    bundle = make_bundle(tmp_path / "bundle")
+    write_artifact(bundle / "golden", "frames.bin", os.urandom(4 * 1024 * 1024))
+    target_path = publish(engine, settings, keys, bundle)
+    with session_scope(engine) as session:
+        head = crud.target_head(session, path=target_path)
+    assert head is not None
+    _, sha256, length = head
+    assert length > 4 * 1024 * 1024
+    folder, name = target_path.rsplit("/", 1)
+    digest = hashlib.sha256()
+    with serving(create_app(settings, engine)) as base, httpx.Client(base_url=base) as http:
+        tracemalloc.start()
+        try:
+            with http.stream("GET", f"/tuf/targets/{folder}/{sha256}.{name}") as response:
+                assert response.status_code == 200
+                for chunk in response.iter_bytes():
+                    digest.update(chunk)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert digest.hexdigest() == sha256
+    assert peak < length / 2, f"serving {length} bytes peaked at {peak} bytes allocated"
