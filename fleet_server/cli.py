@@ -290,6 +290,7 @@ def _models(settings: ServerSettings, args: argparse.Namespace) -> int:
             settings,
             engine,
             bundle_dir=args.bundle,
+            from_mlflow=args.from_mlflow,
             keys_dir=args.keys_dir,
             passphrase=passphrase,
             min_agent_version=args.min_agent_version,
@@ -327,9 +328,15 @@ def _add_repository_commands(commands: argparse._SubParsersAction[argparse.Argum
     model_actions = models.add_subparsers(dest="action", required=True, metavar="ACTION")
     publish = model_actions.add_parser(
         "publish",
-        help="Check a bundle folder's hashes, tar it and sign it in as the next release.",
+        help="Check a bundle's hashes, tar it and sign it in as the next release.",
     )
-    publish.add_argument("--bundle", type=Path, required=True, help="the bundle folder")
+    source = publish.add_mutually_exclusive_group(required=True)
+    source.add_argument("--bundle", type=Path, help="the bundle folder")
+    source.add_argument(
+        "--from-mlflow",
+        metavar="NAME@ALIAS",
+        help="the bundle of a registered model version (tuf.mlflow_tracking_uri)",
+    )
     publish.add_argument(
         "--keys-dir", type=Path, required=True, help="the key folder with the targets key"
     )

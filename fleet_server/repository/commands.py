@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,11 +21,12 @@ from pathlib import Path
 from sqlalchemy import Engine
 
 from fleet_server.db import session_scope
-from fleet_server.exceptions import RepositoryError, SigningKeyError
+from fleet_server.exceptions import BundleError, RepositoryError, SigningKeyError
 from fleet_server.models import ModelVersion
 from fleet_server.repository import service, storage
 from fleet_server.repository.builder import role_keyids
 from fleet_server.repository.keys import generate_signer, load_signer, write_key_file
+from fleet_server.repository.mlflow_source import fetch_bundle
 from fleet_server.repository.tuf_api import CryptoSigner, Root, Signer, Targets
 from fleet_server.settings import ServerSettings
 
@@ -199,22 +201,50 @@ def models_publish(
     settings: ServerSettings,
     engine: Engine,
     *,
-    bundle_dir: Path,
+    bundle_dir: Path | None,
+    from_mlflow: str | None = None,
     keys_dir: Path,
     passphrase: str,
     min_agent_version: str,
 ) -> ModelVersion:
-    """Publish a bundle folder, signing targets with the folder's trusted targets keys."""
+    """Publish a bundle folder, or the bundle of an MLflow ``NAME@ALIAS``, signing targets with
+    the key folder's trusted targets keys."""
     trusted = _current_root_keyids(engine, Targets.type)
     targets_keys = trusted_signers(keys_dir, Targets.type, trusted, passphrase)
     if not targets_keys:
         raise SigningKeyError(f"{keys_dir} holds no targets key the current root trusts")
-    with session_scope(engine) as session:
-        return service.publish_bundle(
-            session,
-            settings,
-            bundle_dir=bundle_dir,
-            targets_keys=targets_keys,
-            online=service.online_signer(settings.tuf),
-            min_agent_version=min_agent_version,
+    online = service.online_signer(settings.tuf)
+    if from_mlflow is None:
+        if bundle_dir is None:
+            raise BundleError("give --bundle DIR or --from-mlflow NAME@ALIAS")
+        with session_scope(engine) as session:
+            return service.publish_bundle(
+                session,
+                settings,
+                bundle_dir=bundle_dir,
+                targets_keys=targets_keys,
+                online=online,
+                min_agent_version=min_agent_version,
+            )
+    tracking_uri = settings.tuf.mlflow_tracking_uri
+    if tracking_uri is None:
+        raise BundleError("--from-mlflow needs tuf.mlflow_tracking_uri in the settings")
+    with tempfile.TemporaryDirectory(prefix="roadsign-bundle-") as work:
+        fetched = fetch_bundle(
+            tracking_uri,
+            from_mlflow,
+            Path(work) / "bundle",
+            max_bytes=settings.tuf.max_bundle_bytes,
         )
+        with session_scope(engine) as session:
+            return service.publish_bundle(
+                session,
+                settings,
+                bundle_dir=fetched.folder,
+                targets_keys=targets_keys,
+                online=online,
+                min_agent_version=min_agent_version,
+                registered_model=fetched.name,
+                registered_version=fetched.version,
+                mlflow_run_id=fetched.run_id,
+            )

@@ -115,6 +115,7 @@ def publish_bundle(
     min_agent_version: str,
     registered_model: str | None = None,
     registered_version: str | None = None,
+    mlflow_run_id: str | None = None,
     now: datetime | None = None,
 ) -> ModelVersion:
     """Check and pack a bundle folder, add it as the next release, sign targets and the rest."""
@@ -133,7 +134,7 @@ def publish_bundle(
         "release": release,
         "formats": info.formats,
         "input_size": info.input_size,
-        "mlflow_run_id": info.source_run_id,
+        "mlflow_run_id": mlflow_run_id or info.source_run_id,
         "registered_model": registered_model,
         "registered_version": registered_version,
         "metrics": info.metrics,
