@@ -8,6 +8,7 @@ repository's shapes are 404 before any query.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -161,24 +162,32 @@ def test_metadata_is_served_by_version_and_timestamp_and_root_by_name(
         assert http.get(f"/tuf/metadata/1.{BIN_PREFIX}-10.json").status_code == 404  # 16 bins
 
 
-def test_a_4_mb_target_streams_in_slices_without_holding_it_in_memory(
-    repo: tuple[ServerSettings, Keys], engine: Engine, tmp_path: Path
-) -> None:
-    settings, keys = repo
+def _big_target(
+    engine: Engine, settings: ServerSettings, keys: Keys, tmp_path: Path, *, mib: int
+) -> tuple[str, str, int]:
+    """Publish a bundle of over `mib` MiB; (its consistent-snapshot URL path, sha256, length)."""
     bundle = make_bundle(tmp_path / "bundle")
-    write_artifact(bundle / "golden", "frames.bin", os.urandom(4 * 1024 * 1024))
+    write_artifact(bundle / "golden", "frames.bin", os.urandom(mib * 1024 * 1024))
     target_path = publish(engine, settings, keys, bundle)
     with session_scope(engine) as session:
         head = crud.target_head(session, path=target_path)
     assert head is not None
     _, sha256, length = head
-    assert length > 4 * 1024 * 1024
     folder, name = target_path.rsplit("/", 1)
+    return f"/tuf/targets/{folder}/{sha256}.{name}", sha256, length
+
+
+def test_a_4_mb_target_streams_in_slices_without_holding_it_in_memory(
+    repo: tuple[ServerSettings, Keys], engine: Engine, tmp_path: Path
+) -> None:
+    settings, keys = repo
+    url, sha256, length = _big_target(engine, settings, keys, tmp_path, mib=4)
+    assert length > 4 * 1024 * 1024
     digest = hashlib.sha256()
     with serving(create_app(settings, engine)) as base, httpx.Client(base_url=base) as http:
         tracemalloc.start()
         try:
-            with http.stream("GET", f"/tuf/targets/{folder}/{sha256}.{name}") as response:
+            with http.stream("GET", url) as response:
                 assert response.status_code == 200
                 for chunk in response.iter_bytes():
                     digest.update(chunk)
@@ -187,3 +196,25 @@ def test_a_4_mb_target_streams_in_slices_without_holding_it_in_memory(
             tracemalloc.stop()
     assert digest.hexdigest() == sha256
     assert peak < length / 2, f"serving {length} bytes peaked at {peak} bytes allocated"
+
+
+def test_more_open_downloads_than_pooled_connections_all_proceed(
+    repo: tuple[ServerSettings, Keys], engine: Engine, tmp_path: Path
+) -> None:
+    settings, keys = repo
+    # Larger than loopback's socket buffers, so a paused download really stays open.
+    url, sha256, _ = _big_target(engine, settings, keys, tmp_path, mib=32)
+    downloads = engine.pool.size() + 10  # type: ignore[attr-defined]
+    with (
+        serving(create_app(settings, engine)) as base,
+        httpx.Client(base_url=base, timeout=10) as http,
+        contextlib.ExitStack() as open_downloads,
+    ):
+        streams = [open_downloads.enter_context(http.stream("GET", url)) for _ in range(downloads)]
+        readers = [stream.iter_bytes() for stream in streams]
+        digests = [hashlib.sha256(next(reader)) for reader in readers]  # each started, paused
+        assert http.get("/tuf/metadata/timestamp.json").status_code == 200
+        for reader, digest in zip(readers, digests, strict=True):
+            for chunk in reader:
+                digest.update(chunk)
+    assert {digest.hexdigest() for digest in digests} == {sha256}

@@ -107,17 +107,20 @@ def _unsatisfiable(length: int, why: str) -> HTTPException:
 
 
 def _slices(engine: Engine, target_id: int, first: int, last: int) -> Iterator[bytes]:
-    """The target's bytes first..last, a slice per query, on a session of its own (the
-    request's session ends before the body is sent)."""
-    with Session(engine) as session:
-        offset = first
-        while offset <= last:
-            size = min(CHUNK_BYTES, last + 1 - offset)
+    """The target's bytes first..last, one short query per slice.
+
+    Each slice takes a pooled connection only while it is read: a slow client holding one for
+    its whole download would let a few hundred downloads exhaust the pool.
+    """
+    offset = first
+    while offset <= last:
+        size = min(CHUNK_BYTES, last + 1 - offset)
+        with Session(engine) as session:
             data = crud.target_slice(session, target_id=target_id, offset=offset, size=size)
-            if not data:
-                return
-            yield data
-            offset += len(data)
+        if not data:
+            return
+        yield data
+        offset += len(data)
 
 
 @router.get(
