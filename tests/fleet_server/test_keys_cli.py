@@ -18,8 +18,8 @@ from sqlalchemy import Engine
 
 from fleet_server.api.main import create_app
 from fleet_server.cli import main
-from fleet_server.exceptions import SigningKeyError
-from fleet_server.repository.commands import PASSPHRASE_ENV
+from fleet_server.exceptions import RepositoryError, SigningKeyError
+from fleet_server.repository.commands import PASSPHRASE_ENV, keys_init
 from fleet_server.repository.keys import load_signer
 from fleet_server.settings import DatabaseSettings
 from tests.fleet_server.repository.support import (
@@ -163,3 +163,19 @@ def test_a_device_holding_root_v1_accepts_a_rotated_key_and_still_verifies_the_m
         assert Path(client.download_target(model)).stat().st_size == model.length
         with httpx.Client(base_url=base) as http:
             assert http.get("/tuf/metadata/3.root.json").status_code == 404
+
+
+def test_production_refuses_a_root_threshold_under_two_before_writing_a_key(
+    database: DatabaseSettings, engine: Engine, tmp_path: Path
+) -> None:
+    settings = repo_settings(database, tmp_path / "keys").model_copy(update={"mode": "production"})
+    with pytest.raises(RepositoryError, match="root threshold must be at least 2"):
+        keys_init(
+            settings,
+            engine,
+            directory=tmp_path / "keys",
+            root_keys=3,
+            root_threshold=1,
+            passphrase=OFFLINE_PASSPHRASE,
+        )
+    assert not (tmp_path / "keys").exists()
