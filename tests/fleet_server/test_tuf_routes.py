@@ -155,7 +155,10 @@ def test_metadata_is_served_by_version_and_timestamp_and_root_by_name(
         root = http.get("/tuf/metadata/1.root.json")
         assert root.status_code == 200
         assert root.content == stored_root(engine)
-        assert http.get("/tuf/metadata/root.json").content == root.content
+        assert "immutable" in root.headers["cache-control"]
+        latest = http.get("/tuf/metadata/root.json")
+        assert latest.content == root.content
+        assert latest.headers["cache-control"] == "no-cache"
         for name in ("timestamp.json", "1.snapshot.json", "1.targets.json", "1.director.json"):
             assert http.get(f"/tuf/metadata/{name}").status_code == 200, name
         assert http.get(f"/tuf/metadata/1.{BIN_PREFIX}-f.json").status_code == 200

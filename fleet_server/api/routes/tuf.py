@@ -36,6 +36,7 @@ MAX_TARGET_PATH = 320
 MAX_SEGMENTS = 8
 CHUNK_BYTES = 256 * 1024
 """Bytes read from the database per slice of a streamed target."""
+IMMUTABLE = "public, max-age=31536000, immutable"
 RANGE = re.compile(r"^bytes=(?P<start>[0-9]{1,15})-(?P<end>[0-9]{0,15})$")
 UNVERSIONED_ROLES = {"timestamp", "root"}
 
@@ -65,10 +66,10 @@ def metadata(name: str, session: SessionDep) -> Response:
         row = crud.role_metadata(session, role=role, version=int(version))
     if row is None:
         raise _not_found(f"{name}")
-    # Timestamp and root.json change in place: caches must ask again every time.
-    return Response(
-        row.content, media_type="application/json", headers={"Cache-Control": "no-cache"}
-    )
+    # timestamp.json and root.json change in place: caches must ask again every time. A
+    # version, once stored, never changes (unique role and version).
+    cache = "no-cache" if version is None else IMMUTABLE
+    return Response(row.content, media_type="application/json", headers={"Cache-Control": cache})
 
 
 def _target_path(path: str) -> tuple[str, str]:
@@ -141,7 +142,11 @@ def target(path: str, request: Request, session: SessionDep) -> StreamingRespons
     target_id, _, length = head
     asked = _byte_range(request.headers.get("range"), length)
     first, last = asked if asked is not None else (0, length - 1)
-    headers = {"Accept-Ranges": "bytes", "Content-Length": str(last + 1 - first)}
+    headers = {
+        "Accept-Ranges": "bytes",
+        "Content-Length": str(last + 1 - first),
+        "Cache-Control": IMMUTABLE,  # the path carries the hash of the bytes
+    }
     code = status.HTTP_200_OK
     if asked is not None:
         code = status.HTTP_206_PARTIAL_CONTENT
