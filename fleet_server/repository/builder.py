@@ -39,7 +39,6 @@ from fleet_server.repository.tuf_api import (
 DIRECTOR = "director"
 BIN_PREFIX = "director-bin"
 ASSIGNMENTS_PREFIX = "assignments/"
-TOP_LEVEL = (Root.type, Targets.type, Snapshot.type, Timestamp.type)
 ONLINE_ROLES = (Snapshot.type, Timestamp.type)
 """Top-level roles signed with the online key; director and its bins are online too."""
 
@@ -56,13 +55,6 @@ class Lifetimes:
     timestamp: timedelta = timedelta(days=1)
     director: timedelta = timedelta(days=30)
     """Director and every bin: online, re-signed by the server before they expire."""
-
-    def of(self, role: str) -> timedelta:
-        """The lifetime of `role` (bins share the director's)."""
-        if role == DIRECTOR or role.startswith(BIN_PREFIX + "-"):
-            return self.director
-        lifetime: timedelta = getattr(self, role)
-        return lifetime
 
 
 @dataclass(frozen=True)
