@@ -125,3 +125,26 @@ def test_enrolment_without_a_repository_hands_no_root(client: TestClient) -> Non
     response = client.post("/api/v1/devices", json={"device_id": "cam-4"}, headers=bearer(ADMIN))
     assert response.status_code == 201, response.text
     assert response.json()["tuf_root"] is None
+
+
+def test_an_api_without_the_online_key_answers_503_and_signs_nothing(
+    database: DatabaseSettings, engine: Engine, tmp_path: Path
+) -> None:
+    settings = repo_settings(database, tmp_path / "keys")
+    keys = new_keys(tmp_path / "keys")
+    initialise(engine, settings, keys, threshold=1)
+    publish(engine, settings, keys, make_bundle(tmp_path / "a"))
+    enrol(engine, "cam-1")
+    unsigning = settings.model_copy(
+        update={"tuf": settings.tuf.model_copy(update={"online_key_file": None})}
+    )
+    with TestClient(create_app(unsigning, engine)) as client:
+        response = client.post(
+            "/api/v1/models/roadsign-test/1.0.0/assignments",
+            json={"device_ids": ["cam-1"]},
+            headers=bearer(ADMIN),
+        )
+    assert response.status_code == 503
+    assert "tuf.online_key_file is not set" in response.json()["detail"]
+    with session_scope(engine) as session:
+        assert storage.load_state(session).snapshot.signed.version == 2  # init 1, publish 2

@@ -230,3 +230,18 @@ def test_two_writers_take_turns_on_the_advisory_lock(
 def _refresh(engine: Engine, settings: ServerSettings, now: datetime) -> list[str]:
     with session_scope(engine) as session:
         return service.refresh_timestamp_if_due(session, settings, now=now)
+
+
+def test_a_cleared_assignment_is_gone_for_the_device(
+    repo: tuple[ServerSettings, Keys], engine: Engine, tmp_path: Path
+) -> None:
+    settings, keys = repo
+    path = publish(engine, settings, keys, make_bundle(tmp_path / "bundle"))
+    enrol(engine, "cam-1")
+    with session_scope(engine) as session:
+        service.assign(session, settings, ["cam-1"], path, False, None)
+    with session_scope(engine) as session:
+        service.clear_assignments(session, settings, ["cam-1"])
+    with serving(create_app(settings, engine)) as base:
+        client = updater(base, tmp_path / "device", stored_root(engine))
+        assert client.get_targetinfo("assignments/cam-1") is None
