@@ -317,8 +317,8 @@ def _add_repository_commands(commands: argparse._SubParsersAction[argparse.Argum
     init.add_argument("--root-keys", type=int, default=3, help="number of root keys")
     init.add_argument("--root-threshold", type=int, default=2, help="root signatures needed")
     rotate = key_actions.add_parser("rotate", help="Replace one key: root N+1 signs it in.")
-    rotate.add_argument("--role", choices=["root", "targets"], required=True)
-    rotate.add_argument("--replace", required=True, help="the key file replaced, e.g. root-2")
+    rotate.add_argument("--role", choices=["root", "targets", "online"], required=True)
+    rotate.add_argument("--replace", help="root and targets: the key file replaced, e.g. root-2")
     for sub in key_actions.choices.values():
         sub.add_argument("--dir", type=Path, required=True, help="the operator's key folder")
         sub.add_argument("--passphrase-file", type=Path, help=unlock_help)

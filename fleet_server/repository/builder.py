@@ -22,7 +22,6 @@ from fleet_server.exceptions import RepositoryError
 from fleet_server.repository.tuf_api import (
     DelegatedRole,
     Delegations,
-    Key,
     Metadata,
     MetaFile,
     Role,
@@ -115,7 +114,7 @@ def sign(metadata: Metadata[Any], signers: Iterable[Signer]) -> None:
         metadata.sign(signer, append=True)
 
 
-def _bumped(metadata: Metadata[S], lifetime: timedelta, now: datetime) -> Metadata[S]:
+def bumped(metadata: Metadata[S], lifetime: timedelta, now: datetime) -> Metadata[S]:
     """A copy of `metadata` one version on, expiring `lifetime` from `now`, not yet signed."""
     new = copy.deepcopy(metadata)
     new.signed.version += 1
@@ -127,7 +126,8 @@ def _new(signed: S) -> Metadata[S]:
     return Metadata(signed)
 
 
-def _check_threshold(role: str, keys: Sequence[object], threshold: int) -> None:
+def check_threshold(role: str, keys: Sequence[object], threshold: int) -> None:
+    """Refuse a threshold no set of `keys` can meet, or one of zero."""
     if not 1 <= threshold <= len(keys):
         raise RepositoryError(f"{role} threshold {threshold} needs 1 to {len(keys)} keys")
 
@@ -144,7 +144,7 @@ def initial_repository(
 ) -> RepoState:
     """Root v1 (threshold `root_threshold` of `root_keys`), targets v1, director, bins,
     snapshot and timestamp, each signed by the keys its role names."""
-    _check_threshold(Root.type, [s.public_key for s in root_keys], root_threshold)
+    check_threshold(Root.type, [s.public_key for s in root_keys], root_threshold)
     if not targets_keys:
         raise RepositoryError("targets needs at least one key")
     root = Root(expires=now + lifetimes.root, consistent_snapshot=True)
@@ -196,26 +196,27 @@ def _snapshot_and_timestamp(
     state: RepoState, online: Signer, lifetimes: Lifetimes, now: datetime, *, bump: bool = True
 ) -> tuple[Metadata[Snapshot], Metadata[Timestamp]]:
     """Snapshot listing every targets role's version, and the timestamp naming that snapshot."""
-    snapshot = _bumped(state.snapshot, lifetimes.snapshot, now) if bump else state.snapshot
+    snapshot = bumped(state.snapshot, lifetimes.snapshot, now) if bump else state.snapshot
     meta = {f"{Targets.type}.json": MetaFile(version=state.targets.signed.version)}
     meta[f"{DIRECTOR}.json"] = MetaFile(version=state.director.signed.version)
     for name, metadata in sorted(state.bins.items()):
         meta[f"{name}.json"] = MetaFile(version=metadata.signed.version)
     snapshot.signed.meta = meta
     sign(snapshot, [online])
-    timestamp = _bumped(state.timestamp, lifetimes.timestamp, now) if bump else state.timestamp
+    timestamp = bumped(state.timestamp, lifetimes.timestamp, now) if bump else state.timestamp
     timestamp.signed.snapshot_meta = MetaFile(version=snapshot.signed.version)
     sign(timestamp, [online])
     return snapshot, timestamp
 
 
-def _with_snapshot(
+def with_snapshot(
     state: RepoState,
     changed: list[tuple[str, Metadata[Any]]],
     online: Signer,
     lifetimes: Lifetimes,
     now: datetime,
 ) -> Change:
+    """`state` with a new snapshot and timestamp; `changed` with them appended."""
     snapshot, timestamp = _snapshot_and_timestamp(state, online, lifetimes, now)
     state = replace(state, snapshot=snapshot, timestamp=timestamp)
     return Change(state, [*changed, (Snapshot.type, snapshot), (Timestamp.type, timestamp)])
@@ -239,15 +240,15 @@ def add_model_target(
         raise RepositoryError(f"{target.path}: assignments/ is the director's")
     if target.path in state.targets.signed.targets:
         raise RepositoryError(f"{target.path} is already published")
-    targets = _bumped(state.targets, lifetimes.targets, now)
+    targets = bumped(state.targets, lifetimes.targets, now)
     targets.signed.targets[target.path] = target
     sign(targets, targets_keys)
-    _check_signed_by_role(state.root, Targets.type, targets)
+    check_signed_by_role(state.root, Targets.type, targets)
     state = replace(state, targets=targets)
-    return _with_snapshot(state, [(Targets.type, targets)], online, lifetimes, now)
+    return with_snapshot(state, [(Targets.type, targets)], online, lifetimes, now)
 
 
-def _check_signed_by_role(root: Metadata[Root], role: str, metadata: Metadata[Any]) -> None:
+def check_signed_by_role(root: Metadata[Root], role: str, metadata: Metadata[Any]) -> None:
     """Refuse metadata the current root would not accept for `role` (wrong or too few keys)."""
     try:
         root.signed.verify_delegate(role, metadata.signed_bytes, metadata.signatures)
@@ -304,6 +305,7 @@ def _edit_bins(
     lifetimes: Lifetimes,
     now: datetime,
 ) -> Change:
+    check_online_key(state, online)
     succinct = state.succinct_roles()
     bins = dict(state.bins)
     touched: dict[str, Metadata[Targets]] = {}
@@ -312,7 +314,7 @@ def _edit_bins(
         if name not in touched:
             if name not in bins:
                 raise RepositoryError(f"bin {name} of {path} is not in the repository")
-            touched[name] = _bumped(bins[name], lifetimes.director, now)
+            touched[name] = bumped(bins[name], lifetimes.director, now)
         if target is None:
             touched[name].signed.targets.pop(path, None)
         else:
@@ -321,7 +323,7 @@ def _edit_bins(
         sign(metadata, [online])
     bins.update(touched)
     state = replace(state, bins=bins)
-    return _with_snapshot(state, sorted(touched.items()), online, lifetimes, now)
+    return with_snapshot(state, sorted(touched.items()), online, lifetimes, now)
 
 
 def due(metadata: Metadata[Any], lifetime: timedelta, now: datetime) -> bool:
@@ -338,89 +340,39 @@ def refresh_online_roles(
     A re-signed director or bin makes a new snapshot, and a new snapshot a new timestamp; a
     timestamp alone is re-signed when it is due. Nothing due: no change.
     """
+    check_online_key(state, online)
     changed: list[tuple[str, Metadata[Any]]] = []
     director = state.director
     if due(director, lifetimes.director, now):
-        director = _bumped(director, lifetimes.director, now)
+        director = bumped(director, lifetimes.director, now)
         sign(director, [online])
         changed.append((DIRECTOR, director))
     bins = dict(state.bins)
     for name, metadata in sorted(state.bins.items()):
         if due(metadata, lifetimes.director, now):
-            bins[name] = _bumped(metadata, lifetimes.director, now)
+            bins[name] = bumped(metadata, lifetimes.director, now)
             sign(bins[name], [online])
             changed.append((name, bins[name]))
     state = replace(state, director=director, bins=bins)
     if changed or due(state.snapshot, lifetimes.snapshot, now):
-        return _with_snapshot(state, changed, online, lifetimes, now)
+        return with_snapshot(state, changed, online, lifetimes, now)
     if due(state.timestamp, lifetimes.timestamp, now):
-        timestamp = _bumped(state.timestamp, lifetimes.timestamp, now)
+        timestamp = bumped(state.timestamp, lifetimes.timestamp, now)
         sign(timestamp, [online])
         return Change(replace(state, timestamp=timestamp), [(Timestamp.type, timestamp)])
     return Change(state, [])
-
-
-def rotate_root(
-    state: RepoState,
-    *,
-    remove: dict[str, Sequence[str]],
-    add: dict[str, Sequence[Key]],
-    thresholds: dict[str, int],
-    signers: Sequence[Signer],
-    lifetimes: Lifetimes,
-    now: datetime,
-) -> Metadata[Root]:
-    """Root N+1 with keys removed from and added to roles, signed by `signers`.
-
-    Per the TUF spec a client accepts it only when it carries a threshold of signatures of the
-    OLD root's root keys and a threshold of the NEW root's root keys: `signers` must hold both
-    (typically the old keys still trusted plus the new ones); anything less is refused here
-    rather than published for every device to reject.
-    """
-    root = _bumped(state.root, lifetimes.root, now)
-    for role, keyids in remove.items():
-        for keyid in keyids:
-            if keyid not in root.signed.roles[role].keyids:
-                raise RepositoryError(f"key {keyid} is not a {role} key")
-            root.signed.revoke_key(keyid, role)
-    for role, keys in add.items():
-        for key in keys:
-            root.signed.add_key(key, role)
-    for role, threshold in thresholds.items():
-        root.signed.roles[role].threshold = threshold
-    for role, role_keys in root.signed.roles.items():
-        _check_threshold(role, role_keys.keyids, role_keys.threshold)
-    sign(root, signers)
-    result = root.signed.get_root_verification_result(
-        state.root.signed, root.signed_bytes, root.signatures
-    )
-    if not result.verified:
-        raise RepositoryError(
-            f"root v{root.signed.version} needs {result.first.threshold} signature(s) of the old "
-            f"root keys (has {len(result.first.signed)}) and {result.second.threshold} of the new "
-            f"(has {len(result.second.signed)})"
-        )
-    return root
-
-
-def resign_targets(
-    state: RepoState,
-    *,
-    targets_keys: Sequence[Signer],
-    online: Signer,
-    lifetimes: Lifetimes,
-    now: datetime,
-) -> Change:
-    """Targets one version on, signed with `targets_keys` (after a targets key rotation the new
-    root names), then snapshot and timestamp."""
-    targets = _bumped(state.targets, lifetimes.targets, now)
-    sign(targets, targets_keys)
-    _check_signed_by_role(state.root, Targets.type, targets)
-    state = replace(state, targets=targets)
-    return _with_snapshot(state, [(Targets.type, targets)], online, lifetimes, now)
 
 
 def role_keyids(root: Metadata[Root], role: str) -> list[str]:
     """The keyids the root trusts for a top-level role."""
     role_info: Role = root.signed.roles[role]
     return list(role_info.keyids)
+
+
+def check_online_key(state: RepoState, online: Signer) -> None:
+    """Refuse an online key the root no longer trusts for timestamp (a retired key)."""
+    if online.public_key.keyid not in role_keyids(state.root, Timestamp.type):
+        raise RepositoryError(
+            f"the online key {online.public_key.keyid[:12]}... is not trusted by root "
+            f"v{state.root.signed.version}: install the current online key file"
+        )

@@ -157,15 +157,20 @@ def keys_rotate(
     *,
     directory: Path,
     role: str,
-    replace: str,
+    replace: str | None,
     passphrase: str,
 ) -> tuple[int, Path]:
-    """Replace the key in `directory`/`replace` (e.g. ``root-2``) of `role` with a new one.
+    """Replace the key in `directory`/`replace` (e.g. ``root-2``) of `role` with a new one
+    (for ``online``: the online key, see `_rotate_online`).
 
     Root N+1 is signed by every trusted root key in the folder (the old threshold, the
     replaced key included) and the new key; for targets, targets is re-signed with the new
     key. Returns the new root version and the new key file.
     """
+    if role == "online":
+        return _rotate_online(settings, engine, directory=directory, passphrase=passphrase)
+    if replace is None:
+        raise RepositoryError(f"rotating a {role} key needs --replace, e.g. {role}-1")
     old_path = directory / f"{replace.removesuffix('.pem')}.pem"
     if KEY_FILE.match(old_path.name) is None or not old_path.name.startswith(role + "-"):
         raise RepositoryError(f"--replace names a {role} key file like {role}-1, not {replace!r}")
@@ -195,6 +200,55 @@ def keys_rotate(
         )
     os.replace(old_path, old_path.with_name(old_path.name + ".retired"))
     return version, new_path
+
+
+def _retired_name(path: Path) -> Path:
+    """A free ``*.retired`` name beside `path` (an online key may be retired many times)."""
+    candidate = path.with_name(path.name + ".retired")
+    n = 1
+    while candidate.exists():
+        n += 1
+        candidate = path.with_name(f"{path.name}.retired-{n}")
+    return candidate
+
+
+def _rotate_online(
+    settings: ServerSettings, engine: Engine, *, directory: Path, passphrase: str
+) -> tuple[int, Path]:
+    """A new online key: root N+1 and every online role re-signed with it.
+
+    The new key file replaces ``online.pem`` only once the database holds the new root, and
+    the old one is kept as ``online.pem.retired``; every replica must then be given the new
+    file (until then, what its old key signs is refused, and it says so in its log).
+    """
+    root_signers = trusted_signers(
+        directory, Root.type, _current_root_keyids(engine, Root.type), passphrase
+    )
+    targets_keys = trusted_signers(
+        directory, Targets.type, _current_root_keyids(engine, Targets.type), passphrase
+    )
+    if not targets_keys:
+        raise SigningKeyError(f"{directory} holds no targets key the current root trusts")
+    current = directory / ONLINE_KEY_FILE
+    staged = directory / (ONLINE_KEY_FILE + ".new")
+    new = generate_signer()
+    write_key_file(new, staged, settings.tuf.online_key_passphrase.get_secret_value())
+    try:
+        with session_scope(engine) as session:
+            version = service.rotate_online_key(
+                session,
+                settings,
+                new_online=new,
+                root_signers=root_signers,
+                targets_keys=targets_keys,
+            )
+    except BaseException:
+        staged.unlink()  # nothing trusts it: no file should look like a key in use
+        raise
+    if current.exists():
+        os.replace(current, _retired_name(current))
+    os.replace(staged, current)
+    return version, current
 
 
 def models_publish(

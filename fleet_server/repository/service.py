@@ -19,7 +19,7 @@ from sqlmodel import Session
 from fleet_server import crud
 from fleet_server.exceptions import BundleError, RepositoryError
 from fleet_server.models import AssignmentsSigned, ModelVersion, utcnow
-from fleet_server.repository import builder, storage
+from fleet_server.repository import builder, rotation, storage
 from fleet_server.repository.builder import Lifetimes, RepoState
 from fleet_server.repository.bundles import check_bundle, pack_bundle
 from fleet_server.repository.keys import load_signer
@@ -288,7 +288,7 @@ def rotate_root(
     crud.lock_repository(session)
     state = storage.load_state(session)
     when = now or utcnow()
-    root = builder.rotate_root(
+    root = rotation.rotate_root(
         state,
         remove=remove,
         add=add,
@@ -299,7 +299,7 @@ def rotate_root(
     )
     changed: list[tuple[str, Any]] = [("root", root)]
     if "targets" in remove or "targets" in add:
-        change = builder.resign_targets(
+        change = rotation.resign_targets(
             builder.RepoState(
                 root=root,
                 targets=state.targets,
@@ -316,3 +316,27 @@ def rotate_root(
         changed += change.changed
     storage.store(session, changed)
     return int(root.signed.version)
+
+
+def rotate_online_key(
+    session: Session,
+    settings: ServerSettings,
+    *,
+    new_online: Signer,
+    root_signers: Sequence[Signer],
+    targets_keys: Sequence[Signer],
+    now: datetime | None = None,
+) -> int:
+    """Store root N+1 trusting `new_online` for every online role, and everything re-signed
+    with it; returns N+1."""
+    crud.lock_repository(session)
+    change = rotation.rotate_online_key(
+        storage.load_state(session),
+        new_online=new_online,
+        root_signers=root_signers,
+        targets_keys=targets_keys,
+        lifetimes=lifetimes(settings.tuf),
+        now=now or utcnow(),
+    )
+    storage.store(session, change.changed)
+    return int(change.state.root.signed.version)

@@ -18,13 +18,16 @@ from sqlalchemy import Engine
 
 from fleet_server.api.main import create_app
 from fleet_server.cli import main
+from fleet_server.db import session_scope
 from fleet_server.exceptions import RepositoryError, SigningKeyError
+from fleet_server.repository import service
 from fleet_server.repository.commands import PASSPHRASE_ENV, keys_init
 from fleet_server.repository.keys import load_signer
 from fleet_server.settings import DatabaseSettings
 from tests.fleet_server.repository.support import (
     OFFLINE_PASSPHRASE,
     ONLINE_PASSPHRASE,
+    enrol,
     make_bundle,
     repo_settings,
     stored_root,
@@ -179,3 +182,42 @@ def test_production_refuses_a_root_threshold_under_two_before_writing_a_key(
             passphrase=OFFLINE_PASSPHRASE,
         )
     assert not (tmp_path / "keys").exists()
+
+
+def test_after_an_online_key_rotation_devices_follow_and_the_old_key_can_sign_nothing(
+    config: Path,
+    database: DatabaseSettings,
+    engine: Engine,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(PASSPHRASE_ENV, OFFLINE_PASSPHRASE)
+    keys = tmp_path / "keys"
+    assert _run(config, "keys", "init", "--dir", str(keys)) == 0
+    root_v1 = stored_root(engine, 1)
+    bundle = make_bundle(tmp_path / "b")
+    assert _run(config, "models", "publish", "--bundle", str(bundle), "--keys-dir", str(keys)) == 0
+    settings = repo_settings(database, keys)
+    path = "models/roadsign-test/1.0.0/bundle.tar"
+    enrol(engine, "cam-1", "cam-2")
+    with session_scope(engine) as session:
+        service.assign(session, settings, ["cam-1"], path, False, None)
+    old = load_signer(keys / "online.pem", ONLINE_PASSPHRASE)
+    assert _run(config, "keys", "rotate", "--dir", str(keys), "--role", "online") == 0
+    new = load_signer(keys / "online.pem", ONLINE_PASSPHRASE)
+    assert load_signer(keys / "online.pem.retired", ONLINE_PASSPHRASE).public_key == old.public_key
+    assert new.public_key != old.public_key
+    with session_scope(engine) as session:
+        service.assign(session, settings, ["cam-2"], path, False, None)  # the new key signs
+        with pytest.raises(RepositoryError, match="not trusted by root"):
+            service.refresh_timestamp_if_due(session, settings, online=old)
+    with serving(create_app(settings, engine)) as base:
+        client = updater(base, tmp_path / "device", root_v1)
+        client.refresh()
+        for device_id in ("cam-1", "cam-2"):
+            found = client.get_targetinfo(f"assignments/{device_id}")
+            assert found is not None
+            assert found.custom["roadsign"]["device_id"] == device_id
+    root_v2 = json.loads(stored_root(engine, 2))["signed"]
+    assert root_v2["roles"]["timestamp"]["keyids"] == [new.public_key.keyid]
+    assert old.public_key.keyid not in root_v2["keys"]

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from fleet_server.exceptions import RepositoryError
-from fleet_server.repository import builder
+from fleet_server.repository import builder, rotation
 from fleet_server.repository.builder import DIRECTOR, Lifetimes, RepoState
 from fleet_server.repository.keys import generate_signer
 from fleet_server.repository.tuf_api import CryptoSigner, Metadata, TargetFile
@@ -127,7 +127,7 @@ def test_a_root_rotation_below_the_old_threshold_is_refused() -> None:
     roots = signers[:3]
     new = generate_signer()
     with pytest.raises(RepositoryError, match="old root keys"):
-        builder.rotate_root(
+        rotation.rotate_root(
             state,
             remove={"root": [roots[0].public_key.keyid]},
             add={"root": [new.public_key]},
@@ -136,7 +136,7 @@ def test_a_root_rotation_below_the_old_threshold_is_refused() -> None:
             lifetimes=LIFETIMES,
             now=NOW,
         )
-    rotated = builder.rotate_root(
+    rotated = rotation.rotate_root(
         state,
         remove={"root": [roots[0].public_key.keyid]},
         add={"root": [new.public_key]},
