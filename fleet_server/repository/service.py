@@ -8,6 +8,7 @@ commands that read them; the online key is read from the settings' key file.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Sequence
 from datetime import datetime, timedelta
@@ -300,14 +301,7 @@ def rotate_root(
     changed: list[tuple[str, Any]] = [("root", root)]
     if "targets" in remove or "targets" in add:
         change = rotation.resign_targets(
-            builder.RepoState(
-                root=root,
-                targets=state.targets,
-                snapshot=state.snapshot,
-                timestamp=state.timestamp,
-                director=state.director,
-                bins=state.bins,
-            ),
+            dataclasses.replace(state, root=root),
             targets_keys=targets_keys,
             online=online or online_signer(settings.tuf),
             lifetimes=lifetimes(settings.tuf),
