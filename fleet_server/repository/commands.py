@@ -27,7 +27,7 @@ from fleet_server.repository import service, storage
 from fleet_server.repository.builder import role_keyids
 from fleet_server.repository.keys import generate_signer, load_signer, write_key_file
 from fleet_server.repository.mlflow_source import fetch_bundle
-from fleet_server.repository.tuf_api import CryptoSigner, Root, Signer, Targets
+from fleet_server.repository.tuf_api import CryptoSigner, Key, Root, Signer, Targets, Timestamp
 from fleet_server.settings import ServerSettings
 
 PASSPHRASE_ENV = "ROADSIGN_FLEET_KEYS_PASSPHRASE"  # noqa: S105 - the variable's name
@@ -83,14 +83,26 @@ def _next_key_file(directory: Path, role: str) -> Path:
     return directory / f"{role}-{max([0, *used, *retired]) + 1}.pem"
 
 
-def _write_public_keys(directory: Path, keys: Mapping[str, Sequence[Signer]]) -> Path:
+def _write_public_keys(directory: Path, keys: Mapping[str, Sequence[Key]]) -> Path:
+    """The public halves by role (root, targets, online), for the operator's records."""
     path = directory / PUBLIC_KEYS_FILE
     document = {
-        role: [{"keyid": s.public_key.keyid, **s.public_key.to_dict()} for s in signers]
-        for role, signers in keys.items()
+        role: [{"keyid": key.keyid, **key.to_dict()} for key in role_keys]
+        for role, role_keys in keys.items()
     }
     path.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
     return path
+
+
+def _public_keys_of_current_root(engine: Engine, directory: Path) -> Path:
+    """Rewrite the public-keys file from the root now stored (after a rotation)."""
+    with session_scope(engine) as session:
+        root = storage.load_state(session).root.signed
+    roles = {"root": Root.type, "targets": Targets.type, "online": Timestamp.type}
+    return _write_public_keys(
+        directory,
+        {label: [root.keys[k] for k in root.roles[role].keyids] for label, role in roles.items()},
+    )
 
 
 def keys_init(
@@ -124,7 +136,14 @@ def keys_init(
     write_key_file(online, online_path, settings.tuf.online_key_passphrase.get_secret_value())
     files.append(online_path)
     files.append(
-        _write_public_keys(directory, {"root": roots, "targets": targets, "online": [online]})
+        _write_public_keys(
+            directory,
+            {
+                "root": [s.public_key for s in roots],
+                "targets": [s.public_key for s in targets],
+                "online": [online.public_key],
+            },
+        )
     )
     with session_scope(engine) as session:
         service.initialise(
@@ -199,6 +218,7 @@ def keys_rotate(
             targets_keys=targets_keys,
         )
     os.replace(old_path, old_path.with_name(old_path.name + ".retired"))
+    _public_keys_of_current_root(engine, directory)
     return version, new_path
 
 
@@ -248,6 +268,7 @@ def _rotate_online(
     if current.exists():
         os.replace(current, _retired_name(current))
     os.replace(staged, current)
+    _public_keys_of_current_root(engine, directory)
     return version, current
 
 

@@ -155,6 +155,9 @@ def test_a_device_holding_root_v1_accepts_a_rotated_key_and_still_verifies_the_m
     root_v2 = json.loads(stored_root(engine, 2))
     assert new_keyid in root_v2["signed"]["roles"][role]["keyids"]
     assert old_keyid not in root_v2["signed"]["roles"][role]["keyids"]
+    listed = json.loads((keys / "public-keys.json").read_text())
+    assert new_keyid in [key["keyid"] for key in listed[role]]
+    assert old_keyid not in [key["keyid"] for key in listed[role]]
     settings = repo_settings(database, keys)
     with serving(create_app(settings, engine)) as base:
         client = updater(base, tmp_path / "device", root_v1)
@@ -221,3 +224,5 @@ def test_after_an_online_key_rotation_devices_follow_and_the_old_key_can_sign_no
     root_v2 = json.loads(stored_root(engine, 2))["signed"]
     assert root_v2["roles"]["timestamp"]["keyids"] == [new.public_key.keyid]
     assert old.public_key.keyid not in root_v2["keys"]
+    listed = json.loads((keys / "public-keys.json").read_text())
+    assert [key["keyid"] for key in listed["online"]] == [new.public_key.keyid]
