@@ -241,6 +241,113 @@ def _broker_config(settings: ServerSettings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _keys(settings: ServerSettings, args: argparse.Namespace) -> int:
+    """Generate the repository's keys and initialise it, or replace one key (a new root)."""
+    from fleet_server.db import make_engine
+    from fleet_server.repository import commands
+
+    passphrase = commands.offline_passphrase(args.passphrase_file, os.environ)
+    engine = make_engine(settings.database)
+    try:
+        if args.action == "init":
+            done = commands.keys_init(
+                settings,
+                engine,
+                directory=args.dir,
+                root_keys=args.root_keys,
+                root_threshold=args.root_threshold,
+                passphrase=passphrase,
+            )
+            sys.stdout.write(
+                f"TUF repository initialised (root threshold {done.root_threshold}); wrote "
+                + ", ".join(map(str, done.files))
+                + "\n"
+            )
+        else:
+            version, path = commands.keys_rotate(
+                settings,
+                engine,
+                directory=args.dir,
+                role=args.role,
+                replace=args.replace,
+                passphrase=passphrase,
+            )
+            sys.stdout.write(f"root v{version} stored; new {args.role} key {path}\n")
+    finally:
+        engine.dispose()
+    return 0
+
+
+def _models(settings: ServerSettings, args: argparse.Namespace) -> int:
+    """Publish a model bundle folder as the next release (signed with the targets key)."""
+    from fleet_server.db import make_engine
+    from fleet_server.repository import commands
+
+    passphrase = commands.offline_passphrase(args.passphrase_file, os.environ)
+    engine = make_engine(settings.database)
+    try:
+        model = commands.models_publish(
+            settings,
+            engine,
+            bundle_dir=args.bundle,
+            from_mlflow=args.from_mlflow,
+            keys_dir=args.keys_dir,
+            passphrase=passphrase,
+            min_agent_version=args.min_agent_version,
+        )
+    finally:
+        engine.dispose()
+    sys.stdout.write(model.model_dump_json(exclude={"id"}) + "\n")
+    return 0
+
+
+def _add_repository_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    unlock_help = (
+        "file whose first line is the offline keys' passphrase "
+        "(default: the ROADSIGN_FLEET_KEYS_PASSPHRASE variable)"
+    )
+    keys = commands.add_parser(
+        "keys",
+        help="Generate the TUF repository's keys and initialise it, or rotate a key.",
+        description="Offline keys (root, targets) are written encrypted with the operator's "
+        "passphrase; the online key with tuf.online_key_passphrase.",
+    )
+    key_actions = keys.add_subparsers(dest="action", required=True, metavar="ACTION")
+    init = key_actions.add_parser("init", help="New keys, root v1 and the rest of the repository.")
+    init.add_argument("--root-keys", type=int, default=3, help="number of root keys")
+    init.add_argument("--root-threshold", type=int, default=2, help="root signatures needed")
+    rotate = key_actions.add_parser("rotate", help="Replace one key: root N+1 signs it in.")
+    rotate.add_argument("--role", choices=["root", "targets", "online"], required=True)
+    rotate.add_argument("--replace", help="root and targets: the key file replaced, e.g. root-2")
+    for sub in key_actions.choices.values():
+        sub.add_argument("--dir", type=Path, required=True, help="the operator's key folder")
+        sub.add_argument("--passphrase-file", type=Path, help=unlock_help)
+        sub.add_argument("--config", type=Path, help="settings YAML (default: built-in)")
+        sub.set_defaults(handler=_command(_keys))
+    models = commands.add_parser("models", help="Publish model versions to the TUF repository.")
+    model_actions = models.add_subparsers(dest="action", required=True, metavar="ACTION")
+    publish = model_actions.add_parser(
+        "publish",
+        help="Check a bundle's hashes, tar it and sign it in as the next release.",
+    )
+    source = publish.add_mutually_exclusive_group(required=True)
+    source.add_argument("--bundle", type=Path, help="the bundle folder")
+    source.add_argument(
+        "--from-mlflow",
+        metavar="NAME@ALIAS",
+        help="the bundle of a registered model version (tuf.mlflow_tracking_uri)",
+    )
+    publish.add_argument(
+        "--keys-dir", type=Path, required=True, help="the key folder with the targets key"
+    )
+    publish.add_argument(
+        "--min-agent-version", default="0.1.0", help="oldest agent that can run it"
+    )
+    publish.add_argument("--passphrase-file", type=Path, help=unlock_help)
+    publish.add_argument("--config", type=Path, help="settings YAML (default: built-in)")
+    publish.set_defaults(handler=_command(_models))
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(
@@ -321,6 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--force", action="store_true", help="replace an existing dynamic-security file"
     )
     broker.set_defaults(handler=_command(_broker_config))
+    _add_repository_commands(commands)
     return parser
 
 

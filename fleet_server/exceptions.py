@@ -55,6 +55,22 @@ class LiveFeedFullError(LiveFeedError):
     """As many live-feed streams are open as this process serves (``http.max_live_streams``)."""
 
 
+class RepositoryError(FleetError):
+    """The TUF repository cannot do what was asked (not initialised, a bad bundle, ...)."""
+
+
+class RepositoryNotInitialised(RepositoryError):  # noqa: N818 - reads as the condition
+    """No root metadata is stored yet: ``roadsign-fleet keys init`` has not run."""
+
+
+class BundleError(RepositoryError):
+    """A model bundle cannot be published: its index is missing or an artifact's hash differs."""
+
+
+class SigningKeyError(RepositoryError):
+    """A signing key file cannot be read or written: missing, malformed, a wrong passphrase."""
+
+
 # --- rollouts ---------------------------------------------------------------------------------
 
 

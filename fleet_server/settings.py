@@ -33,6 +33,7 @@ DEV_BROKER_PASSWORD = "dev-only-broker-password"  # noqa: S105
 DEV_ADMIN_TOKEN = "dev-only-admin-token"  # noqa: S105
 SECRET_RECIPE = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"  # noqa: S105 - a command
 DEV_BROKER_ADMIN_PASSWORD = "dev-only-broker-admin-password"  # noqa: S105
+DEV_TUF_ONLINE_KEY_PASSPHRASE = "dev-only-tuf-online-key-passphrase"  # noqa: S105
 
 
 def checked_mqtt_url(value: str) -> str:
@@ -178,9 +179,6 @@ class EnrolmentSettings(StrictConfigModel):
         return checked_mqtt_url(value)
 
     ca_file: Path | None = Field(default=None, description="CA certificate given to devices.")
-    tuf_root_file: Path | None = Field(
-        default=None, description="TUF root metadata given to devices."
-    )
     broker_auth: BrokerAuthBackend = Field(
         default="none",
         description="none: the server does not manage broker accounts (devices get no password); "
@@ -236,6 +234,71 @@ class EnrolmentSettings(StrictConfigModel):
                     f"{', '.join(stray)} only apply to broker_auth password_file, "
                     f"not {self.broker_auth}"
                 )
+        return self
+
+
+class RepositorySettings(StrictConfigModel):
+    """The TUF repository of signed model versions: its online key, lifetimes and bins."""
+
+    online_key_file: Path | None = Field(
+        default=None,
+        description="Encrypted PEM of the online key (snapshot, timestamp, director, bins), "
+        "written by `roadsign-fleet keys init`; unset: this process signs nothing, and the "
+        "repository's timestamp is not kept fresh by it.",
+    )
+    online_key_passphrase: SecretStr = Field(
+        default=SecretStr(DEV_TUF_ONLINE_KEY_PASSPHRASE),
+        description="Passphrase of the online key file; production refuses the default.",
+    )
+    root_expiry_days: int = Field(
+        default=365, ge=1, le=3650, description="Lifetime of a root version, days."
+    )
+    targets_expiry_days: int = Field(
+        default=365, ge=1, le=3650, description="Lifetime of a targets version (offline), days."
+    )
+    director_expiry_days: int = Field(
+        default=30, ge=1, le=365, description="Lifetime of director and bin versions, days."
+    )
+    snapshot_expiry_days: int = Field(
+        default=7, ge=1, le=365, description="Lifetime of a snapshot version, days."
+    )
+    timestamp_expiry_s: int = Field(
+        default=86400,
+        ge=300,
+        le=30 * 86400,
+        description="Lifetime of a timestamp, seconds; re-signed when a third of it is left.",
+    )
+    bin_bit_length: int = Field(
+        default=4,
+        ge=1,
+        le=16,
+        description="Director hash bins: 2**bits bins; set when the repository is initialised.",
+    )
+    refresh_interval_s: float = Field(
+        default=300.0,
+        gt=0,
+        le=86400,
+        description="How often an API process checks whether online metadata is due for "
+        "re-signing, seconds (must be well under a third of the timestamp's lifetime).",
+    )
+    max_bundle_bytes: int = Field(
+        default=256 * 1024 * 1024,
+        ge=1024,
+        le=2 * 1024 * 1024 * 1024,
+        description="Largest model bundle (its files together) `models publish` accepts.",
+    )
+    mlflow_tracking_uri: str | None = Field(
+        default=None,
+        description="MLflow server `models publish --from-mlflow` resolves aliases with.",
+    )
+
+    @model_validator(mode="after")
+    def _refresh_in_time(self) -> Self:
+        if self.refresh_interval_s >= self.timestamp_expiry_s / 3:
+            raise ValueError(
+                "refresh_interval_s must be under a third of timestamp_expiry_s, or the "
+                "timestamp can expire between two checks"
+            )
         return self
 
 
@@ -305,6 +368,9 @@ class ServerSettings(StrictConfigModel):
     enrolment: EnrolmentSettings = Field(
         default_factory=EnrolmentSettings, description="Device enrolment."
     )
+    tuf: RepositorySettings = Field(
+        default_factory=RepositorySettings, description="TUF repository of model versions."
+    )
 
     @model_validator(mode="after")
     def _production_has_real_secrets(self) -> Self:
@@ -352,6 +418,11 @@ def development_secrets_in_use(settings: ServerSettings) -> list[str]:
             settings.enrolment.broker_admin_password,
             DEV_BROKER_ADMIN_PASSWORD,
         )
+    if settings.tuf.online_key_file is not None:  # only a signing server needs it
+        secrets["tuf.online_key_passphrase"] = (
+            settings.tuf.online_key_passphrase,
+            DEV_TUF_ONLINE_KEY_PASSPHRASE,
+        )
     return [name for name, (value, dev) in secrets.items() if value.get_secret_value() == dev]
 
 
@@ -364,6 +435,8 @@ def weak_secrets(settings: ServerSettings) -> list[str]:
     }
     if settings.enrolment.broker_auth == "dynamic_security":  # the only backend that uses it
         secrets["enrolment.broker_admin_password"] = settings.enrolment.broker_admin_password
+    if settings.tuf.online_key_file is not None:
+        secrets["tuf.online_key_passphrase"] = settings.tuf.online_key_passphrase
     dev = set(development_secrets_in_use(settings))  # already reported as such
     found = []
     for name, value in secrets.items():

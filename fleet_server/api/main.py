@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import html
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -21,14 +23,17 @@ from fleet_server.api.routes import (
     device_config,
     devices,
     health,
+    models,
     ota,
     readings,
     tokens,
+    tuf,
 )
 from fleet_server.db import session_scope
 from fleet_server.live_feed import live_feed
 from fleet_server.models import utcnow
 from fleet_server.observability import make_tracer_provider
+from fleet_server.repository.refresher import start_timestamp_refresher
 from fleet_server.security import hash_token
 from fleet_server.services.broker_auth import BrokerSync, make_broker_sync
 from fleet_server.settings import ServerSettings
@@ -84,9 +89,14 @@ def create_app(
         broker: BrokerSync | None = app.state.broker_sync
         if broker is not None:  # the broker accepts exactly the committed fleet, from now
             broker.reconcile()
+        refresher = start_timestamp_refresher(engine, settings)
         try:
             yield
         finally:
+            if refresher is not None:
+                refresher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await refresher
             await feed.close()  # the live feed's one database connection, if it opened it
             if broker is not None:
                 broker.close()
@@ -139,7 +149,18 @@ def create_app(
             return response
 
     app.state.broker_sync = make_broker_sync(settings, engine)
-    for module in (devices, readings, health, ota, device_config, alerts, tokens, dashboard):
+    for module in (
+        devices,
+        readings,
+        health,
+        ota,
+        device_config,
+        alerts,
+        tokens,
+        models,
+        tuf,
+        dashboard,
+    ):
         app.include_router(module.router)
 
     @app.get("/docs", include_in_schema=False)

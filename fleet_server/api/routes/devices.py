@@ -106,7 +106,9 @@ def enrol(body: DeviceCreate, request: Request, session: SessionDep, _: AdminDep
             ) from e
     enrolment = settings.enrolment
     ca = enrolment.ca_file.read_text() if enrolment.ca_file else None
-    root = json.loads(enrolment.tuf_root_file.read_text()) if enrolment.tuf_root_file else None
+    # The repository's current root: what the device bootstraps its TUF client with.
+    root_row = crud.latest_role_metadata(session, role="root")
+    root = json.loads(root_row.content) if root_row is not None else None
     return DeviceBundle(
         device=DevicePublic.model_validate(device, from_attributes=True),
         username=device.device_id,

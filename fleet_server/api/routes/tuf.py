@@ -1,0 +1,160 @@
+"""The TUF repository over HTTP: metadata and targets, as python-tuf's ngclient fetches them.
+
+Public and unauthenticated: the signatures are the security. Names are checked against the
+shapes the repository serves before any query, so a traversal or a stray name is a 404 that
+never reaches the database. Targets stream from the database in slices and honour
+``Range: bytes=N-`` (206), so an interrupted download resumes and 200 concurrent downloads of a
+bundle do not hold 200 copies of it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+from fastapi import APIRouter, HTTPException, Request, Response, status
+from fastapi.responses import StreamingResponse
+from sqlalchemy import Engine
+from sqlmodel import Session
+
+from fleet_server import crud
+from fleet_server.api.deps import SessionDep
+
+# Out of the OpenAPI document: these are TUF's own protocol (python-tuf's ngclient speaks it),
+# public by design, not operations of the token-guarded API the document describes.
+router = APIRouter(prefix="/tuf", tags=["tuf"], include_in_schema=False)
+
+METADATA_NAME = re.compile(
+    r"^(?:(?P<version>[1-9][0-9]{0,8})\.)?"
+    r"(?P<role>root|targets|snapshot|timestamp|director|director-bin-[0-9a-f]{1,8})\.json$"
+)
+"""``{N}.{role}.json``, or ``timestamp.json`` / ``root.json`` (the newest): nine digits at most,
+so a version always fits the column."""
+SEGMENT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+HASHED_BASENAME = re.compile(r"^(?P<sha256>[0-9a-f]{64})\.(?P<name>.+)$")
+MAX_TARGET_PATH = 320
+MAX_SEGMENTS = 8
+CHUNK_BYTES = 256 * 1024
+"""Bytes read from the database per slice of a streamed target."""
+IMMUTABLE = "public, max-age=31536000, immutable"
+RANGE = re.compile(r"^bytes=(?P<start>[0-9]{1,15})-(?P<end>[0-9]{0,15})$")
+UNVERSIONED_ROLES = {"timestamp", "root"}
+
+
+def _not_found(what: str) -> HTTPException:
+    return HTTPException(status.HTTP_404_NOT_FOUND, f"no {what}")
+
+
+@router.get(
+    "/metadata/{name}",
+    summary="TUF metadata",
+    responses={404: {"description": "No such role or version"}},
+)
+def metadata(name: str, session: SessionDep) -> Response:
+    """``{N}.{role}.json`` (consistent snapshots), or the newest timestamp.json / root.json."""
+    found = METADATA_NAME.match(name)
+    if found is None:
+        raise _not_found("such metadata file")
+    role, version = found["role"], found["version"]
+    if version is None:
+        if role not in UNVERSIONED_ROLES:
+            raise _not_found(f"unversioned {role}: ask for {{version}}.{role}.json")
+        row = crud.latest_role_metadata(session, role=role)
+    elif role == "timestamp":
+        raise _not_found("versioned timestamp: ask for timestamp.json")
+    else:
+        row = crud.role_metadata(session, role=role, version=int(version))
+    if row is None:
+        raise _not_found(f"{name}")
+    # timestamp.json and root.json change in place: caches must ask again every time. A
+    # version, once stored, never changes (unique role and version).
+    cache = "no-cache" if version is None else IMMUTABLE
+    return Response(row.content, media_type="application/json", headers={"Cache-Control": cache})
+
+
+def _target_path(path: str) -> tuple[str, str]:
+    """(stored path, sha256) of a consistent-snapshot request path; 404 for anything else."""
+    if len(path) > MAX_TARGET_PATH:
+        raise _not_found("such target")
+    segments = path.split("/")
+    if len(segments) > MAX_SEGMENTS or not all(SEGMENT.match(part) for part in segments):
+        raise _not_found("such target")  # also refuses "", ".", ".." and any traversal
+    hashed = HASHED_BASENAME.match(segments[-1])
+    if hashed is None or not SEGMENT.match(hashed["name"]):
+        raise _not_found("such target: targets are served as dir/{sha256}.{name}")
+    return "/".join([*segments[:-1], hashed["name"]]), hashed["sha256"]
+
+
+def _byte_range(header: str | None, length: int) -> tuple[int, int] | None:
+    """The (first, last) byte asked for, inclusive; None for the whole target; 416 if bad."""
+    if header is None:
+        return None
+    asked = RANGE.match(header.strip())
+    if asked is None:
+        raise _unsatisfiable(length, "only one range, bytes=N- or bytes=N-M, is served")
+    first = int(asked["start"])
+    last = int(asked["end"]) if asked["end"] else length - 1
+    if first >= length or last < first:
+        raise _unsatisfiable(length, f"the target has {length} bytes")
+    return first, min(last, length - 1)
+
+
+def _unsatisfiable(length: int, why: str) -> HTTPException:
+    return HTTPException(
+        status.HTTP_416_RANGE_NOT_SATISFIABLE,
+        why,
+        headers={"Content-Range": f"bytes */{length}"},
+    )
+
+
+def _slices(engine: Engine, target_id: int, first: int, last: int) -> Iterator[bytes]:
+    """The target's bytes first..last, one short query per slice.
+
+    Each slice takes a pooled connection only while it is read: a slow client holding one for
+    its whole download would let a few hundred downloads exhaust the pool.
+    """
+    offset = first
+    while offset <= last:
+        size = min(CHUNK_BYTES, last + 1 - offset)
+        with Session(engine) as session:
+            data = crud.target_slice(session, target_id=target_id, offset=offset, size=size)
+        if not data:
+            return
+        yield data
+        offset += len(data)
+
+
+@router.get(
+    "/targets/{path:path}",
+    summary="TUF target file",
+    responses={
+        206: {"description": "The range asked for"},
+        404: {"description": "No such target"},
+        416: {"description": "A range outside the target"},
+    },
+)
+def target(path: str, request: Request, session: SessionDep) -> StreamingResponse:
+    """A target at its consistent-snapshot path ``dir/{sha256}.{name}``, whole or from a byte."""
+    stored_path, sha256 = _target_path(path)
+    head = crud.target_head(session, path=stored_path)
+    if head is None or head[1] != sha256:
+        raise _not_found("such target")
+    target_id, _, length = head
+    asked = _byte_range(request.headers.get("range"), length)
+    first, last = asked if asked is not None else (0, length - 1)
+    headers = {
+        "Accept-Ranges": "bytes",
+        "Content-Length": str(last + 1 - first),
+        "Cache-Control": IMMUTABLE,  # the path carries the hash of the bytes
+    }
+    code = status.HTTP_200_OK
+    if asked is not None:
+        code = status.HTTP_206_PARTIAL_CONTENT
+        headers["Content-Range"] = f"bytes {first}-{last}/{length}"
+    engine: Engine = request.app.state.engine
+    return StreamingResponse(
+        _slices(engine, target_id, first, last),
+        status_code=code,
+        media_type="application/octet-stream",
+        headers=headers,
+    )

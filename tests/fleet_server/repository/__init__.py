@@ -1,0 +1,1 @@
+"""Tests of the TUF repository package (fleet_server.repository)."""
