@@ -1,18 +1,17 @@
 """The python-tuf and securesystemslib names the repository uses, imported in one place.
 
-Both packages re-export these names without ``__all__`` or ``import X as X``, which mypy (2.x,
-no implicit re-export for installed packages) refuses; importing them from the modules that
-define them keeps mypy honest, and this file is the one place to change if those move.
+They come from the packages' public modules (pyproject lets mypy see those plain-import
+re-exports); this file is the one place to change if they move.
 """
 
 from __future__ import annotations
 
-from securesystemslib.signer._crypto_signer import CryptoSigner
-from securesystemslib.signer._key import Key, SSlibKey
-from securesystemslib.signer._signer import Signer
-from tuf.api._payload import (
+from securesystemslib.signer import CryptoSigner, Key, Signer, SSlibKey
+from tuf.api.exceptions import UnsignedMetadataError
+from tuf.api.metadata import (
     DelegatedRole,
     Delegations,
+    Metadata,
     MetaFile,
     Role,
     Root,
@@ -23,8 +22,6 @@ from tuf.api._payload import (
     Targets,
     Timestamp,
 )
-from tuf.api.exceptions import UnsignedMetadataError
-from tuf.api.metadata import Metadata
 
 __all__ = [
     "CryptoSigner",
