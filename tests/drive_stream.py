@@ -1,0 +1,124 @@
+"""A rendered drive served as an endless MJPEG camera stream, for tests that run many agents.
+
+A recorded video is read at the pipeline's pace and ends; a fleet test needs cameras that keep
+sending frames at a camera's rate for as long as the test runs, at a cost that twenty agents on
+two cores can afford. So the drive is rendered once (training.data.drive), kept as JPEG frames, and
+sent to every client as ``multipart/x-mixed-replace`` at `fps`, looping, the way an IP camera
+serves MJPEG over HTTP; the agent reads it with its real stream source (FFmpeg).
+"""
+
+from __future__ import annotations
+
+import http.server
+import socketserver
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+
+from tests.mosquitto import free_port
+from training.data.drive import DriveSettings, DriveSign, render_drive
+
+BOUNDARY = b"frame"
+
+
+@dataclass(frozen=True)
+class DriveStream:
+    """A running stream: its URL, the signs one loop passes and how long a loop takes."""
+
+    url: str
+    signs: list[DriveSign]
+    loop_s: float
+
+
+def drive_frames(
+    work: Path, *, signs: int, settings: DriveSettings, seed: int
+) -> tuple[list[bytes], list[DriveSign]]:
+    """The drive's frames as JPEG bytes and its signs."""
+    video = work / "drive.mp4"
+    planned = render_drive(video, signs, settings=settings, seed=seed)
+    capture = cv2.VideoCapture(str(video))
+    frames: list[bytes] = []
+    try:
+        while True:
+            ok, frame = capture.read()
+            if not ok:
+                break
+            encoded, data = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 85])
+            assert encoded, "OpenCV could not encode a frame as JPEG"
+            frames.append(data.tobytes())
+    finally:
+        capture.release()
+    assert frames, f"the rendered drive {video} has no frames"
+    return frames, planned
+
+
+def _handler(frames: list[bytes], fps: float) -> type[http.server.BaseHTTPRequestHandler]:
+    class MjpegHandler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header(
+                "Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY.decode()}"
+            )
+            self.end_headers()
+            started = time.monotonic()
+            sent = 0
+            try:
+                while not getattr(self.server, "stopping", False):
+                    data = frames[sent % len(frames)]
+                    self.wfile.write(
+                        b"--" + BOUNDARY + b"\r\nContent-Type: image/jpeg\r\n"
+                        b"Content-Length: %d\r\n\r\n" % len(data) + data + b"\r\n"
+                    )
+                    sent += 1
+                    # Paced to the camera's clock, not to how fast the client reads.
+                    time.sleep(max(0.0, started + sent / fps - time.monotonic()))
+            except (BrokenPipeError, ConnectionResetError):
+                return  # the agent went away (stopped or killed): its stream ends
+
+        def log_message(self, format: str, *args: object) -> None:
+            return  # one line per frame request would drown the test's log
+
+    return MjpegHandler
+
+
+class _Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    daemon_threads = True
+    stopping = False
+
+
+@contextmanager
+def drive_stream(
+    work: Path,
+    *,
+    fps: float = 2.0,
+    signs: int = 12,
+    seed: int = 3,
+    settings: DriveSettings | None = None,
+) -> Iterator[DriveStream]:
+    """Serve a rendered drive at `fps`, looping, on a free loopback port."""
+    # Small frames and large signs: cheap to detect, and large enough that OCR reads the digits
+    # of a speed limit, so a model that misreads them is contradicted.
+    settings = settings or DriveSettings(
+        width=320, height=240, focal_px=280.0, sign_diameter_m=2.2, fps=fps
+    )
+    work.mkdir(parents=True, exist_ok=True)
+    frames, planned = drive_frames(work, signs=signs, settings=settings, seed=seed)
+    server = _Server(("127.0.0.1", free_port()), _handler(frames, fps))
+    thread = threading.Thread(target=server.serve_forever, name="mjpeg", daemon=True)
+    thread.start()
+    try:
+        yield DriveStream(
+            url=f"http://127.0.0.1:{server.server_address[1]}/drive.mjpg",
+            signs=planned,
+            loop_s=len(frames) / fps,
+        )
+    finally:
+        server.stopping = True
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
