@@ -22,7 +22,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from tuf.api._payload import TargetFile
+from tuf.api.metadata import TargetFile
 
 from edge_agent.agent import Sink
 from edge_agent.exceptions import AgentError, OtaError

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from securesystemslib.signer._crypto_signer import CryptoSigner
-from tuf.api._payload import TargetFile
+from securesystemslib.signer import CryptoSigner
+from tuf.api.metadata import TargetFile
 
 from edge_agent.agent import JsonLinesSink
 from edge_agent.ota.smoke import SmokeResult
