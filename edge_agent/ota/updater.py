@@ -180,18 +180,16 @@ class Updater:
             log.warning("OTA command %s dropped: too many waiting", command.command_id)
         self._wake.set()
 
+    def report_boot(self) -> OtaState | None:
+        """Report a rollback this start made (a crash loop in probation), if it made one."""
+        if self._boot is None or not self._boot.rolled_back:
+            return None
+        return self.report(
+            OtaState.ROLLED_BACK, None, self.running.version, None, self._boot.rolled_back
+        )
+
     def _run(self) -> None:
-        if self._boot is not None and self._boot.rolled_back:
-            self._guarded(
-                functools.partial(
-                    self.report,
-                    OtaState.ROLLED_BACK,
-                    None,
-                    self.running.version,
-                    None,
-                    self._boot.rolled_back,
-                )
-            )
+        self._guarded(self.report_boot)
         next_check = 0.0
         while not self._stop.is_set():
             command: OtaCommand | None = None
