@@ -441,6 +441,38 @@ class OtaConfig(StrictConfigModel):
         description="A new model whose detector p95 latency exceeds this multiple of the "
         "previous model's rolls back.",
     )
+    shadow_enabled: bool = Field(
+        default=True,
+        description="During probation, let the previous model read a sample of frames beside "
+        "the new one and report how far they agree (HealthReport.shadow).",
+    )
+    shadow_every_n_frames: int = Field(
+        default=5,
+        ge=1,
+        le=10000,
+        description="The previous model reads every n-th frame during probation; frames "
+        "arriving while it is busy are dropped (and counted), never waited for.",
+    )
+    shadow_queue_frames: int = Field(
+        default=2,
+        ge=1,
+        le=64,
+        description="Sampled frames waiting for the shadow reading at most; more are dropped.",
+    )
+    probation_min_shadow_tracks: int = Field(
+        default=20,
+        ge=1,
+        le=1_000_000,
+        description="Tracks both models must have read before the shadow agreement can roll "
+        "a probation back.",
+    )
+    probation_min_shadow_agreement: float = Field(
+        default=0.8,
+        ge=0,
+        le=1,
+        description="A new model that reads fewer than this share of the compared tracks as the "
+        "previous model does (same sign type and value) rolls back.",
+    )
 
     @field_validator("repository_url")
     @classmethod

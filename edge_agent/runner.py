@@ -240,6 +240,7 @@ def _run_agent(
             swap=agent.use_reader,
             health=lambda: agent.last_health,
             boot=boot,
+            shadow=agent.use_shadow,
         ).start()
         messages.ota = updater.nudge
     api = None

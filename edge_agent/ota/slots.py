@@ -247,7 +247,8 @@ class Slots:
             slots=slots,
             probation_started=now,
             probation_restarts=0,
-            baseline=baseline,
+            # the previous model's own shadow numbers are not what the new one is held to
+            baseline=replace(baseline, shadow=None) if baseline else None,
         )
         self.write_record(new)
         return new

@@ -28,6 +28,7 @@ from edge_agent.agent import Sink
 from edge_agent.exceptions import AgentError, OtaError
 from edge_agent.ota.client import OtaClient
 from edge_agent.ota.probation import ProbationWatch, health_numbers, limits
+from edge_agent.ota.shadow_runner import ShadowRunner
 from edge_agent.ota.slots import Slots
 from edge_agent.ota.smoke import SmokeResult, slot_reader, smoke_test
 from edge_agent.ota.state import (
@@ -49,6 +50,8 @@ log = logging.getLogger(__name__)
 
 MODELS_PREFIX = "models/"
 ReaderSwap = Callable[[SignReader, ModelRef], None]
+ShadowSwitch = Callable[[ShadowRunner | None], None]
+"""Where a shadow reading runs (the agent's frame loop); None ends the one running."""
 
 
 def assignment_command_id(signed: Assignment) -> uuid.UUID:
@@ -132,6 +135,7 @@ class Updater:
         smoke: Callable[[Path], SmokeResult] | None = None,
         clock: Callable[[], float] = time.time,
         boot: BootModel | None = None,
+        shadow: ShadowSwitch | None = None,
     ) -> None:
         config = profile.ota
         self.profile = profile
@@ -154,6 +158,7 @@ class Updater:
         self._probation: tuple[uuid.UUID, str, str | None] | None = None
         self.last_state: OtaState | None = None
         self._boot = boot
+        self._shadow = shadow
         self.bundle_dir = boot.bundle_dir if boot else profile.detector.model_dir
         """The bundle folder of the model running now."""
 
@@ -190,6 +195,7 @@ class Updater:
 
     def _run(self) -> None:
         self._guarded(self.report_boot)
+        self._guarded(self.resume_shadow)
         next_check = 0.0
         while not self._stop.is_set():
             command: OtaCommand | None = None
@@ -305,12 +311,14 @@ class Updater:
             now=self.clock(),
             baseline=baseline,
         )
+        previous_bundle = self.bundle_dir
         self._use(
             result.reader,
             RunningModel(version=version, release=signed.release, sha256=signed.sha256),
             bundle,
         )
         self._probation = (command_id, version, rollout)
+        self.start_shadow(previous_bundle)
         return self.report(OtaState.ACTIVE, command_id, version, rollout, result.detail)
 
     def _use(self, reader: SignReader, running: RunningModel, bundle_dir: Path) -> None:
@@ -335,6 +343,7 @@ class Updater:
             None,
         )
         self._probation = None
+        self.stop_shadow()
         if verdict.outcome is Probation.PASSED:
             return self.report(OtaState.PROBATION_PASSED, command_id, version, rollout)
         boot = boot_model(self.profile.model_copy(), clock=self.clock)
@@ -347,6 +356,48 @@ class Updater:
             return self.report(OtaState.ROLLED_BACK, command_id, version, rollout, detail)
         self._use(reader, boot.running, boot.bundle_dir)
         return self.report(OtaState.ROLLED_BACK, command_id, version, rollout, verdict.reason)
+
+    # -- shadow reading --------------------------------------------------------------------
+
+    def start_shadow(self, previous_bundle: Path) -> ShadowRunner | None:
+        """Let the model in `previous_bundle` read sampled frames beside the new one."""
+        if self._shadow is None or not self.config.shadow_enabled:
+            return None
+        try:
+            reader = slot_reader(self.profile, previous_bundle, threads=1)
+        except AgentError as e:
+            log.warning("no shadow reading: the previous model does not load: %s", e)
+            return None
+        metadata = reader.detector.metadata
+        runner = ShadowRunner(
+            reader,
+            ModelRef(version=metadata.version, sha256=metadata.sha256),
+            every_n_frames=self.config.shadow_every_n_frames,
+            queue_frames=self.config.shadow_queue_frames,
+            confidence=self.profile.detector.confidence_threshold,
+            iou_threshold=self.profile.detector.iou_threshold,
+        ).start()
+        self._shadow(runner)
+        return runner
+
+    def stop_shadow(self) -> None:
+        """End the shadow reading (the probation it served is over)."""
+        if self._shadow is not None:
+            self._shadow(None)
+
+    def resume_shadow(self) -> ShadowRunner | None:
+        """After a restart during probation: the previous slot reads beside the active one."""
+        record = self.slots.read_record()
+        if record is None or record.probation_started is None or record.active is None:
+            return None
+        if self.bundle_dir != self.slots.bundle_dir(record.active):
+            return None  # the boot did not run the model on probation
+        previous = (
+            self.slots.bundle_dir(record.previous)
+            if record.previous is not None
+            else self.profile.detector.model_dir
+        )
+        return self.start_shadow(previous)
 
     # -- status ----------------------------------------------------------------------------
 
