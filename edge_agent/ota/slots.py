@@ -77,6 +77,7 @@ def _parse_record(data: bytes) -> SlotRecord:
             release=int(info["release"]),
             sha256=str(info["sha256"]),
             detector_sha256=str(info["detector_sha256"]),
+            rollout_id=None if info.get("rollout_id") is None else str(info["rollout_id"]),
         )
         for name, info in dict(body.get("slots") or {}).items()
     }

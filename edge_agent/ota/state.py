@@ -242,6 +242,8 @@ class SlotInfo:
     """sha256 of the bundle target."""
     detector_sha256: str
     """sha256 of the detector artifact it runs (what ModelRef carries)."""
+    rollout_id: str | None = None
+    """The rollout that installed it, for the statuses of its probation (a rollback at boot)."""
 
 
 @dataclass(frozen=True)

@@ -63,6 +63,11 @@ def assignment_command_id(signed: Assignment) -> uuid.UUID:
     )
 
 
+def probation_command_id(sha256: str) -> uuid.UUID:
+    """The command id of a probation's statuses when its install's command is not known."""
+    return uuid.uuid5(uuid.NAMESPACE_URL, f"roadsign:probation:{sha256}")
+
+
 @dataclasses.dataclass(frozen=True)
 class BootModel:
     """The bundle the agent starts on and what it is."""
@@ -72,6 +77,8 @@ class BootModel:
     reason: str
     rolled_back: str | None = None
     """Why a probation ended in a rollback at this start (a crash loop), to be reported."""
+    rolled_back_from: SlotInfo | None = None
+    """The model that rollback left (its version and rollout, for the status)."""
 
 
 SHIPPED_VERSION = "release-0"
@@ -90,15 +97,16 @@ def boot_model(profile: DeviceProfile, *, clock: Callable[[], float] = time.time
     if not profile.ota.enabled:
         return shipped
     slots = Slots(profile.ota.state_dir)
-    verdict = None
+    verdict = record = None
     try:
-        slots.count_restart()
+        record = slots.count_restart()
         verdict = ProbationWatch(slots, limits(profile.ota), clock=clock).check(None)
     except OtaError as e:
         log.warning("slot record: %s", e)
     model = active_model(profile, slots)
     if verdict is not None and verdict.outcome is Probation.ROLL_BACK:
-        return dataclasses.replace(model, rolled_back=verdict.reason)
+        failed = (record.slots or {}).get(record.active or "") if record else None
+        return dataclasses.replace(model, rolled_back=verdict.reason, rolled_back_from=failed)
     return model
 
 
@@ -189,8 +197,18 @@ class Updater:
         """Report a rollback this start made (a crash loop in probation), if it made one."""
         if self._boot is None or not self._boot.rolled_back:
             return None
+        failed = self._boot.rolled_back_from
+        if failed is None:  # a record from before rollouts were kept in it
+            return self.report(
+                OtaState.ROLLED_BACK, None, self.running.version, None, self._boot.rolled_back
+            )
+        # Named as the probation's own statuses are: the model rolled back and its rollout.
         return self.report(
-            OtaState.ROLLED_BACK, None, self.running.version, None, self._boot.rolled_back
+            OtaState.ROLLED_BACK,
+            probation_command_id(failed.sha256),
+            failed.version,
+            failed.rollout_id,
+            self._boot.rolled_back,
         )
 
     def _run(self) -> None:
@@ -307,6 +325,7 @@ class Updater:
                 release=signed.release,
                 sha256=signed.sha256,
                 detector_sha256=detector.sha256,
+                rollout_id=rollout,
             ),
             now=self.clock(),
             baseline=baseline,
@@ -334,13 +353,16 @@ class Updater:
         """Judge the probation in progress; a rollback swaps the previous model back in."""
         if now is None:
             now = health_numbers(self.health(), self.model)
+        record = self.slots.read_record()
         verdict = self.watch.check(now)
         if verdict is None or verdict.outcome is Probation.WATCHING:
             return None
+        # After a restart the probation's command is not known here: the record's rollout is.
+        on_probation = (record.slots or {}).get(record.active or "") if record else None
         command_id, version, rollout = self._probation or (
-            uuid.uuid5(uuid.NAMESPACE_URL, f"roadsign:probation:{self.running.sha256}"),
+            probation_command_id(self.running.sha256),
             self.running.version,
-            None,
+            on_probation.rollout_id if on_probation else None,
         )
         self._probation = None
         self.stop_shadow()

@@ -364,11 +364,14 @@ def test_probation_regression_rolls_back_to_the_previous_slot(served: Served) ->
     assert rig.active_version() == "1.0.0"
 
 
-def test_crash_loop_during_probation_rolls_back_at_boot(served: Served) -> None:
+def test_crash_loop_during_probation_rolls_back_at_boot_and_names_the_rollout(
+    served: Served,
+) -> None:
     rig = Rig(served, probation_s=3600, probation_max_restarts=2)
     installed(served, rig, "1.0.0")
     rig.updater.slots.end_probation()
-    installed(served, rig, "2.0.0")
+    served.publish_model("2.0.0", rollout_id="wave-2")
+    assert rig.updater.check() == "active"
     # two agent starts while 2.0.0 is on probation
     assert boot_model(rig.profile).running.version == "2.0.0"
     boot = boot_model(rig.profile)
@@ -383,6 +386,10 @@ def test_crash_loop_during_probation_rolls_back_at_boot(served: Served) -> None:
         wait_until(lambda: "rolled_back" in rig.states(), message="the rollback was reported")
     finally:
         updater.stop()
+    # the status names the model rolled back and its rollout, as the server's gates need
+    [status] = [s for s in rig.statuses() if s["state"] == "rolled_back"]
+    assert (status["model_version"], status["rollout_id"]) == ("2.0.0", "wave-2")
+    assert "crash loop" in str(status["detail"])
 
 
 @pytest.mark.parametrize("enabled", [False])
