@@ -397,6 +397,13 @@ class OtaConfig(StrictConfigModel):
     check_interval_s: float = Field(
         default=300, ge=5, le=86400, description="Seconds between checks for a new assignment."
     )
+    retry_initial_s: float = Field(
+        default=15,
+        gt=0,
+        le=86400,
+        description="After a failed refresh the next check comes this many seconds later, "
+        "doubling with each failure in a row (with jitter) up to check_interval_s.",
+    )
     request_timeout_s: float = Field(
         default=30,
         gt=0,

@@ -387,3 +387,13 @@ def probation_verdict(
             Probation.PASSED, f"no crash loop or regression in {elapsed_s:.0f} s"
         )
     return ProbationVerdict(Probation.WATCHING, "probation in progress")
+
+
+def retry_delay(failures: int, *, initial_s: float, cap_s: float, jitter: float) -> float:
+    """Seconds to the next check after `failures` failed refreshes in a row: doubling from
+    `initial_s`, capped at `cap_s` (the check interval), and spread by `jitter` (0-1) over the
+    upper half so that a fleet cut off together does not come back in step."""
+    if failures <= 0:
+        return cap_s
+    base = min(cap_s, initial_s * 2.0 ** min(failures - 1, 62))
+    return base * (0.5 + 0.5 * min(max(jitter, 0.0), 1.0))

@@ -5,7 +5,8 @@ its own) it refreshes the TUF metadata and decides (state.decide) what the signe
 asks; an install passes downloading, verified, staged, smoke_testing, active, each reported on
 ota/status, and ends with the frame loop's reader swapped for the new one without stopping it.
 Probation is watched between checks. A device that cannot refresh keeps the model it verified,
-reports failed with the reason, and tries again at the next check.
+reports failed with the reason, and tries again after a backoff (``ota.retry_initial_s``,
+doubling with jitter up to the check interval).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import dataclasses
 import functools
 import logging
 import queue
+import random
 import threading
 import time
 import uuid
@@ -40,6 +42,7 @@ from edge_agent.ota.state import (
     SlotInfo,
     Verdict,
     decide,
+    retry_delay,
 )
 from edge_agent.profile import DeviceProfile
 from edge_agent.reading.signs import SignReader
@@ -144,6 +147,7 @@ class Updater:
         clock: Callable[[], float] = time.time,
         boot: BootModel | None = None,
         shadow: ShadowSwitch | None = None,
+        jitter: Callable[[], float] = random.random,
     ) -> None:
         config = profile.ota
         self.profile = profile
@@ -167,6 +171,9 @@ class Updater:
         self.last_state: OtaState | None = None
         self._boot = boot
         self._shadow = shadow
+        self._jitter = jitter
+        self.refresh_failures = 0
+        """Failed refreshes in a row: the next check backs off from them."""
         self.bundle_dir = boot.bundle_dir if boot else profile.detector.model_dir
         """The bundle folder of the model running now."""
 
@@ -221,12 +228,21 @@ class Updater:
                 command = self._commands.get_nowait()
             if command is not None or time.monotonic() >= next_check:
                 self._guarded(functools.partial(self.check, command))
-                next_check = time.monotonic() + self.config.check_interval_s
+                next_check = time.monotonic() + self.next_check_in()
             self._guarded(self.watch_probation)
             # A probation needs a look more often than the check interval.
             wait = min(max(0.0, next_check - time.monotonic()), 5.0)
             self._wake.wait(timeout=wait)
             self._wake.clear()
+
+    def next_check_in(self) -> float:
+        """Seconds to the next check: the interval, or a backoff after failed refreshes."""
+        return retry_delay(
+            self.refresh_failures,
+            initial_s=self.config.retry_initial_s,
+            cap_s=self.config.check_interval_s,
+            jitter=self._jitter(),
+        )
 
     def _guarded(self, step: Callable[[], object]) -> None:
         try:
@@ -269,8 +285,10 @@ class Updater:
                 else None
             )
         except OtaError as e:
-            # Cannot refresh: keep the verified model, say why, try again at the next check.
+            # Cannot refresh: keep the verified model, say why, try again after a backoff.
+            self.refresh_failures += 1
             return self.report(OtaState.FAILED, command_id, version, rollout, str(e))
+        self.refresh_failures = 0
         if signed is not None:
             command_id = command_id or assignment_command_id(signed)
             version, rollout = signed.version, signed.rollout_id

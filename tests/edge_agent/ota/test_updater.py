@@ -297,6 +297,39 @@ def test_unreachable_repository_fails_keeps_the_model_and_retries(served: Served
     assert rig.updater.check() == "active"
 
 
+def test_failed_refreshes_back_off_and_a_good_one_returns_to_the_check_interval(
+    served: Served,
+) -> None:
+    rig = Rig(served, retry_initial_s=10, check_interval_s=60)
+    rig.updater = rig.make(jitter=lambda: 1.0)
+    assert rig.updater.next_check_in() == 60
+    served.journal.down = True
+    waits = []
+    for _ in range(4):
+        assert rig.updater.check() == "failed"
+        waits.append(rig.updater.next_check_in())
+    assert waits == [10, 20, 40, 60]
+    served.journal.down = False
+    served.publish_model("2.0.0")
+    assert rig.updater.check() == "active"
+    assert rig.updater.next_check_in() == 60
+
+
+def test_the_updater_thread_retries_a_failed_refresh_after_its_backoff(served: Served) -> None:
+    rig = Rig(served, retry_initial_s=0.1, check_interval_s=3600)
+    rig.updater = rig.make(jitter=lambda: 1.0)
+    served.journal.down = True
+    rig.updater.start()
+    try:
+        # an hour's check interval, yet the failed refresh is tried again soon, and again
+        wait_until(lambda: rig.states().count("failed") >= 3, message="three backed-off retries")
+        served.journal.down = False
+        served.publish_model("2.0.0")
+        wait_until(lambda: "active" in rig.states(), message="the retry after the outage")
+    finally:
+        rig.updater.stop()
+
+
 def test_failed_smoke_test_is_never_activated_nor_retried(served: Served) -> None:
     rig = Rig(served)
     rig.updater = rig.make(smoke=lambda bundle: SmokeResult(False, "golden set failed: 0/3"))
