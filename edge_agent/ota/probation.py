@@ -20,7 +20,7 @@ from edge_agent.ota.state import (
     ShadowNumbers,
     probation_verdict,
 )
-from edge_agent.profile import OtaConfig
+from edge_agent.profile_ota import OtaConfig
 from fleet_protocol.messages import CameraState, HealthReport, ModelRef, PipelineStage
 
 
