@@ -409,6 +409,16 @@ def agent_metrics(
                 [(device, 1.0 if link.connected else 0.0)],
             )
         )
+    shadow = agent.shadow
+    if shadow is not None:
+        metrics.append(
+            Metric(
+                "roadsign_shadow_frames_dropped_total",
+                "counter",
+                "Sampled frames the previous model skipped during probation (it was busy).",
+                [(device, shadow.frames_dropped)],
+            )
+        )
     health = agent.last_health
     if health is not None:
         metrics.append(

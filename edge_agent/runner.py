@@ -276,6 +276,7 @@ def _run_agent(
     finally:
         if updater is not None:
             updater.stop()
+        agent.use_shadow(None)
         if api is not None:
             api.stop()
         grabber.stop()

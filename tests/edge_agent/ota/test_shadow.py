@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_agent.agent import Agent, JsonLinesSink
+from edge_agent.agent import Agent, JsonLinesSink, agent_metrics
 from edge_agent.health import HealthMonitor
 from edge_agent.ota.probation import health_numbers
 from edge_agent.ota.shadow import ShadowTally, TrackedBox, pair
@@ -193,6 +193,10 @@ def test_the_previous_model_reading_beside_a_real_model_says_whether_it_reads_al
     try:
         shadow_read(agent, runner, golden_frames())
         report = agent.health_report(camera=CameraState.OK, frames_dropped=0, outbox=None)
+        metrics = {
+            m.name: m for m in agent_metrics(agent, outbox=None, frames_dropped=0, link=None)
+        }
+        assert metrics["roadsign_shadow_frames_dropped_total"].samples[0][1] == 0
     finally:
         agent.use_shadow(None)
     assert report.shadow is not None
@@ -218,6 +222,9 @@ def test_the_previous_model_reading_beside_a_real_model_says_whether_it_reads_al
         assert verdict.reason.startswith("shadow reading")
     assert runner.frames_dropped == 0
     assert agent.shadow is None
+    assert "roadsign_shadow_frames_dropped_total" not in {
+        m.name for m in agent_metrics(agent, outbox=None, frames_dropped=0, link=None)
+    }
 
 
 def test_a_model_misreading_what_the_previous_one_reads_rolls_back_by_itself(
