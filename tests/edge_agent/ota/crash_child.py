@@ -140,7 +140,8 @@ def main(argv: list[str]) -> int:
     }
     Path(out).write_text(json.dumps({"boot": booted}))
     if point == "crash-while-new" and boot.running.release > 1:
-        die()  # the new model crashes the agent at every start
+        # the model after the device's first (release 1) crashes the agent at every start
+        die()
     arm(point)
     with open(status_lines, "a", encoding="utf-8") as stream:
         updater = updater_module.Updater(
