@@ -29,6 +29,8 @@ from edge_agent.health import HealthMonitor
 from edge_agent.metrics import Metric
 from edge_agent.mqtt_link import MqttLink
 from edge_agent.ocr import OcrEngine, prepare_for_ocr
+from edge_agent.ota.shadow import TrackedBox
+from edge_agent.ota.shadow_runner import ShadowRunner
 from edge_agent.outbox import Outbox
 from edge_agent.profile import DeviceProfile
 from edge_agent.reading.signs import DISAGREEMENT_PENALTY, SignReader, SignReading
@@ -182,6 +184,7 @@ class Agent:
         self.reader = reader
         # The OTA updater swaps the reader from its own thread; the loop takes it once a frame.
         self._reader_lock = threading.Lock()
+        self._shadow: ShadowRunner | None = None
         self.sink = sink
         self.ocr = ocr
         self.health = health
@@ -206,10 +209,23 @@ class Agent:
             self.reader = reader
             self.model = model
 
+    def use_shadow(self, runner: ShadowRunner | None) -> None:
+        """Let `runner` (the previous model, during probation) read beside the loop; None:
+        no shadow reading. A runner replaced is stopped."""
+        with self._reader_lock:
+            old, self._shadow = self._shadow, runner
+        if old is not None and old is not runner:
+            old.stop()
+
+    @property
+    def shadow(self) -> ShadowRunner | None:
+        """The shadow reading in progress, if any."""
+        return self._shadow
+
     def process(self, frame: Frame) -> list[Reading]:
         """Read one frame; return the protocol readings it made due (already emitted)."""
         with self._reader_lock:
-            reader = self.reader
+            reader, shadow = self.reader, self._shadow
         started = time.perf_counter()
         detections = reader.detect(
             frame.image,
@@ -227,6 +243,9 @@ class Agent:
             for r, read in zip(readings, wanted, strict=True)
         ]
         due = self.tracker.update(viewed, frame.captured_at)
+        if shadow is not None:
+            tracked = zip(self.tracker.frame_track_ids, readings, strict=True)
+            shadow.observe(frame.image, [TrackedBox(t, r) for t, r in tracked])
         ocr_started = time.perf_counter()
         sent = [self._emit(item) for item in due]
         finished = time.perf_counter()
@@ -304,6 +323,7 @@ class Agent:
             camera_state=camera,
             outbox_depth=outbox.depth if outbox else 0,
             outbox_dropped=outbox.dropped if outbox else 0,
+            shadow=shadow.report() if (shadow := self._shadow) is not None else None,
         )
         return self.last_health
 
@@ -387,6 +407,16 @@ def agent_metrics(
                 "gauge",
                 "1 while connected.",
                 [(device, 1.0 if link.connected else 0.0)],
+            )
+        )
+    shadow = agent.shadow
+    if shadow is not None:
+        metrics.append(
+            Metric(
+                "roadsign_shadow_frames_dropped_total",
+                "counter",
+                "Sampled frames the previous model skipped during probation (it was busy).",
+                [(device, shadow.frames_dropped)],
             )
         )
     health = agent.last_health

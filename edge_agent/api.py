@@ -290,9 +290,14 @@ class LocalApi:
         reader: Callable[[], SignReader],
         health: Callable[[], dict[str, object]],
         metrics: Callable[[], str],
+        reader_key: Callable[[], object] = lambda: None,
     ) -> None:
         self._reader_factory = reader
+        self._reader_key = reader_key
+        """What names the model the agent runs now (its bundle folder): when it changes (an
+        OTA update or rollback), the next request loads the reader again."""
         self._reader: SignReader | None = None
+        self._reader_of: object = None
         self._reader_lock = threading.Lock()
         self.health, self.metrics = health, metrics
         self.max_upload_bytes = int(config.max_upload_mb * MIB)
@@ -340,15 +345,23 @@ class LocalApi:
             self._thread.join()
         self._server.server_close()
 
-    def _read(self, data: bytes, source: str) -> list[dict[str, object]]:
+    def _read(self, data: bytes, source: str) -> dict[str, object]:
+        """The readings of one image and the model that read them."""
         checked_header(data, max_pixels=self.max_image_pixels, source=source)
         # One reader for the API, apart from the pipeline's; requests take turns on it, and
         # decode inside the turn, so the API holds one decoded image at a time.
         with self._reader_lock:
             image = decode_image(data, source=source)
-            if self._reader is None:
+            key = self._reader_key()
+            if self._reader is None or key != self._reader_of:
+                self._reader = None  # the replaced model's memory goes before the next loads
                 self._reader = self._reader_factory()
-            return [reading_fields(r) for r in self._reader.read(image)]
+                self._reader_of = key
+            metadata = self._reader.detector.metadata
+            return {
+                "model": {"version": metadata.version, "sha256": metadata.sha256},
+                "readings": [reading_fields(r) for r in self._reader.read(image)],
+            }
 
     def handle(self, handler: _Handler, method: str) -> None:
         """Route one request; every failure becomes a JSON error, never a dead thread."""
@@ -407,13 +420,13 @@ class LocalApi:
         assert handler.body is not None
         content_type = handler.headers.get("Content-Type", "")
         if not content_type.lower().startswith("multipart/"):
-            return {"source": "upload", "readings": self._read(handler.body.read_all(), "upload")}
+            return {"source": "upload", **self._read(handler.body.read_all(), "upload")}
         parts = iter_parts(
             handler.body.read, boundary_of(content_type), max_part_bytes=self.max_upload_bytes
         )
         for part in parts:
             if part.filename is not None:
-                return {"source": part.filename, "readings": self._read(part.data, part.filename)}
+                return {"source": part.filename, **self._read(part.data, part.filename)}
         raise ApiError(HTTPStatus.BAD_REQUEST, "no file part in the upload")
 
     def _batch(self, handler: _Handler) -> dict[str, object]:
@@ -432,9 +445,7 @@ class LocalApi:
                     HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
                     f"at most {MAX_BATCH_FILES} files per batch",
                 )
-            results.append(
-                {"source": part.filename, "readings": self._read(part.data, part.filename)}
-            )
+            results.append({"source": part.filename, **self._read(part.data, part.filename)})
         if not results:
             raise ApiError(HTTPStatus.BAD_REQUEST, "no file parts in the upload")
         return {"results": results}

@@ -26,6 +26,7 @@ def _responses(ok: dict[str, Any], *errors: str) -> dict[str, Any]:
 _BINARY = {"type": "string", "format": "binary"}
 _READINGS_EXAMPLE = {
     "source": "upload",
+    "model": {"version": "2026.12.0", "sha256": "b0776...c1df0"},
     "readings": [
         {
             "sign_type": "speed_limit",

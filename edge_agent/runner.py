@@ -240,10 +240,15 @@ def _run_agent(
             swap=agent.use_reader,
             health=lambda: agent.last_health,
             boot=boot,
+            shadow=agent.use_shadow,
         ).start()
         messages.ota = updater.nudge
     api = None
     if profile.api.enabled:
+
+        def running_bundle() -> Path:
+            # what the frame loop runs now: the updater's bundle after an update or rollback
+            return updater.bundle_dir if updater else boot.bundle_dir
 
         def health() -> dict[str, object]:
             report = agent.last_health
@@ -259,9 +264,8 @@ def _run_agent(
 
         api = LocalApi(
             profile.api,
-            reader=lambda: slot_reader(
-                profile, updater.bundle_dir if updater else boot.bundle_dir, threads=1
-            ),
+            reader=lambda: slot_reader(profile, running_bundle(), threads=1),
+            reader_key=running_bundle,
             health=health,
             metrics=lambda: render(
                 agent_metrics(agent, outbox=outbox, link=link, frames_dropped=grabber.dropped)
@@ -272,6 +276,7 @@ def _run_agent(
     finally:
         if updater is not None:
             updater.stop()
+        agent.use_shadow(None)
         if api is not None:
             api.stop()
         grabber.stop()

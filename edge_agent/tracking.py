@@ -135,7 +135,8 @@ class _Track:
         )
 
 
-def _iou(a: Box, b: Box) -> float:
+def iou(a: Box, b: Box) -> float:
+    """Intersection over union of two boxes (0 when either has no area)."""
     ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
     inter = ix * iy
@@ -156,9 +157,9 @@ def _affinity(track: _Track, box: Box, category: str) -> float:
     """How well a box continues a track: IoU, or a near-enough centre for a growing sign."""
     predicted = track.predicted()
     same = 1.0 if category == track.category else OTHER_CATEGORY_FACTOR
-    iou = _iou(predicted, box)
-    if iou > 0:
-        return iou * same
+    overlap = iou(predicted, box)
+    if overlap > 0:
+        return overlap * same
     (px, py), (bx, by) = _centre(predicted), _centre(box)
     size = max(predicted[2] - predicted[0], predicted[3] - predicted[1], 1.0)
     distance = float(np.hypot(px - bx, py - by)) / size
@@ -195,6 +196,8 @@ class SignTracker:
         self.reread_every = reread_every
         self._tracks: list[_Track] = []
         self._next_id = 0
+        self.frame_track_ids: list[int] = []
+        """The track of each reading the last `update` was fed, in its order."""
 
     @property
     def active_tracks(self) -> int:
@@ -244,8 +247,10 @@ class SignTracker:
         matches = self._match([(r.box, r.category) for r in readings])
         used_tracks = set(matches.values())
         used_readings = set(matches)
+        ids = [-1] * len(readings)
         for ri, ti in matches.items():
             track, reading = self._tracks[ti], readings[ri]
+            ids[ri] = track.track_id
             (ox, oy), (nx, ny) = _centre(track.box), _centre(reading.box)
             steps = track.misses + 1
             track.velocity = ((nx - ox) / steps, (ny - oy) / steps)
@@ -266,8 +271,10 @@ class SignTracker:
                     last_seen=timestamp,
                 )
                 track.add(reading, self.min_report_px, timestamp)
+                ids[ri] = track.track_id
                 self._next_id += 1
                 self._tracks.append(track)
+        self.frame_track_ids = ids
         due = []
         for track in self._tracks:
             if not track.emitted and track.hits >= self.confirm_frames:

@@ -24,11 +24,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from securesystemslib.signer._crypto_signer import CryptoSigner
-from securesystemslib.signer._signer import Signer
-from tuf.api._payload import (
+from securesystemslib.signer import CryptoSigner, Signer
+from tuf.api.metadata import (
     DelegatedRole,
     Delegations,
+    Metadata,
     MetaFile,
     Root,
     Snapshot,
@@ -37,7 +37,6 @@ from tuf.api._payload import (
     Targets,
     Timestamp,
 )
-from tuf.api.metadata import Metadata
 from tuf.api.serialization.json import JSONSerializer
 
 DIRECTOR = "director"

@@ -18,13 +18,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from tuf.api import exceptions as tuf_errors
-
-# Imported from the defining modules: tuf's packages re-export through a computed __all__,
-# which mypy cannot read.
-from tuf.api._payload import TargetFile
-from tuf.ngclient.config import UpdaterConfig
-from tuf.ngclient.fetcher import FetcherInterface
-from tuf.ngclient.updater import Updater
+from tuf.api.metadata import TargetFile
+from tuf.ngclient import FetcherInterface, Updater, UpdaterConfig
 
 from edge_agent.exceptions import (
     OtaDownloadError,

@@ -2,9 +2,8 @@
 regression rolls back to the previous slot.
 
 The verdict is state.probation_verdict (pure); this module reads the slot record and the health
-reports, and writes the outcome. A shadow reading (running the previous model beside the new
-one on sampled frames and comparing what they read) is a later step: it would add its numbers
-to `HealthNumbers` and its rule to the verdict, and nothing here would change shape.
+reports, and writes the outcome. The shadow reading's numbers (the previous model reading
+sampled frames beside the new one, shadow_runner.py) arrive in the health report's `shadow`.
 """
 
 from __future__ import annotations
@@ -18,9 +17,10 @@ from edge_agent.ota.state import (
     Probation,
     ProbationLimits,
     ProbationVerdict,
+    ShadowNumbers,
     probation_verdict,
 )
-from edge_agent.profile import OtaConfig
+from edge_agent.profile_ota import OtaConfig
 from fleet_protocol.messages import CameraState, HealthReport, ModelRef, PipelineStage
 
 
@@ -31,6 +31,8 @@ def limits(config: OtaConfig) -> ProbationLimits:
         max_restarts=config.probation_max_restarts,
         min_fps_ratio=config.probation_min_fps_ratio,
         max_p95_ratio=config.probation_max_p95_ratio,
+        min_shadow_tracks=config.probation_min_shadow_tracks,
+        min_shadow_agreement=config.probation_min_shadow_agreement,
     )
 
 
@@ -45,7 +47,14 @@ def health_numbers(
     if model is not None and report.model != model:
         return None
     detect = report.stage_latency_ms.get(PipelineStage.DETECT)
-    return HealthNumbers(fps=report.fps, detect_p95_ms=detect.p95_ms if detect else None)
+    shadow = report.shadow
+    return HealthNumbers(
+        fps=report.fps,
+        detect_p95_ms=detect.p95_ms if detect else None,
+        shadow=ShadowNumbers(shadow.frames_compared, shadow.tracks_compared, shadow.tracks_agreeing)
+        if shadow is not None
+        else None,
+    )
 
 
 class ProbationWatch:

@@ -77,6 +77,7 @@ def _parse_record(data: bytes) -> SlotRecord:
             release=int(info["release"]),
             sha256=str(info["sha256"]),
             detector_sha256=str(info["detector_sha256"]),
+            rollout_id=None if info.get("rollout_id") is None else str(info["rollout_id"]),
         )
         for name, info in dict(body.get("slots") or {}).items()
     }
@@ -247,7 +248,8 @@ class Slots:
             slots=slots,
             probation_started=now,
             probation_restarts=0,
-            baseline=baseline,
+            # the previous model's own shadow numbers are not what the new one is held to
+            baseline=replace(baseline, shadow=None) if baseline else None,
         )
         self.write_record(new)
         return new

@@ -242,6 +242,8 @@ class SlotInfo:
     """sha256 of the bundle target."""
     detector_sha256: str
     """sha256 of the detector artifact it runs (what ModelRef carries)."""
+    rollout_id: str | None = None
+    """The rollout that installed it, for the statuses of its probation (a rollback at boot)."""
 
 
 @dataclass(frozen=True)
@@ -285,11 +287,27 @@ def boot_choice(record: SlotRecord | None, verifies: Mapping[SlotName, bool]) ->
 
 
 @dataclass(frozen=True)
+class ShadowNumbers:
+    """Cumulative numbers of one probation's shadow reading (HealthReport.shadow's)."""
+
+    frames_compared: int
+    tracks_compared: int
+    tracks_agreeing: int
+
+    @property
+    def agreement(self) -> float | None:
+        """Share of compared tracks that agree; None before any track was compared."""
+        return self.tracks_agreeing / self.tracks_compared if self.tracks_compared else None
+
+
+@dataclass(frozen=True)
 class HealthNumbers:
-    """The numbers a probation compares: frames per second and detector p95 latency."""
+    """The numbers a probation compares: frames per second, detector p95 latency, and how the
+    previous model reads the same frames (None: no shadow reading)."""
 
     fps: float
     detect_p95_ms: float | None
+    shadow: ShadowNumbers | None = None
 
 
 @dataclass(frozen=True)
@@ -300,6 +318,10 @@ class ProbationLimits:
     max_restarts: int
     min_fps_ratio: float
     max_p95_ratio: float
+    min_shadow_tracks: int = 20
+    """Tracks the shadow reading must have compared before its agreement can roll back."""
+    min_shadow_agreement: float = 0.0
+    """Lowest share of compared tracks on which the new and the previous model agree."""
 
 
 class Probation(StrEnum):
@@ -326,7 +348,8 @@ def probation_verdict(
     now: HealthNumbers | None,
     limits: ProbationLimits,
 ) -> ProbationVerdict:
-    """Crash loop or regression against the model before: roll back; the window over: passed."""
+    """Crash loop, regression against the model before, or a shadow reading that disagrees
+    with the previous model: roll back; the window over: passed."""
     if restarts >= limits.max_restarts:
         return ProbationVerdict(
             Probation.ROLL_BACK,
@@ -349,8 +372,28 @@ def probation_verdict(
                 f"regression: detector p95 {now.detect_p95_ms:.1f} ms against "
                 f"{before.detect_p95_ms:.1f} ms before (over x{limits.max_p95_ratio:g})",
             )
+    shadow = now.shadow if now is not None else None
+    if shadow is not None and shadow.tracks_compared >= limits.min_shadow_tracks:
+        share = shadow.agreement or 0.0
+        if share < limits.min_shadow_agreement:
+            return ProbationVerdict(
+                Probation.ROLL_BACK,
+                f"shadow reading: the new model reads {shadow.tracks_agreeing} of "
+                f"{shadow.tracks_compared} tracks as the previous one does ({share:.0%}, below "
+                f"{limits.min_shadow_agreement:.0%})",
+            )
     if elapsed_s >= limits.window_s:
         return ProbationVerdict(
             Probation.PASSED, f"no crash loop or regression in {elapsed_s:.0f} s"
         )
     return ProbationVerdict(Probation.WATCHING, "probation in progress")
+
+
+def retry_delay(failures: int, *, initial_s: float, cap_s: float, jitter: float) -> float:
+    """Seconds to the next check after `failures` failed refreshes in a row: doubling from
+    `initial_s`, capped at `cap_s` (the check interval), and spread by `jitter` (0-1) over the
+    upper half so that a fleet cut off together does not come back in step."""
+    if failures <= 0:
+        return cap_s
+    base = min(cap_s, initial_s * 2.0 ** min(failures - 1, 62))
+    return base * (0.5 + 0.5 * min(max(jitter, 0.0), 1.0))

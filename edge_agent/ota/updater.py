@@ -5,7 +5,8 @@ its own) it refreshes the TUF metadata and decides (state.decide) what the signe
 asks; an install passes downloading, verified, staged, smoke_testing, active, each reported on
 ota/status, and ends with the frame loop's reader swapped for the new one without stopping it.
 Probation is watched between checks. A device that cannot refresh keeps the model it verified,
-reports failed with the reason, and tries again at the next check.
+reports failed with the reason, and tries again after a backoff (``ota.retry_initial_s``,
+doubling with jitter up to the check interval).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import dataclasses
 import functools
 import logging
 import queue
+import random
 import threading
 import time
 import uuid
@@ -22,12 +24,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from tuf.api._payload import TargetFile
+from tuf.api.metadata import TargetFile
 
 from edge_agent.agent import Sink
 from edge_agent.exceptions import AgentError, OtaError
 from edge_agent.ota.client import OtaClient
 from edge_agent.ota.probation import ProbationWatch, health_numbers, limits
+from edge_agent.ota.shadow_runner import ShadowRunner
 from edge_agent.ota.slots import Slots
 from edge_agent.ota.smoke import SmokeResult, slot_reader, smoke_test
 from edge_agent.ota.state import (
@@ -39,6 +42,7 @@ from edge_agent.ota.state import (
     SlotInfo,
     Verdict,
     decide,
+    retry_delay,
 )
 from edge_agent.profile import DeviceProfile
 from edge_agent.reading.signs import SignReader
@@ -49,6 +53,8 @@ log = logging.getLogger(__name__)
 
 MODELS_PREFIX = "models/"
 ReaderSwap = Callable[[SignReader, ModelRef], None]
+ShadowSwitch = Callable[[ShadowRunner | None], None]
+"""Where a shadow reading runs (the agent's frame loop); None ends the one running."""
 
 
 def assignment_command_id(signed: Assignment) -> uuid.UUID:
@@ -60,6 +66,11 @@ def assignment_command_id(signed: Assignment) -> uuid.UUID:
     )
 
 
+def probation_command_id(sha256: str) -> uuid.UUID:
+    """The command id of a probation's statuses when its install's command is not known."""
+    return uuid.uuid5(uuid.NAMESPACE_URL, f"roadsign:probation:{sha256}")
+
+
 @dataclasses.dataclass(frozen=True)
 class BootModel:
     """The bundle the agent starts on and what it is."""
@@ -69,6 +80,8 @@ class BootModel:
     reason: str
     rolled_back: str | None = None
     """Why a probation ended in a rollback at this start (a crash loop), to be reported."""
+    rolled_back_from: SlotInfo | None = None
+    """The model that rollback left (its version and rollout, for the status)."""
 
 
 SHIPPED_VERSION = "release-0"
@@ -87,15 +100,16 @@ def boot_model(profile: DeviceProfile, *, clock: Callable[[], float] = time.time
     if not profile.ota.enabled:
         return shipped
     slots = Slots(profile.ota.state_dir)
-    verdict = None
+    verdict = record = None
     try:
-        slots.count_restart()
+        record = slots.count_restart()
         verdict = ProbationWatch(slots, limits(profile.ota), clock=clock).check(None)
     except OtaError as e:
         log.warning("slot record: %s", e)
     model = active_model(profile, slots)
     if verdict is not None and verdict.outcome is Probation.ROLL_BACK:
-        return dataclasses.replace(model, rolled_back=verdict.reason)
+        failed = (record.slots or {}).get(record.active or "") if record else None
+        return dataclasses.replace(model, rolled_back=verdict.reason, rolled_back_from=failed)
     return model
 
 
@@ -132,6 +146,8 @@ class Updater:
         smoke: Callable[[Path], SmokeResult] | None = None,
         clock: Callable[[], float] = time.time,
         boot: BootModel | None = None,
+        shadow: ShadowSwitch | None = None,
+        jitter: Callable[[], float] = random.random,
     ) -> None:
         config = profile.ota
         self.profile = profile
@@ -154,6 +170,10 @@ class Updater:
         self._probation: tuple[uuid.UUID, str, str | None] | None = None
         self.last_state: OtaState | None = None
         self._boot = boot
+        self._shadow = shadow
+        self._jitter = jitter
+        self.refresh_failures = 0
+        """Failed refreshes in a row: the next check backs off from them."""
         self.bundle_dir = boot.bundle_dir if boot else profile.detector.model_dir
         """The bundle folder of the model running now."""
 
@@ -180,18 +200,27 @@ class Updater:
             log.warning("OTA command %s dropped: too many waiting", command.command_id)
         self._wake.set()
 
-    def _run(self) -> None:
-        if self._boot is not None and self._boot.rolled_back:
-            self._guarded(
-                functools.partial(
-                    self.report,
-                    OtaState.ROLLED_BACK,
-                    None,
-                    self.running.version,
-                    None,
-                    self._boot.rolled_back,
-                )
+    def report_boot(self) -> OtaState | None:
+        """Report a rollback this start made (a crash loop in probation), if it made one."""
+        if self._boot is None or not self._boot.rolled_back:
+            return None
+        failed = self._boot.rolled_back_from
+        if failed is None:  # a record from before rollouts were kept in it
+            return self.report(
+                OtaState.ROLLED_BACK, None, self.running.version, None, self._boot.rolled_back
             )
+        # Named as the probation's own statuses are: the model rolled back and its rollout.
+        return self.report(
+            OtaState.ROLLED_BACK,
+            probation_command_id(failed.sha256),
+            failed.version,
+            failed.rollout_id,
+            self._boot.rolled_back,
+        )
+
+    def _run(self) -> None:
+        self._guarded(self.report_boot)
+        self._guarded(self.resume_shadow)
         next_check = 0.0
         while not self._stop.is_set():
             command: OtaCommand | None = None
@@ -199,12 +228,21 @@ class Updater:
                 command = self._commands.get_nowait()
             if command is not None or time.monotonic() >= next_check:
                 self._guarded(functools.partial(self.check, command))
-                next_check = time.monotonic() + self.config.check_interval_s
+                next_check = time.monotonic() + self.next_check_in()
             self._guarded(self.watch_probation)
             # A probation needs a look more often than the check interval.
             wait = min(max(0.0, next_check - time.monotonic()), 5.0)
             self._wake.wait(timeout=wait)
             self._wake.clear()
+
+    def next_check_in(self) -> float:
+        """Seconds to the next check: the interval, or a backoff after failed refreshes."""
+        return retry_delay(
+            self.refresh_failures,
+            initial_s=self.config.retry_initial_s,
+            cap_s=self.config.check_interval_s,
+            jitter=self._jitter(),
+        )
 
     def _guarded(self, step: Callable[[], object]) -> None:
         try:
@@ -247,8 +285,10 @@ class Updater:
                 else None
             )
         except OtaError as e:
-            # Cannot refresh: keep the verified model, say why, try again at the next check.
+            # Cannot refresh: keep the verified model, say why, try again after a backoff.
+            self.refresh_failures += 1
             return self.report(OtaState.FAILED, command_id, version, rollout, str(e))
+        self.refresh_failures = 0
         if signed is not None:
             command_id = command_id or assignment_command_id(signed)
             version, rollout = signed.version, signed.rollout_id
@@ -303,16 +343,19 @@ class Updater:
                 release=signed.release,
                 sha256=signed.sha256,
                 detector_sha256=detector.sha256,
+                rollout_id=rollout,
             ),
             now=self.clock(),
             baseline=baseline,
         )
+        previous_bundle = self.bundle_dir
         self._use(
             result.reader,
             RunningModel(version=version, release=signed.release, sha256=signed.sha256),
             bundle,
         )
         self._probation = (command_id, version, rollout)
+        self.start_shadow(previous_bundle)
         return self.report(OtaState.ACTIVE, command_id, version, rollout, result.detail)
 
     def _use(self, reader: SignReader, running: RunningModel, bundle_dir: Path) -> None:
@@ -328,15 +371,19 @@ class Updater:
         """Judge the probation in progress; a rollback swaps the previous model back in."""
         if now is None:
             now = health_numbers(self.health(), self.model)
+        record = self.slots.read_record()
         verdict = self.watch.check(now)
         if verdict is None or verdict.outcome is Probation.WATCHING:
             return None
+        # After a restart the probation's command is not known here: the record's rollout is.
+        on_probation = (record.slots or {}).get(record.active or "") if record else None
         command_id, version, rollout = self._probation or (
-            uuid.uuid5(uuid.NAMESPACE_URL, f"roadsign:probation:{self.running.sha256}"),
+            probation_command_id(self.running.sha256),
             self.running.version,
-            None,
+            on_probation.rollout_id if on_probation else None,
         )
         self._probation = None
+        self.stop_shadow()
         if verdict.outcome is Probation.PASSED:
             return self.report(OtaState.PROBATION_PASSED, command_id, version, rollout)
         boot = boot_model(self.profile.model_copy(), clock=self.clock)
@@ -349,6 +396,48 @@ class Updater:
             return self.report(OtaState.ROLLED_BACK, command_id, version, rollout, detail)
         self._use(reader, boot.running, boot.bundle_dir)
         return self.report(OtaState.ROLLED_BACK, command_id, version, rollout, verdict.reason)
+
+    # -- shadow reading --------------------------------------------------------------------
+
+    def start_shadow(self, previous_bundle: Path) -> ShadowRunner | None:
+        """Let the model in `previous_bundle` read sampled frames beside the new one."""
+        if self._shadow is None or not self.config.shadow_enabled:
+            return None
+        try:
+            reader = slot_reader(self.profile, previous_bundle, threads=1)
+        except AgentError as e:
+            log.warning("no shadow reading: the previous model does not load: %s", e)
+            return None
+        metadata = reader.detector.metadata
+        runner = ShadowRunner(
+            reader,
+            ModelRef(version=metadata.version, sha256=metadata.sha256),
+            every_n_frames=self.config.shadow_every_n_frames,
+            queue_frames=self.config.shadow_queue_frames,
+            confidence=self.profile.detector.confidence_threshold,
+            iou_threshold=self.profile.detector.iou_threshold,
+        ).start()
+        self._shadow(runner)
+        return runner
+
+    def stop_shadow(self) -> None:
+        """End the shadow reading (the probation it served is over)."""
+        if self._shadow is not None:
+            self._shadow(None)
+
+    def resume_shadow(self) -> ShadowRunner | None:
+        """After a restart during probation: the previous slot reads beside the active one."""
+        record = self.slots.read_record()
+        if record is None or record.probation_started is None or record.active is None:
+            return None
+        if self.bundle_dir != self.slots.bundle_dir(record.active):
+            return None  # the boot did not run the model on probation
+        previous = (
+            self.slots.bundle_dir(record.previous)
+            if record.previous is not None
+            else self.profile.detector.model_dir
+        )
+        return self.start_shadow(previous)
 
     # -- status ----------------------------------------------------------------------------
 

@@ -262,3 +262,23 @@ def test_a_sign_reported_when_it_leaves_the_view_says_when_its_best_view_was_see
     assert (result.first_seen, result.last_seen) == (100.0, 104.0)
     assert result.seen_at == 102.0  # the surest view's frame, the one `reading` is
     assert result.reading.confidence == 0.95
+
+
+def test_each_reading_of_a_frame_is_told_the_track_it_continued_or_started() -> None:
+    tracker = SignTracker()
+    left, right = (10.0, 10.0, 50.0, 50.0), (200.0, 10.0, 240.0, 50.0)
+    tracker.update([_sign(left), _sign(right)], 0.0)
+    first = list(tracker.frame_track_ids)
+    assert len(set(first)) == 2
+    # the same signs a frame later, listed the other way round, and a new one
+    tracker.update(
+        [
+            _sign((202.0, 10.0, 242.0, 50.0)),
+            _sign((400.0, 10.0, 440.0, 50.0)),
+            _sign((12.0, 10.0, 52.0, 50.0)),
+        ],
+        0.1,
+    )
+    assert tracker.frame_track_ids[0] == first[1]
+    assert tracker.frame_track_ids[2] == first[0]
+    assert tracker.frame_track_ids[1] not in first

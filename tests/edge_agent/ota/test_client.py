@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from securesystemslib.signer._crypto_signer import CryptoSigner
-from tuf.api._payload import TargetFile
+from securesystemslib.signer import CryptoSigner
+from tuf.api.metadata import TargetFile
 
 from edge_agent.exceptions import OtaDownloadError, OtaRefreshError, OtaVerificationError
 from edge_agent.ota.client import OtaClient

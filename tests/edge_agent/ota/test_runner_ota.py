@@ -1,13 +1,19 @@
 """The OTA updater wired into ``run_agent``: an OtaCommand through a real broker nudges the
 updater, which installs the signed assignment from a real TUF repository, reports each state on
-ota/status through the outbox, and swaps the frame loop's model while it keeps running."""
+ota/status through the outbox, and swaps the frame loop's model while it keeps running; the
+local API's /predict reads with the model the agent runs now."""
 
 from __future__ import annotations
 
+import http.client
+import json
 import threading
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
+
+import cv2
+import numpy as np
 
 from edge_agent.profile import DeviceProfile
 from edge_agent.runner import run_agent
@@ -25,6 +31,27 @@ def _ota_statuses(subscriber: Subscriber) -> list[OtaStatus]:
         return [m for m in subscriber.messages if isinstance(m, OtaStatus)]
 
 
+def _predicted_by(port: int) -> str:
+    """The model version the local API's /predict reads with."""
+    ok, png = cv2.imencode(".png", np.full((64, 64, 3), 128, np.uint8))
+    assert ok
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        connection.request("POST", "/predict", png.tobytes(), {"Content-Type": "image/png"})
+        response = connection.getresponse()
+        assert response.status == 200
+        return str(json.loads(response.read())["model"]["version"])
+    finally:
+        connection.close()
+
+
+def _try_predict(port: int) -> str | None:
+    try:
+        return _predicted_by(port)
+    except OSError:  # not listening yet
+        return None
+
+
 def test_a_command_over_mqtt_installs_the_signed_assignment_in_a_running_agent(
     served: Served, tmp_path: Path
 ) -> None:
@@ -32,6 +59,7 @@ def test_a_command_over_mqtt_installs_the_signed_assignment_in_a_running_agent(
     root.write_bytes(served.repo.trusted_root())
     broker = Broker(tmp_path / "broker").start()
     subscriber = Subscriber(broker)
+    api_port = free_port()
     profile = DeviceProfile.model_validate(
         {
             "identity": {"device_id": DEVICE},
@@ -45,7 +73,7 @@ def test_a_command_over_mqtt_installs_the_signed_assignment_in_a_running_agent(
             "reporting": {"health_interval_s": 1},
             "outbox": {"path": str(tmp_path / "outbox.sqlite3")},
             "broker": {"url": broker.url},
-            "api": {"enabled": False},
+            "api": {"enabled": True, "host": "127.0.0.1", "port": api_port},
             "ota": {
                 "enabled": True,
                 "repository_url": served.url,
@@ -67,6 +95,8 @@ def test_a_command_over_mqtt_installs_the_signed_assignment_in_a_running_agent(
             lambda: any(path.endswith("timestamp.json") for path in served.journal.paths()),
             message="the updater's first refresh",
         )
+        shipped = wait_until(lambda: _try_predict(api_port), message="the local API answers")
+        assert shipped != "2026.12.0"
         info = served.repo.add_model(BUNDLE, "2026.12.0", served.bundle("2026.12.0"))
         served.repo.assign(DEVICE, info, rollout_id="wave-1")
         served.repo.publish()
@@ -109,6 +139,8 @@ def test_a_command_over_mqtt_installs_the_signed_assignment_in_a_running_agent(
             ),
             message="a health report naming the new model",
         )
+        # the local API reads with the new model too, not with the one it started on
+        assert _predicted_by(api_port) == "2026.12.0"
         assert thread.is_alive()
     finally:
         stop.set()

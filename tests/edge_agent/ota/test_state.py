@@ -20,6 +20,7 @@ from edge_agent.ota.state import (
     decide,
     model_target,
     probation_verdict,
+    retry_delay,
 )
 from fleet_protocol.messages import OtaAction
 
@@ -201,3 +202,16 @@ def test_probation_verdict(
     )
     assert result.outcome is outcome
     assert says in result.reason
+
+
+def test_failed_refreshes_back_off_doubling_with_jitter_up_to_the_check_interval() -> None:
+    def delay(failures: int, jitter: float = 1.0) -> float:
+        return retry_delay(failures, initial_s=15, cap_s=300, jitter=jitter)
+
+    assert delay(0) == 300  # no failure: the check interval
+    assert [delay(n) for n in range(1, 7)] == [15, 30, 60, 120, 240, 300]
+    assert delay(1000) == 300
+    # jitter spreads a delay over its upper half, never beyond it
+    assert delay(3, jitter=0.0) == 30
+    assert delay(3, jitter=0.5) == 45
+    assert delay(3, jitter=7.0) == 60

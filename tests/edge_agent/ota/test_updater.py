@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from securesystemslib.signer._crypto_signer import CryptoSigner
-from tuf.api._payload import TargetFile
+from securesystemslib.signer import CryptoSigner
+from tuf.api.metadata import TargetFile
 
 from edge_agent.agent import JsonLinesSink
 from edge_agent.ota.smoke import SmokeResult
@@ -297,6 +297,39 @@ def test_unreachable_repository_fails_keeps_the_model_and_retries(served: Served
     assert rig.updater.check() == "active"
 
 
+def test_failed_refreshes_back_off_and_a_good_one_returns_to_the_check_interval(
+    served: Served,
+) -> None:
+    rig = Rig(served, retry_initial_s=10, check_interval_s=60)
+    rig.updater = rig.make(jitter=lambda: 1.0)
+    assert rig.updater.next_check_in() == 60
+    served.journal.down = True
+    waits = []
+    for _ in range(4):
+        assert rig.updater.check() == "failed"
+        waits.append(rig.updater.next_check_in())
+    assert waits == [10, 20, 40, 60]
+    served.journal.down = False
+    served.publish_model("2.0.0")
+    assert rig.updater.check() == "active"
+    assert rig.updater.next_check_in() == 60
+
+
+def test_the_updater_thread_retries_a_failed_refresh_after_its_backoff(served: Served) -> None:
+    rig = Rig(served, retry_initial_s=0.1, check_interval_s=3600)
+    rig.updater = rig.make(jitter=lambda: 1.0)
+    served.journal.down = True
+    rig.updater.start()
+    try:
+        # an hour's check interval, yet the failed refresh is tried again soon, and again
+        wait_until(lambda: rig.states().count("failed") >= 3, message="three backed-off retries")
+        served.journal.down = False
+        served.publish_model("2.0.0")
+        wait_until(lambda: "active" in rig.states(), message="the retry after the outage")
+    finally:
+        rig.updater.stop()
+
+
 def test_failed_smoke_test_is_never_activated_nor_retried(served: Served) -> None:
     rig = Rig(served)
     rig.updater = rig.make(smoke=lambda bundle: SmokeResult(False, "golden set failed: 0/3"))
@@ -364,11 +397,14 @@ def test_probation_regression_rolls_back_to_the_previous_slot(served: Served) ->
     assert rig.active_version() == "1.0.0"
 
 
-def test_crash_loop_during_probation_rolls_back_at_boot(served: Served) -> None:
+def test_crash_loop_during_probation_rolls_back_at_boot_and_names_the_rollout(
+    served: Served,
+) -> None:
     rig = Rig(served, probation_s=3600, probation_max_restarts=2)
     installed(served, rig, "1.0.0")
     rig.updater.slots.end_probation()
-    installed(served, rig, "2.0.0")
+    served.publish_model("2.0.0", rollout_id="wave-2")
+    assert rig.updater.check() == "active"
     # two agent starts while 2.0.0 is on probation
     assert boot_model(rig.profile).running.version == "2.0.0"
     boot = boot_model(rig.profile)
@@ -383,6 +419,10 @@ def test_crash_loop_during_probation_rolls_back_at_boot(served: Served) -> None:
         wait_until(lambda: "rolled_back" in rig.states(), message="the rollback was reported")
     finally:
         updater.stop()
+    # the status names the model rolled back and its rollout, as the server's gates need
+    [status] = [s for s in rig.statuses() if s["state"] == "rolled_back"]
+    assert (status["model_version"], status["rollout_id"]) == ("2.0.0", "wave-2")
+    assert "crash loop" in str(status["detail"])
 
 
 @pytest.mark.parametrize("enabled", [False])
