@@ -28,6 +28,8 @@ from fleet_server.settings import BrokerSettings
 
 log = logging.getLogger(__name__)
 
+MAX_QUEUED = 10_000
+
 
 class NudgePublisher(Protocol):
     """Where the driver sends OtaCommands."""
@@ -88,6 +90,9 @@ class MqttNudgePublisher:
             client_id=f"{client_id}-{socket.gethostname()}"[:64],
             protocol=mqtt.MQTTv5,
         )
+        # Nudges wait in memory while the broker is away; past this many, new ones are dropped
+        # (the engine nudges again).
+        self._client.max_queued_messages_set(MAX_QUEUED)
         self._address = configure_server_client(self._client, settings)
         self._connected = threading.Event()
         self._client.on_connect = self._on_connect
