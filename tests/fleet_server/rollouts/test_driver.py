@@ -13,7 +13,8 @@ from sqlalchemy import Engine
 
 from fleet_protocol.messages import OtaAction
 from fleet_server import crud
-from fleet_server.db import session_scope
+from fleet_server.db import make_engine, session_scope
+from fleet_server.migrate import upgrade
 from fleet_server.models import DeviceSelector, RolloutCreate
 from fleet_server.rollouts.driver import carry_out, drive_once, step_all
 from fleet_server.rollouts.gates import GatePolicy
@@ -186,3 +187,17 @@ def test_a_driver_killed_after_storing_a_step_leaves_its_actions_to_the_next(
     assert {c.device_id for c in publisher.sent} == set(second_stage)
     assert carry_out(fleet.engine, fleet.settings, publisher, now) == 0
     assert pending_action_count(fleet.engine) == 0
+
+
+def test_the_demo_sqlite_store_drives_a_rollout_to_completion_without_a_lock(
+    tmp_path: Path,
+) -> None:
+    database = DatabaseSettings(url=f"sqlite:///{tmp_path / 'fleet.sqlite3'}")
+    upgrade(database)
+    engine = make_engine(database)
+    try:
+        test_a_three_stage_rollout_completes_in_order_with_every_assignment_signed(
+            make_fleet(database, engine, tmp_path)
+        )
+    finally:
+        engine.dispose()
