@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from fleet_protocol.messages import OtaStatus
+from fleet_protocol.messages import OtaState, OtaStatus
 from fleet_server.crud.rollouts import ReadingStats
 from fleet_server.ingest.worker import health_row, ota_status_row
 from fleet_server.models import HealthSample
@@ -94,7 +94,7 @@ def test_ingestion_stores_the_rollout_id_and_the_shadow_numbers() -> None:
         seq=3,
         timestamp=T0,
         command_id=uuid.uuid4(),
-        state="active",
+        state=OtaState.ACTIVE,
         model_version="2.0.0",
         rollout_id="r-1",
     )
