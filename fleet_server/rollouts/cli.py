@@ -57,7 +57,7 @@ def add_rollout_commands(
     """The ``rollouts`` command and its actions, each run by `handler`."""
     rollouts = commands.add_parser(
         "rollouts",
-        help="Staged model rollouts: create, list, show, pause, resume, abort, rollback.",
+        help="Staged model rollouts: create, list, show, start, pause, resume, abort, rollback.",
         description="Works on the configured database; the rollout driver of a serve process "
         "(rollouts.enabled) signs and nudges what a command decided, on its next tick.",
     )
@@ -79,6 +79,7 @@ def add_rollout_commands(
     actions.add_parser("list", help="Every rollout, newest first.")
     for name, what in (
         ("show", "A rollout: status, verdicts, progress, every device."),
+        ("start", "Start a draft (created with --draft)."),
         ("pause", "Stop advancing."),
         ("resume", "Go on; a stage rolled back by a failed gate is assigned afresh."),
         ("abort", "Stop for good; devices keep what they were assigned."),

@@ -104,7 +104,7 @@ def show(engine: Engine, rollout_id: str) -> str:
 def command(
     settings: ServerSettings, engine: Engine, rollout_id: str, command: RolloutCommand
 ) -> str:
-    """pause, resume, abort or rollback; the rollout's detail afterwards as JSON."""
+    """start, pause, resume, abort or rollback; the rollout's detail afterwards as JSON."""
     with session_scope(engine) as session:
         step_rollout(session, settings, rollout_id, utcnow(), command)
     return show(engine, rollout_id)

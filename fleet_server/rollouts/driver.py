@@ -337,6 +337,8 @@ class DriverThread:
                 drive_once(self._engine, self._settings, self._publisher)
             except FleetError as e:  # the database away, say: the next tick tries again
                 log.warning("rollout driver tick failed; trying again: %s", e)
+            except Exception:
+                log.exception("rollout driver tick failed unexpectedly; trying again")
             self.ticks += 1
             self._stop.wait(self._settings.rollouts.tick_s)
 

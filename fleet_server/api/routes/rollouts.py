@@ -39,6 +39,7 @@ from fleet_server.rollouts.values import RolloutCommand
 router = APIRouter(prefix="/api/v1/rollouts", tags=["rollouts"])
 
 OPERATOR_COMMANDS = {
+    RolloutCommand.START,
     RolloutCommand.PAUSE,
     RolloutCommand.RESUME,
     RolloutCommand.ABORT,
@@ -133,7 +134,7 @@ def events(
 @router.post(
     "/{rollout_id}/{command}",
     response_model=RolloutDetail,
-    summary="Pause, resume, abort or roll back a rollout",
+    summary="Start, pause, resume, abort or roll back a rollout",
     responses={
         404: {"description": "No such rollout or command"},
         409: {"description": "The rollout's status does not allow the command"},
@@ -147,9 +148,9 @@ def command(
     publisher: NudgeDep,
     _: AdminDep,
 ) -> RolloutDetail:
-    """pause: stop advancing; resume: go on (a rolled-back stage is assigned afresh); abort:
-    stop for good, devices keep what they were assigned; rollback: every device the rollout
-    moved returns to what it ran before."""
+    """start: a draft begins its first stage; pause: stop advancing; resume: go on (a
+    rolled-back stage is assigned afresh); abort: stop for good, devices keep what they were
+    assigned; rollback: every device the rollout moved returns to what it ran before."""
     if command not in OPERATOR_COMMANDS:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no command {command}")
     now = utcnow()

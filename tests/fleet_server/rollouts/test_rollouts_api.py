@@ -10,10 +10,13 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine
+from sqlalchemy import Engine, update
+from sqlmodel import col
 
 from fleet_protocol.messages import OtaAction
 from fleet_server.api.main import create_app
+from fleet_server.db import session_scope
+from fleet_server.models import Device
 from fleet_server.settings import DatabaseSettings
 from tests.fleet_server.auth_support import ADMIN, bearer
 from tests.fleet_server.rollouts.driver_support import (
@@ -138,7 +141,8 @@ def test_pause_resume_abort_and_rollback_go_through_the_engine(
     assert refused.status_code == 409
     assert "rolled_back: it cannot resume" in refused.json()["detail"]
     assert client.post("/api/v1/rollouts/r-api/abort", headers=HEADERS).status_code == 409
-    assert client.post("/api/v1/rollouts/r-api/start", headers=HEADERS).status_code == 404
+    assert client.post("/api/v1/rollouts/r-api/start", headers=HEADERS).status_code == 409
+    assert client.post("/api/v1/rollouts/r-api/bogus", headers=HEADERS).status_code == 422
     assert client.post("/api/v1/rollouts/nope/pause", headers=HEADERS).status_code == 404
 
 
@@ -166,3 +170,38 @@ def test_a_hand_made_assignment_nudges_the_devices_it_signed(
     assert [c.device_id for c in publisher.sent] == DEVICES[:3]
     assert all(c.model_version == NEW_VERSION for c in publisher.sent)
     assert all(c.action is OtaAction.INSTALL for c in publisher.sent)
+
+
+def test_a_draft_moves_nothing_until_started(
+    api: tuple[TestClient, RecordingPublisher], fleet: Fleet
+) -> None:
+    client, publisher = api
+    draft = client.post("/api/v1/rollouts", json=body(start=False), headers=HEADERS)
+    assert draft.json()["status"] == "draft"
+    assert signed_assignments(fleet.engine) == {}
+    started = client.post("/api/v1/rollouts/r-api/start", headers=HEADERS)
+    assert started.json()["status"] == "running"
+    assert len(signed_assignments(fleet.engine)) == 2
+    assert len(publisher.sent) == 2
+
+
+def test_a_device_on_an_unpublished_version_rolls_back_to_the_shipped_bundle_by_clearing(
+    api: tuple[TestClient, RecordingPublisher], fleet: Fleet
+) -> None:
+    client, _ = api
+    with session_scope(fleet.engine) as session:
+        session.execute(
+            update(Device).where(col(Device.device_id) == DEVICES[0]).values(model_version=None)
+        )
+    created = client.post(
+        "/api/v1/rollouts",
+        json=body(selector={"device_ids": [DEVICES[0]]}, stages=[{"percent": 100}]),
+        headers=HEADERS,
+    ).json()
+    assert created["device_states"][0]["previous_version"] == "release-0"
+    assert set(signed_assignments(fleet.engine)) == {DEVICES[0]}
+    # The shipped bundle is no target of the repository: a rollback can only clear the
+    # assignment (the device keeps what it runs; see the driver).
+    rolled = client.post("/api/v1/rollouts/r-api/rollback", headers=HEADERS)
+    assert rolled.json()["status"] == "rolled_back"
+    assert signed_assignments(fleet.engine) == {}
