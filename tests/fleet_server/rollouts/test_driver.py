@@ -14,6 +14,7 @@ from sqlalchemy import Engine
 from fleet_protocol.messages import OtaAction
 from fleet_server import crud
 from fleet_server.db import make_engine, session_scope
+from fleet_server.ingest.worker import health_row
 from fleet_server.migrate import upgrade
 from fleet_server.models import DeviceSelector, RolloutCreate
 from fleet_server.rollouts.driver import carry_out, drive_once, step_all
@@ -21,6 +22,7 @@ from fleet_server.rollouts.gates import GatePolicy
 from fleet_server.rollouts.requests import create_rollout
 from fleet_server.rollouts.values import Desired, RolloutStatus, StageSpec
 from fleet_server.settings import DatabaseSettings
+from tests.conftest import make_health
 from tests.fleet_server.rollouts.driver_support import (
     DEVICES,
     NEW_VERSION,
@@ -201,3 +203,34 @@ def test_the_demo_sqlite_store_drives_a_rollout_to_completion_without_a_lock(
         )
     finally:
         engine.dispose()
+
+
+def test_shadow_numbers_from_health_reports_fail_the_stage_when_the_models_disagree(
+    fleet: Fleet,
+) -> None:
+    start_rollout(fleet)
+    drive_once(fleet.engine, fleet.settings, RecordingPublisher(), T0)
+    first = newly_assigned(fleet, T0)
+    install(fleet, first, T0)  # healthy, reading as well as before ...
+    rows = [
+        health_row(
+            make_health(
+                device_id=device_id,
+                seq=10**9 + i,
+                timestamp=T0 + timedelta(minutes=30, seconds=1),
+                shadow={
+                    "previous_model": {"version": "1.0.0", "sha256": "a" * 64},
+                    "frames_compared": 1000,
+                    "tracks_compared": 100,
+                    "tracks_agreeing": 50,  # ... but the old model reads half the signs otherwise
+                },
+            )
+        )
+        for i, device_id in enumerate(first)
+    ]
+    with session_scope(fleet.engine) as session:
+        crud.insert_health(session, rows=rows)
+    drive_once(fleet.engine, fleet.settings, RecordingPublisher(), T0 + TICK)
+    state = stored_state(fleet.engine, RID)
+    assert state.status is RolloutStatus.PAUSED
+    assert "shadow_agreement 0.5 < threshold 0.9" in state.pause_reason
