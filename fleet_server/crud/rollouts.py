@@ -25,6 +25,9 @@ from fleet_server.models import (
 DRIVER_LOCK_KEY = 0x524F_4C4C_4F55_5401
 """pg_try_advisory_xact_lock key of the rollout driver ("ROLLOUT" + 1): one driver at a time."""
 
+CREATE_LOCK_KEY = DRIVER_LOCK_KEY + 1
+"""pg_advisory_xact_lock key that serialises creating rollouts."""
+
 ACTIVE_STATUSES = ("running", "paused")
 """Rollout statuses the driver steps; the others are finished."""
 
@@ -40,6 +43,14 @@ def try_lock_driver(session: Session) -> bool:
         text("SELECT pg_try_advisory_xact_lock(:key)"), {"key": DRIVER_LOCK_KEY}
     ).scalar_one()
     return bool(taken)
+
+
+def lock_rollout_creation(session: Session) -> None:
+    """Wait for, then hold until the transaction ends, the lock that serialises creating
+    rollouts, so two requests over the same devices cannot both find them free (PostgreSQL;
+    SQLite serialises writers itself)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CREATE_LOCK_KEY})
 
 
 def add_rollout(session: Session, *, rollout: Rollout) -> Rollout:

@@ -234,7 +234,8 @@ def _carry_out_one(
         if action.to.release == 0:
             # The shipped bundle is no target of the repository: nothing can be signed for it.
             # Clearing the assignment is the most the server can do; the device keeps what it
-            # runs (see the report in docs/ota.md).
+            # runs until an operator assigns a published version (a known gap: the agent has
+            # no signed "back to the shipped bundle" yet).
             log.warning(
                 "rollout %s: %d devices roll back to the shipped model, which cannot be "
                 "assigned: their assignments are cleared",

@@ -126,6 +126,7 @@ def create_rollout(session: Session, body: RolloutCreate, now: datetime) -> Roll
             f"all {len(selected)} selected devices already run {model.version} or a newer release"
         )
     rollout_id = body.rollout_id or _default_id(model.version, now)
+    crud.lock_rollout_creation(session)
     if crud.get_rollout(session, rollout_id=rollout_id) is not None:
         raise RolloutConflict(f"rollout {rollout_id!r} exists")
     ids = {d.device_id for d in devices}

@@ -5,15 +5,17 @@ time; a driver killed between storing a step and carrying it out leaves nothing 
 
 from __future__ import annotations
 
+import threading
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from fleet_protocol.messages import OtaAction
 from fleet_server import crud
 from fleet_server.db import make_engine, session_scope
+from fleet_server.exceptions import RolloutConflict
 from fleet_server.ingest.worker import health_row
 from fleet_server.migrate import upgrade
 from fleet_server.models import DeviceSelector, RolloutCreate
@@ -37,6 +39,7 @@ from tests.fleet_server.rollouts.driver_support import (
     simulate,
     stored_state,
 )
+from tests.waiting import wait_until
 
 RID = "r-test"
 TICK = timedelta(minutes=20)
@@ -234,3 +237,42 @@ def test_shadow_numbers_from_health_reports_fail_the_stage_when_the_models_disag
     state = stored_state(fleet.engine, RID)
     assert state.status is RolloutStatus.PAUSED
     assert "shadow_agreement 0.5 < threshold 0.9" in state.pause_reason
+
+
+def advisory_waiters(engine: Engine) -> int:
+    with engine.connect() as connection:
+        query = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+        return int(connection.execute(text(query)).scalar_one())
+
+
+def test_two_concurrent_requests_over_the_same_devices_create_one_rollout(fleet: Fleet) -> None:
+    def body(rollout_id: str) -> RolloutCreate:
+        return RolloutCreate(
+            rollout_id=rollout_id,
+            model_name="roadsign-test",
+            model_version=NEW_VERSION,
+            selector=DeviceSelector(device_ids=DEVICES[:2]),
+        )
+
+    outcome: list[BaseException | None] = []
+
+    def second() -> None:
+        try:
+            with session_scope(fleet.engine) as session:
+                create_rollout(session, body("r-second"), T0)
+        except RolloutConflict as e:
+            outcome.append(e)
+        else:
+            outcome.append(None)
+
+    with session_scope(fleet.engine) as session:
+        create_rollout(session, body("r-first"), T0)  # holds the creation lock until commit
+        thread = threading.Thread(target=second)
+        thread.start()
+        # The second request waits for the lock instead of racing past the overlap check.
+        wait_until(lambda: advisory_waiters(fleet.engine) == 1, 10, "the second to wait")
+        assert thread.is_alive()
+    thread.join(10)
+    assert len(outcome) == 1
+    assert isinstance(outcome[0], RolloutConflict)
+    assert "rollout 'r-first'" in str(outcome[0])
