@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel
 
 from fleet_protocol.config_files import add_validate_config_command, run_command
+from fleet_server.rollouts.cli import add_rollout_commands, run_rollouts
 
 GRACEFUL_SHUTDOWN_S = 10
 """How long `serve` lets open requests finish on SIGTERM, inside a 30 s Kubernetes grace period."""
@@ -429,6 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     broker.set_defaults(handler=_command(_broker_config))
     _add_repository_commands(commands)
+    add_rollout_commands(commands, _command(run_rollouts))
     return parser
 
 

@@ -84,3 +84,16 @@ class RolloutCommandRefused(RolloutError):  # noqa: N818 - reads as the conditio
 
 class RolloutStateInvalid(RolloutError):  # noqa: N818 - reads as the condition it reports
     """A stored rollout state does not validate: written by another version, or damaged."""
+
+
+class RolloutNotFound(RolloutError):  # noqa: N818 - reads as the condition it reports
+    """No rollout has that id."""
+
+
+class RolloutRequestInvalid(RolloutError):  # noqa: N818 - reads as the condition it reports
+    """A rollout request names an unknown model, selects no device, or cannot be built."""
+
+
+class RolloutConflict(RolloutError):  # noqa: N818 - reads as the condition it reports
+    """A rollout request clashes with what exists: its id is taken, or a running rollout
+    already covers some of its devices."""

@@ -350,6 +350,41 @@ class AuthSettings(StrictConfigModel):
         return value if value is None else value.rstrip("/")
 
 
+class RolloutSettings(StrictConfigModel):
+    """The staged-rollout driver that runs inside ``serve``."""
+
+    enabled: bool = Field(
+        default=False,
+        description="Run the rollout driver in this serve process: every tick_s it steps the "
+        "running and paused rollouts and carries out their assignments and nudges (one "
+        "replica at a time drives; the others find the lock taken). Signing needs "
+        "tuf.online_key_file.",
+    )
+    tick_s: float = Field(
+        default=30, gt=0, le=3600, description="Seconds between two ticks of the driver."
+    )
+    window_s: float = Field(
+        default=6 * 3600,
+        gt=0,
+        le=30 * 86400,
+        description="Length of the evidence windows a device's health and readings are judged "
+        "over: this long before its assignment, and since it (at most this long).",
+    )
+    max_health_gap_s: float = Field(
+        default=300,
+        gt=0,
+        description="Longest gap between two health samples still counted as driving time "
+        "(when the first says camera_state ok); a longer gap means the device was off.",
+    )
+    nudge_client_id: str = Field(
+        default="fleet-rollouts",
+        min_length=1,
+        max_length=64,
+        description="MQTT client id prefix of the driver's nudge publisher (the host name is "
+        "appended).",
+    )
+
+
 class ServerSettings(StrictConfigModel):
     """All settings of a fleet-server process."""
 
@@ -371,6 +406,9 @@ class ServerSettings(StrictConfigModel):
     tuf: RepositorySettings = Field(
         default_factory=RepositorySettings, description="TUF repository of model versions."
     )
+    rollouts: RolloutSettings = Field(
+        default_factory=RolloutSettings, description="Staged rollout driver."
+    )
 
     @model_validator(mode="after")
     def _production_has_real_secrets(self) -> Self:
@@ -386,6 +424,14 @@ class ServerSettings(StrictConfigModel):
         if problems:
             hint = f" (make a strong secret with: {SECRET_RECIPE})" if weak else ""
             raise ValueError("production mode refused: " + "; ".join(problems) + hint)
+        return self
+
+    @model_validator(mode="after")
+    def _rollouts_can_sign(self) -> Self:
+        if self.rollouts.enabled and self.tuf.online_key_file is None:
+            raise ValueError(
+                "rollouts.enabled needs tuf.online_key_file: the driver signs assignments"
+            )
         return self
 
     @model_validator(mode="after")

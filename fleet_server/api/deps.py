@@ -21,6 +21,7 @@ from sqlmodel import Session
 
 from fleet_server import crud
 from fleet_server.models import ApiToken, DashboardSession, Device, utcnow
+from fleet_server.rollouts.nudge import NudgePublisher
 from fleet_server.security import (
     SAFE_METHODS,
     Role,
@@ -66,6 +67,22 @@ def get_settings(request: Request) -> ServerSettings:
 # page) could find nothing committed yet, and a failed commit would follow a success answer.
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
 SettingsDep = Annotated[ServerSettings, Depends(get_settings)]
+
+
+def get_nudge_publisher(request: Request) -> NudgePublisher | None:
+    """Where this process sends OTA nudges; None where it sends none."""
+    publisher: NudgePublisher | None = request.app.state.nudge_publisher
+    return publisher
+
+
+def get_engine(request: Request) -> Engine:
+    """The app's engine, for work in transactions of its own (the rollout outbox)."""
+    engine: Engine = request.app.state.engine
+    return engine
+
+
+NudgeDep = Annotated[NudgePublisher | None, Depends(get_nudge_publisher)]
+EngineDep = Annotated[Engine, Depends(get_engine)]
 
 
 @dataclass(frozen=True)

@@ -26,14 +26,18 @@ from fleet_server.api.routes import (
     models,
     ota,
     readings,
+    rollouts,
     tokens,
     tuf,
 )
 from fleet_server.db import session_scope
+from fleet_server.exceptions import MqttSetupError
 from fleet_server.live_feed import live_feed
 from fleet_server.models import utcnow
 from fleet_server.observability import make_tracer_provider
 from fleet_server.repository.refresher import start_timestamp_refresher
+from fleet_server.rollouts.driver import DriverThread
+from fleet_server.rollouts.nudge import MqttNudgePublisher, NudgePublisher
 from fleet_server.security import hash_token
 from fleet_server.services.broker_auth import BrokerSync, make_broker_sync
 from fleet_server.settings import ServerSettings
@@ -74,10 +78,28 @@ def ensure_bootstrap_token(engine: Engine, settings: ServerSettings) -> None:
         )
 
 
+def _nudge_publisher(settings: ServerSettings) -> MqttNudgePublisher | None:
+    """The MQTT publisher of OTA nudges, where this process signs assignments (it holds the
+    online key): nudges follow signing. None elsewhere, or if the broker settings are unusable
+    (logged: a nudge only hastens what the devices' polls find anyway)."""
+    if settings.tuf.online_key_file is None:
+        return None
+    try:
+        return MqttNudgePublisher(settings.broker, settings.rollouts.nudge_client_id).start()
+    except MqttSetupError as e:
+        log.warning("OTA nudges are off: %s", e)
+        return None
+
+
 def create_app(
-    settings: ServerSettings, engine: Engine, *, tracer_provider: TracerProvider | None = None
+    settings: ServerSettings,
+    engine: Engine,
+    *,
+    tracer_provider: TracerProvider | None = None,
+    nudge_publisher: NudgePublisher | None = None,
 ) -> FastAPI:
-    """The app, bound to one settings object and one engine (and a tracer provider)."""
+    """The app, bound to one settings object and one engine (and a tracer provider); OTA
+    nudges go through `nudge_publisher`, by default an MQTT one where this process signs."""
     provider = tracer_provider or make_tracer_provider(
         "roadsign-fleet-api", otlp_endpoint=settings.telemetry.otlp_endpoint
     )
@@ -90,9 +112,20 @@ def create_app(
         if broker is not None:  # the broker accepts exactly the committed fleet, from now
             broker.reconcile()
         refresher = start_timestamp_refresher(engine, settings)
+        made = None
+        if nudge_publisher is None:
+            made = _nudge_publisher(settings)
+        publisher = app.state.nudge_publisher = nudge_publisher or made
+        driver = None
+        if settings.rollouts.enabled:
+            driver = DriverThread(engine, settings, publisher).start()
         try:
             yield
         finally:
+            if driver is not None:
+                driver.stop()
+            if made is not None:
+                made.close()
             if refresher is not None:
                 refresher.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -111,6 +144,7 @@ def create_app(
         "with an API token as a bearer token; admins issue and revoke tokens at /api/v1/tokens.",
     )
     app.state.engine = engine
+    app.state.nudge_publisher = nudge_publisher
     app.state.settings = settings
     # One follower of new readings for every live stream of this process, opened by the first.
     feed = app.state.live_feed = live_feed(engine, max_streams=settings.http.max_live_streams)
@@ -158,6 +192,7 @@ def create_app(
         alerts,
         tokens,
         models,
+        rollouts,
         tuf,
         dashboard,
     ):

@@ -22,7 +22,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTErrorCode
 
 from fleet_server.exceptions import IngestError, MqttSetupError
-from fleet_server.mqtt import BrokerAddress, broker_address, set_tls
+from fleet_server.mqtt import BrokerAddress, configure_server_client
 from fleet_server.settings import BrokerSettings
 
 READ_SIZE = 65536
@@ -34,13 +34,9 @@ def configure_client(client: mqtt.Client, settings: BrokerSettings) -> BrokerAdd
     Raises `IngestError` for a broker URL or CA file it cannot use.
     """
     try:
-        address = broker_address(settings.url)
-        client.username_pw_set(settings.username, settings.password.get_secret_value())
-        if address.tls:
-            set_tls(client, settings.ca_file)
+        return configure_server_client(client, settings)
     except MqttSetupError as e:
         raise IngestError(str(e)) from e
-    return address
 
 
 class BufferedReadClient(mqtt.Client):

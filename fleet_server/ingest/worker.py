@@ -128,6 +128,7 @@ def reading_row(message: Reading) -> dict[str, Any]:
 
 def health_row(message: HealthReport) -> dict[str, Any]:
     """A health report as a row of the health table."""
+    shadow = message.shadow
     return {
         "device_id": message.device_id,
         "seq": message.seq,
@@ -144,6 +145,10 @@ def health_row(message: HealthReport) -> dict[str, Any]:
         "frames_dropped": message.frames_dropped,
         "uptime_s": message.uptime_s,
         "stage_latency_ms": {k.value: v.model_dump() for k, v in message.stage_latency_ms.items()},
+        "shadow_previous_model": shadow.previous_model.version if shadow else None,
+        "shadow_frames_compared": shadow.frames_compared if shadow else None,
+        "shadow_tracks_compared": shadow.tracks_compared if shadow else None,
+        "shadow_tracks_agreeing": shadow.tracks_agreeing if shadow else None,
     }
 
 
@@ -160,6 +165,7 @@ def ota_status_row(message: OtaStatus) -> dict[str, Any]:
         "detail": message.detail,
         "running_model_version": running.version if running else None,
         "running_model_sha256": running.sha256 if running else None,
+        "rollout_id": message.rollout_id,
         "received_at": datetime.now(UTC),
     }
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from fleet_protocol.config_files import InvalidConfigError, load_config
 from fleet_server.cli import main
@@ -68,6 +69,8 @@ def test_secrets_never_appear_in_errors_or_reprs() -> None:
         ("broker:\n  url: http://x\n", "broker.url"),
         ("broker:\n  share_group: a/b\n", "broker.share_group"),
         ("http:\n  prot: 80\n", "http.prot"),
+        ("rollouts:\n  tick_s: 0\n", "rollouts.tick_s"),
+        ("rollouts:\n  tick: 5\n", "rollouts.tick"),
     ],
 )
 def test_validate_config_names_the_bad_field(
@@ -77,3 +80,12 @@ def test_validate_config_names_the_bad_field(
     path.write_text(text)
     assert main(["validate-config", str(path)]) == 1
     assert f"{path}:2: {field}:" in capsys.readouterr().out
+
+
+def test_the_rollout_driver_is_refused_without_an_online_key_to_sign_with() -> None:
+    with pytest.raises(ValidationError, match=r"rollouts\.enabled needs tuf\.online_key_file"):
+        ServerSettings.model_validate({"rollouts": {"enabled": True}})
+    settings = ServerSettings.model_validate(
+        {"rollouts": {"enabled": True}, "tuf": {"online_key_file": "/keys/online.pem"}}
+    )
+    assert settings.rollouts.enabled

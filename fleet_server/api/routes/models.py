@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException, status
 
 from fleet_server import crud
-from fleet_server.api.deps import AdminDep, ReaderDep, SessionDep, SettingsDep
+from fleet_server.api.deps import AdminDep, NudgeDep, ReaderDep, SessionDep, SettingsDep
 from fleet_server.exceptions import RepositoryError, RepositoryNotInitialised
 from fleet_server.models import (
     AssignmentRequest,
@@ -14,6 +14,7 @@ from fleet_server.models import (
     ModelVersionPublic,
 )
 from fleet_server.repository import service
+from fleet_server.rollouts.driver import nudge_assigned
 
 router = APIRouter(prefix="/api/v1/models", tags=["models"])
 
@@ -47,11 +48,13 @@ def assign(
     body: AssignmentRequest,
     session: SessionDep,
     settings: SettingsDep,
+    publisher: NudgeDep,
     _: AdminDep,
 ) -> AssignmentsSigned:
     """Sign, in the director's bins, that each device must run this version.
 
-    The devices find it on their next TUF refresh (an OTA command only nudges them to look).
+    The devices find it on their next TUF refresh; each is also nudged (an OTA command on its
+    ota/command topic) to look now.
     """
     model = crud.find_model_version(session, name=name, version=version)
     if model is None:
@@ -63,7 +66,7 @@ def assign(
             status.HTTP_404_NOT_FOUND, f"not enrolled: {', '.join(sorted(set(unknown))[:20])}"
         )
     try:
-        return service.assign(
+        signed = service.assign(
             session,
             settings,
             body.device_ids,
@@ -71,7 +74,19 @@ def assign(
             body.rollback,
             body.rollout_id,
         )
+        # Nudge only once the assignments are committed: a device that looks before would
+        # find the old ones.
+        session.commit()
     except RepositoryNotInitialised as e:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(e)) from e
     except RepositoryError as e:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"cannot sign: {e}") from e
+    nudge_assigned(
+        publisher,
+        device_ids=signed.device_ids,
+        model_version=model.version,
+        target_path=model.target_path,
+        rollback=body.rollback,
+        rollout_id=body.rollout_id,
+    )
+    return signed

@@ -1,4 +1,5 @@
-"""The fleet's tables (SQLModel) and their API shapes (XBase / XCreate / XPublic).
+"""The fleet's device-side tables and their API shapes: devices, readings, health, OTA status
+events, config reports, API tokens and dashboard sessions.
 
 Readings, health samples, OTA status events and config reports are unique by (device_id, seq):
 a message redelivered after a crash or reconnect is stored once. Timestamps are UTC
@@ -12,80 +13,18 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Self
 
 from pydantic import field_validator, model_validator
-from sqlalchemy import (
-    JSON,
-    BigInteger,
-    Column,
-    DateTime,
-    Dialect,
-    Index,
-    Integer,
-    LargeBinary,
-    UniqueConstraint,
-    Uuid,
-)
-from sqlalchemy.types import TypeDecorator
+from sqlalchemy import JSON, BigInteger, Column, Index, LargeBinary, UniqueConstraint, Uuid
 from sqlmodel import Field, SQLModel
 
 from fleet_protocol.topics import DEVICE_ID_PATTERN, validate_device_id
+from fleet_server.models.base import (
+    MAX_TOKEN_LIFETIME_S,
+    ROW_ID,
+    TextInput,
+    timestamp_field,
+    without_nul,
+)
 from fleet_server.security import Role
-
-ROW_ID = BigInteger().with_variant(Integer(), "sqlite")
-"""Row ids of the big tables: BIGINT, except on SQLite, which numbers rows itself only for an
-INTEGER PRIMARY KEY (64-bit there anyway)."""
-
-
-def utcnow() -> datetime:
-    """Now, in UTC."""
-    return datetime.now(UTC)
-
-
-class UtcDateTime(TypeDecorator[datetime]):
-    """A timestamp stored in UTC and always read back timezone-aware.
-
-    PostgreSQL keeps the zone itself; SQLite (the demo's store) keeps none and would hand back
-    naive datetimes, so values are converted to UTC on the way in and marked UTC on the way out.
-    """
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        """The value in UTC; naive values are refused rather than guessed."""
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError(f"naive datetime {value!r}: timestamps must carry a timezone")
-        return value.astimezone(UTC)
-
-    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        """The stored value, marked UTC where the database kept no zone."""
-        if value is None or value.tzinfo is not None:
-            return value
-        return value.replace(tzinfo=UTC)
-
-
-TextInput = str | list[str] | None
-MAX_TOKEN_LIFETIME_S = 10 * 365 * 86400
-
-
-def without_nul(value: TextInput) -> TextInput:
-    """`value`, unless a string in it holds NUL, which PostgreSQL text cannot store.
-
-    Refused in the API's input models (a 422 naming the field) rather than failing the INSERT.
-    """
-    texts = value if isinstance(value, list) else [value or ""]
-    if any("\x00" in text for text in texts):
-        raise ValueError("must not contain NUL characters")
-    return value
-
-
-def _timestamp(*, nullable: bool, now: bool = False) -> Any:
-    """A UTC timestamp column: set to now when `now`, else required (or None where nullable)."""
-    column: Column[datetime] = Column(UtcDateTime(), nullable=nullable)
-    if now:
-        return Field(default_factory=utcnow, sa_column=column)
-    return Field(default=None, sa_column=column) if nullable else Field(sa_column=column)
 
 
 class DeviceBase(SQLModel):
@@ -126,8 +65,8 @@ class Device(DeviceBase, table=True):
         index=True,
         description="online, offline, unknown or decommissioned.",
     )
-    created_at: datetime = _timestamp(nullable=False, now=True)
-    last_seen_at: datetime | None = _timestamp(nullable=True)
+    created_at: datetime = timestamp_field(nullable=False, now=True)
+    last_seen_at: datetime | None = timestamp_field(nullable=True)
     agent_version: str | None = Field(default=None, max_length=64)
     model_version: str | None = Field(default=None, max_length=64)
     model_sha256: str | None = Field(default=None, max_length=64)
@@ -157,7 +96,7 @@ class ReadingBase(SQLModel):
     # No index of its own: the (device_id, seq) and (device_id, observed_at) indexes lead with it.
     device_id: str = Field(max_length=64)
     seq: int = Field(sa_column=Column(BigInteger, nullable=False))
-    observed_at: datetime = _timestamp(nullable=False)
+    observed_at: datetime = timestamp_field(nullable=False)
     sign_type: str = Field(max_length=32)
     gtsrb_class_id: int | None = None
     value: float | None = None
@@ -191,7 +130,7 @@ class Reading(ReadingBase, table=True):
     id: int | None = Field(
         default=None, sa_column=Column(ROW_ID, primary_key=True, autoincrement=True)
     )
-    received_at: datetime = _timestamp(nullable=False, now=True)
+    received_at: datetime = timestamp_field(nullable=False, now=True)
     crop_jpeg: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True))
 
 
@@ -215,8 +154,8 @@ class HealthSample(SQLModel, table=True):
     )
     device_id: str = Field(max_length=64)
     seq: int = Field(sa_column=Column(BigInteger, nullable=False))
-    observed_at: datetime = _timestamp(nullable=False)
-    received_at: datetime = _timestamp(nullable=False, now=True)
+    observed_at: datetime = timestamp_field(nullable=False)
+    received_at: datetime = timestamp_field(nullable=False, now=True)
     fps: float
     cpu_percent: float
     rss_mb: float
@@ -230,6 +169,11 @@ class HealthSample(SQLModel, table=True):
     stage_latency_ms: dict[str, Any] = Field(
         default_factory=dict, sa_column=Column(JSON, nullable=False)
     )
+    # HealthReport.shadow, during a probation: the previous model beside the new one.
+    shadow_previous_model: str | None = Field(default=None, max_length=64)
+    shadow_frames_compared: int | None = Field(default=None, sa_column=Column(BigInteger))
+    shadow_tracks_compared: int | None = Field(default=None, sa_column=Column(BigInteger))
+    shadow_tracks_agreeing: int | None = Field(default=None, sa_column=Column(BigInteger))
 
 
 class OtaStatusEventBase(SQLModel):
@@ -237,7 +181,7 @@ class OtaStatusEventBase(SQLModel):
 
     device_id: str = Field(max_length=64, description="The reporting device.")
     seq: int = Field(sa_column=Column(BigInteger, nullable=False), description="Device's seq.")
-    observed_at: datetime = _timestamp(nullable=False)
+    observed_at: datetime = timestamp_field(nullable=False)
     command_id: uuid.UUID = Field(
         sa_column=Column(Uuid, nullable=False), description="The OTA command reported on."
     )
@@ -248,18 +192,25 @@ class OtaStatusEventBase(SQLModel):
         default=None, max_length=64, description="Model the device runs now, where it said."
     )
     running_model_sha256: str | None = Field(default=None, max_length=64)
+    rollout_id: str | None = Field(
+        default=None, max_length=64, description="The staged rollout it belongs to, if any."
+    )
 
 
 class OtaStatusEvent(OtaStatusEventBase, table=True):
     """A stored OTA status report: the per-device history a rollout reads."""
 
     # The unique key also serves a device's history, newest first (device_id, seq DESC).
-    __table_args__ = (UniqueConstraint("device_id", "seq", name="uq_otastatus_device_seq"),)
+    __table_args__ = (
+        UniqueConstraint("device_id", "seq", name="uq_otastatus_device_seq"),
+        # What a rollout's driver reads each tick: its devices' reports since the last one.
+        Index("ix_otastatus_rollout_received", "rollout_id", "received_at"),
+    )
 
     id: int | None = Field(
         default=None, sa_column=Column(ROW_ID, primary_key=True, autoincrement=True)
     )
-    received_at: datetime = _timestamp(nullable=False, now=True)
+    received_at: datetime = timestamp_field(nullable=False, now=True)
 
 
 class OtaStatusEventPublic(OtaStatusEventBase):
@@ -274,7 +225,7 @@ class ConfigReportBase(SQLModel):
 
     device_id: str = Field(max_length=64, description="The reporting device.")
     seq: int = Field(sa_column=Column(BigInteger, nullable=False), description="Device's seq.")
-    observed_at: datetime = _timestamp(nullable=False)
+    observed_at: datetime = timestamp_field(nullable=False)
     config_version: int = Field(
         sa_column=Column(BigInteger, nullable=False), description="The desired version handled."
     )
@@ -294,7 +245,7 @@ class ConfigReport(ConfigReportBase, table=True):
     id: int | None = Field(
         default=None, sa_column=Column(ROW_ID, primary_key=True, autoincrement=True)
     )
-    received_at: datetime = _timestamp(nullable=False, now=True)
+    received_at: datetime = timestamp_field(nullable=False, now=True)
 
 
 class ConfigReportPublic(ConfigReportBase):
@@ -331,9 +282,9 @@ class ApiToken(ApiTokenBase, table=True):
         description="bootstrap or issued.",
     )
     token_hash: str = Field(max_length=64, unique=True, index=True)
-    created_at: datetime = _timestamp(nullable=False, now=True)
-    expires_at: datetime | None = _timestamp(nullable=True)
-    revoked_at: datetime | None = _timestamp(nullable=True)
+    created_at: datetime = timestamp_field(nullable=False, now=True)
+    expires_at: datetime | None = timestamp_field(nullable=True)
+    revoked_at: datetime | None = timestamp_field(nullable=True)
     created_by_id: int | None = Field(
         default=None, foreign_key="apitoken.id", description="The token that issued this one."
     )
@@ -423,9 +374,9 @@ class DashboardSession(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     session_hash: str = Field(max_length=64, unique=True, index=True)
     token_id: int = Field(foreign_key="apitoken.id", index=True)
-    created_at: datetime = _timestamp(nullable=False, now=True)
-    expires_at: datetime = _timestamp(nullable=False)
-    ended_at: datetime | None = _timestamp(nullable=True)
+    created_at: datetime = timestamp_field(nullable=False, now=True)
+    expires_at: datetime = timestamp_field(nullable=False)
+    ended_at: datetime | None = timestamp_field(nullable=True)
 
 
 class HealthPublic(SQLModel):
@@ -470,111 +421,3 @@ class DeviceBundle(SQLModel):
         description="The TUF repository's current root metadata, the device's trust anchor "
         "(bootstrap of its TUF client); null while the repository is not initialised."
     )
-
-
-class TufMetadata(SQLModel, table=True):
-    """One signed version of one TUF role, as served (``{version}.{role}.json``).
-
-    Every version is kept: a device may ask for any root version on its way up, and what was
-    signed stays auditable. The newest version of a role is the one in force.
-    """
-
-    __tablename__ = "tuf_metadata"
-    __table_args__ = (UniqueConstraint("role", "version", name="uq_tuf_metadata_role_version"),)
-
-    id: int | None = Field(default=None, primary_key=True)
-    role: str = Field(max_length=64, description="root, targets, snapshot, timestamp, director...")
-    version: int = Field(description="The metadata's version number.")
-    content: bytes = Field(
-        sa_column=Column("bytes", LargeBinary, nullable=False), description="The signed JSON."
-    )
-    expires: datetime = _timestamp(nullable=False)
-    created_at: datetime = _timestamp(nullable=False, now=True)
-
-
-class TufTarget(SQLModel, table=True):
-    """A target file of the repository (a model bundle's tar), its bytes in the database so
-    that every replica serves it."""
-
-    __tablename__ = "tuf_target"
-
-    id: int | None = Field(default=None, primary_key=True)
-    path: str = Field(max_length=255, unique=True, description="models/{name}/{version}/bundle.tar")
-    sha256: str = Field(max_length=64, description="sha256 of the bytes, hex.")
-    length: int = Field(sa_column=Column(BigInteger, nullable=False), description="Bytes.")
-    content: bytes = Field(sa_column=Column("bytes", LargeBinary, nullable=False))
-    custom: dict[str, Any] = Field(
-        default_factory=dict,
-        sa_column=Column(JSON, nullable=False),
-        description="The TargetFile's custom field, as signed.",
-    )
-    created_at: datetime = _timestamp(nullable=False, now=True)
-
-
-class ModelVersionBase(SQLModel):
-    """A published model version: what it is and where it came from."""
-
-    name: str = Field(max_length=64, description="Bundle name.")
-    version: str = Field(max_length=64, description="Model version.")
-    release: int = Field(
-        unique=True, description="Repository-wide publication counter; orders versions."
-    )
-    target_path: str = Field(max_length=255, description="Its TUF target path.")
-    lineage: dict[str, Any] = Field(
-        default_factory=dict,
-        sa_column=Column(JSON, nullable=False),
-        description="The signed roadsign custom: formats, metrics, MLflow run and model.",
-    )
-
-
-class ModelVersion(ModelVersionBase, table=True):
-    """A stored model version."""
-
-    __tablename__ = "model_version"
-    __table_args__ = (UniqueConstraint("name", "version", name="uq_model_version_name_version"),)
-
-    id: int | None = Field(default=None, primary_key=True)
-    published_at: datetime = _timestamp(nullable=False, now=True)
-
-
-class ModelVersionPublic(ModelVersionBase):
-    """A model version as the API lists it, with the devices running it."""
-
-    published_at: datetime
-    running_on: list[str] = Field(
-        default_factory=list,
-        description="Devices whose latest health report names this version as running.",
-    )
-
-
-class AssignmentRequest(SQLModel):
-    """Body of an assignment: which devices must run the version."""
-
-    device_ids: list[str] = Field(min_length=1, max_length=10_000, description="Device ids.")
-    rollback: bool = Field(
-        default=False, description="True: an older release on purpose (a rollback)."
-    )
-    rollout_id: str | None = Field(
-        default=None, max_length=64, description="The rollout this assignment belongs to."
-    )
-
-    @field_validator("device_ids")
-    @classmethod
-    def _device_ids(cls, value: list[str]) -> list[str]:
-        for device_id in value:
-            validate_device_id(device_id)
-        return value
-
-    @field_validator("rollout_id")
-    @classmethod
-    def _no_nul(cls, value: TextInput) -> TextInput:
-        return without_nul(value)
-
-
-class AssignmentsSigned(SQLModel):
-    """What an assignment request signed."""
-
-    target_path: str = Field(description="The model target assigned.")
-    device_ids: list[str] = Field(description="Devices whose assignment now names it.")
-    bins: list[str] = Field(description="Director bins re-signed.")
-    snapshot_version: int = Field(description="The snapshot version that lists them.")
