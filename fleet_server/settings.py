@@ -368,7 +368,8 @@ class RolloutSettings(StrictConfigModel):
         gt=0,
         le=30 * 86400,
         description="Length of the evidence windows a device's health and readings are judged "
-        "over: this long before its assignment, and since it (at most this long).",
+        "over: this long before its assignment, and from the moment the new model took over (its "
+        "first active report) for at most this long.",
     )
     max_health_gap_s: float = Field(
         default=300,

@@ -19,9 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
+import numpy as np
 
 from tests.mosquitto import free_port
 from training.data.drive import DriveSettings, DriveSign, render_drive
+from training.data.sign_art import SPEED_VALUES_KMH
 
 BOUNDARY = b"frame"
 
@@ -35,12 +37,29 @@ class DriveStream:
     loop_s: float
 
 
+def speed_limit_road(count: int, settings: DriveSettings, seed: int) -> list[DriveSign]:
+    """Mostly speed limits (three in four; a stop sign the fourth), left and right: the signs
+    whose value a model can misread and OCR can contradict."""
+    rng = np.random.default_rng(seed)
+    return [
+        DriveSign(
+            distance_m=settings.first_sign_m + i * settings.spacing_m,
+            side=float(rng.uniform(3.5, 5.0) * (1 if i % 3 else -1)),
+            kind="stop" if i % 4 == 3 else "speed",
+            value=None if i % 4 == 3 else int(rng.choice(SPEED_VALUES_KMH)),
+        )
+        for i in range(count)
+    ]
+
+
 def drive_frames(
     work: Path, *, signs: int, settings: DriveSettings, seed: int
 ) -> tuple[list[bytes], list[DriveSign]]:
     """The drive's frames as JPEG bytes and its signs."""
     video = work / "drive.mp4"
-    planned = render_drive(video, signs, settings=settings, seed=seed)
+    planned = render_drive(
+        video, signs, settings=settings, signs=speed_limit_road(signs, settings, seed)
+    )
     capture = cv2.VideoCapture(str(video))
     frames: list[bytes] = []
     try:

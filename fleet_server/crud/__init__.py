@@ -54,6 +54,7 @@ from fleet_server.crud.repository import (
 )
 from fleet_server.crud.rollouts import (
     ReadingStats,
+    activated_at,
     active_rollout_ids,
     add_rollout,
     add_rollout_actions,
@@ -97,6 +98,7 @@ __all__ = [
     "ReadingFilter",
     "ReadingStats",
     "StatusChange",
+    "activated_at",
     "active_rollout_ids",
     "add_metadata",
     "add_model_version",

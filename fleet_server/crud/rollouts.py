@@ -137,7 +137,31 @@ def rollout_reports(
     statement = select(OtaStatusEvent).where(col(OtaStatusEvent.rollout_id) == rollout_id)
     if received_after is not None:
         statement = statement.where(col(OtaStatusEvent.received_at) > received_after)
-    return list(session.execute(statement.order_by(col(OtaStatusEvent.received_at))).scalars())
+    # A device's reports of one batch share a received_at: its seq keeps them in order.
+    ordered = statement.order_by(col(OtaStatusEvent.received_at), col(OtaStatusEvent.seq))
+    return list(session.execute(ordered).scalars())
+
+
+def activated_at(
+    session: Session,
+    *,
+    device_id: str,
+    rollout_id: str,
+    model_version: str,
+    received_after: datetime,
+) -> datetime | None:
+    """When (the device's clock, as its readings and health are stamped) the device first said
+    it runs `model_version` for `rollout_id` (active or probation passed) after `received_after`;
+    None before it did."""
+    statement = select(func.min(col(OtaStatusEvent.observed_at))).where(
+        col(OtaStatusEvent.device_id) == device_id,
+        col(OtaStatusEvent.rollout_id) == rollout_id,
+        col(OtaStatusEvent.model_version) == model_version,
+        col(OtaStatusEvent.state).in_(("active", "probation_passed")),
+        col(OtaStatusEvent.received_at) > received_after,
+    )
+    found: datetime | None = session.execute(statement).scalar_one()
+    return found
 
 
 def health_between(

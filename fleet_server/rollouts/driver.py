@@ -109,7 +109,18 @@ def gather(
         if record.desired is not Desired.NEW or record.assigned_at is None:
             continue
         device_id, at = record.device_id, record.assigned_at
-        spans = {"before": (at - window, at), "after": (at, at + window)}
+        # The after-window starts when the new model took over, not at the assignment: until
+        # the device has downloaded, verified and smoke-tested it, the old model still reads.
+        took_over = crud.activated_at(
+            session,
+            device_id=device_id,
+            rollout_id=row.id,
+            model_version=state.spec.model.version,
+            received_after=at,
+        )
+        spans = {"before": (at - window, at)}
+        if took_over is not None:
+            spans["after"] = (took_over, took_over + window)
         samples = {
             name: crud.health_between(session, device_id=device_id, start=start, end=end)
             for name, (start, end) in spans.items()
@@ -122,14 +133,16 @@ def gather(
             HealthPair(
                 device_id=device_id,
                 before=evidence.health_window(samples["before"]),
-                after=evidence.health_window(samples["after"]),
+                after=evidence.health_window(samples["after"]) if "after" in spans else None,
             )
         )
         quality.append(
             QualityPair(
                 device_id=device_id,
                 before=evidence.quality_window(samples["before"], stats["before"], max_gap_s=gap),
-                after=evidence.quality_window(samples["after"], stats["after"], max_gap_s=gap),
+                after=evidence.quality_window(samples["after"], stats["after"], max_gap_s=gap)
+                if "after" in spans
+                else None,
             )
         )
         sample = evidence.shadow_sample(crud.latest_shadow(session, device_id=device_id, since=at))

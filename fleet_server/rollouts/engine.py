@@ -17,7 +17,8 @@ is created (by a hash of rollout id and device id), so every replica picks the s
 
 What the driver observes for a step: the OTA statuses of the rollout's devices (with the time
 the server received each), and for each device of `stage_devices(state)` its health and
-reading quality in a window before its ``assigned_at`` and one since, and its shadow numbers.
+reading quality in a window before its ``assigned_at`` and one since the new model took over
+(its first active report), and its shadow numbers.
 The engine keeps only what counts: evidence of devices whose install succeeded, in the
 current stage; reports of this rollout received after the device's assignment.
 """

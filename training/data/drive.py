@@ -68,11 +68,17 @@ def _face(sign: DriveSign) -> np.ndarray:
 
 
 def render_drive(
-    path: Path, count: int, *, settings: DriveSettings | None = None, seed: int = 0
+    path: Path,
+    count: int,
+    *,
+    settings: DriveSettings | None = None,
+    seed: int = 0,
+    signs: list[DriveSign] | None = None,
 ) -> list[DriveSign]:
-    """Write the drive video to `path` (and its signs to a ``.json`` beside it)."""
+    """Write the drive video to `path` (and its signs to a ``.json`` beside it): `signs`, or
+    `count` signs planned by `plan_signs`."""
     s = settings or DriveSettings()
-    signs = plan_signs(count, s, seed)
+    signs = signs if signs is not None else plan_signs(count, s, seed)
     faces = [_face(sign) for sign in signs]
     background = procedural_background(np.random.default_rng(seed), s.width, s.height)
     total_m = signs[-1].distance_m + s.lead_out_m if signs else s.lead_out_m
