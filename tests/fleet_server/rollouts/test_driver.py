@@ -147,6 +147,25 @@ def test_a_reading_quality_regression_pauses_and_rolls_back_only_the_first_stage
     assert set(signed_assignments(fleet.engine)) == set(first)
 
 
+def test_the_after_window_starts_when_the_new_model_took_over_not_at_the_assignment(
+    fleet: Fleet,
+) -> None:
+    start_rollout(fleet)
+    publisher = RecordingPublisher()
+    drive_once(fleet.engine, fleet.settings, publisher, T0)
+    first = newly_assigned(fleet, T0)
+    took_over = T0 + timedelta(hours=5)
+    # Five hours offline or downloading, the old model reading surely all along: counted as
+    # "after", they would dilute the new model's 40 minutes below the confidence gate.
+    simulate(fleet, first, start=T0, end=took_over, confidence=0.9)
+    report(fleet, first, state="active", rollout_id=RID, received_at=took_over)
+    simulate(fleet, first, start=took_over, end=took_over + 2 * TICK, confidence=0.5)
+    drive_once(fleet.engine, fleet.settings, publisher, took_over + 2 * TICK)
+    state = stored_state(fleet.engine, RID)
+    assert state.status is RolloutStatus.PAUSED, [v.reason for v in state.verdicts]
+    assert "mean_confidence_drop" in state.pause_reason
+
+
 def test_only_one_of_two_drivers_steps_while_the_other_holds_the_lock(fleet: Fleet) -> None:
     start_rollout(fleet)  # stage 1's assignments wait in the outbox
     with session_scope(fleet.engine) as holder:
