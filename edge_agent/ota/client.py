@@ -67,7 +67,19 @@ class HttpFetcher(FetcherInterface):
 
     def __init__(self, *, timeout_s: float, ca_file: Path | None = None) -> None:
         self.timeout_s = timeout_s
-        self._context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+        self._ca_file = ca_file
+        self._context: ssl.SSLContext | None = None
+
+    def _tls(self) -> ssl.SSLContext:
+        # Built on the first https request: loading the system's CA store costs ~50 ms of CPU,
+        # which a plain-http repository (a lab, the benchmarks) should not pay per client.
+        if self._context is None:
+            ca_file = self._ca_file
+            try:
+                self._context = ssl.create_default_context(cafile=str(ca_file) if ca_file else None)
+            except OSError as e:  # ssl.SSLError is one too
+                raise tuf_errors.DownloadError(f"cannot load the TLS CA file {ca_file}: {e}") from e
+        return self._context
 
     def open(self, url: str, *, start: int = 0) -> http.client.HTTPResponse:
         """Send a GET (from byte `start`); the response, unread. HTTP errors raise."""
@@ -75,7 +87,7 @@ class HttpFetcher(FetcherInterface):
         connection: http.client.HTTPConnection
         if parts.scheme == "https":
             connection = http.client.HTTPSConnection(
-                parts.netloc, timeout=self.timeout_s, context=self._context
+                parts.netloc, timeout=self.timeout_s, context=self._tls()
             )
         elif parts.scheme == "http":
             connection = http.client.HTTPConnection(parts.netloc, timeout=self.timeout_s)

@@ -400,6 +400,10 @@ class IngestWorker:
                 batch.models[message.device_id] = (message.model.version, message.model.sha256)
             elif isinstance(message, HealthReport):
                 batch.health.append(health_row(message))
+                # A device that reads no signs (an empty road, after an OTA switch) still says
+                # in its health which model it runs: the models API's "running on" follows it.
+                if message.model is not None:
+                    batch.models[message.device_id] = (message.model.version, message.model.sha256)
             elif isinstance(message, StatusMessage):
                 batch.statuses.append(message)
             elif isinstance(message, OtaStatus):

@@ -19,6 +19,7 @@ from fleet_protocol.messages import (
     CameraState,
     DeviceState,
     HealthReport,
+    ModelRef,
     Reading,
     StatusMessage,
 )
@@ -35,6 +36,7 @@ from tests.tls import Pki
 from tests.waiting import wait_until
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+HEALTH_MODEL = ModelRef(version="2026.12.1", sha256="cd" * 32)
 
 
 @pytest.fixture
@@ -110,6 +112,7 @@ def test_good_messages_become_rows_once_and_bad_ones_are_counted_by_reason(
                     camera_state=CameraState.OK,
                     outbox_depth=0,
                     outbox_dropped=0,
+                    model=HEALTH_MODEL,
                 )
             ),
             1,
@@ -148,6 +151,11 @@ def test_good_messages_become_rows_once_and_bad_ones_are_counted_by_reason(
             assert device is not None
             assert device.status == "online"
             assert device.last_seen_at == NOW
+            # It sent no reading: its health report says which model it runs.
+            assert (device.model_version, device.model_sha256) == (
+                HEALTH_MODEL.version,
+                HEALTH_MODEL.sha256,
+            )
             veh1 = crud.get_device(session, device_id="veh-1")
             assert veh1 is not None
             assert veh1.model_version == MODEL.version

@@ -22,6 +22,7 @@ from sqlalchemy import Engine
 
 from fleet_server import crud
 from fleet_server.api.main import create_app
+from fleet_server.api.routes.tuf import VersionedMetadataCache
 from fleet_server.db import session_scope
 from fleet_server.repository import service
 from fleet_server.repository.builder import BIN_PREFIX
@@ -221,3 +222,38 @@ def test_more_open_downloads_than_pooled_connections_all_proceed(
             for chunk in reader:
                 digest.update(chunk)
     assert {digest.hexdigest() for digest in digests} == {sha256}
+
+
+def test_a_versioned_metadata_file_is_read_from_the_database_once_and_a_missing_one_later_found(
+    repo: tuple[ServerSettings, Keys], engine: Engine, tmp_path: Path
+) -> None:
+    settings, keys = repo
+    with serving(create_app(settings, engine)) as base:
+        # Not stored yet: a 404 that is not remembered.
+        assert httpx.get(f"{base}/tuf/metadata/2.targets.json").status_code == 404
+        publish(engine, settings, keys, make_bundle(tmp_path / "bundle"))
+        first = httpx.get(f"{base}/tuf/metadata/2.targets.json")
+        assert first.status_code == 200
+        assert first.headers["cache-control"] == "public, max-age=31536000, immutable"
+        # Served from memory now: gone from the database, the same bytes still come back.
+        with session_scope(engine) as session:
+            row = crud.role_metadata(session, role="targets", version=2)
+            assert row is not None
+            session.delete(row)
+        again = httpx.get(f"{base}/tuf/metadata/2.targets.json")
+        assert (again.status_code, again.content) == (200, first.content)
+        assert httpx.get(f"{base}/tuf/metadata/timestamp.json").headers["cache-control"] == (
+            "no-cache"
+        )
+
+
+def test_the_metadata_cache_drops_the_least_recently_used_beyond_its_byte_bound() -> None:
+    cache = VersionedMetadataCache(max_bytes=10)
+    cache.put("snapshot", 1, b"aaaa")
+    cache.put("snapshot", 2, b"bbbb")
+    assert cache.get("snapshot", 1) == b"aaaa"  # now the most recently used
+    cache.put("snapshot", 3, b"cccc")
+    assert cache.get("snapshot", 2) is None
+    assert (cache.get("snapshot", 1), cache.get("snapshot", 3)) == (b"aaaa", b"cccc")
+    cache.put("targets", 9, b"x" * 11)  # larger than the bound: never kept
+    assert cache.get("targets", 9) is None

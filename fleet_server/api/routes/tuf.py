@@ -10,6 +10,8 @@ bundle do not hold 200 copies of it.
 from __future__ import annotations
 
 import re
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator
 
 from fastapi import APIRouter, HTTPException, Request, Response, status
@@ -39,6 +41,52 @@ CHUNK_BYTES = 256 * 1024
 IMMUTABLE = "public, max-age=31536000, immutable"
 RANGE = re.compile(r"^bytes=(?P<start>[0-9]{1,15})-(?P<end>[0-9]{0,15})$")
 UNVERSIONED_ROLES = {"timestamp", "root"}
+CACHED_METADATA_BYTES = 32 * 2**20
+
+
+class VersionedMetadataCache:
+    """Versioned metadata of this process's repository, kept after the first read.
+
+    ``{N}.{role}.json`` never changes once stored (role and version are unique), so a fleet
+    refreshing after a rollout reads each snapshot, targets and bin version from the database
+    once, not once per device. Bounded by bytes, least recently used out first. timestamp.json
+    and root.json (the newest) are never cached: they change in place.
+    """
+
+    def __init__(self, max_bytes: int = CACHED_METADATA_BYTES) -> None:
+        self.max_bytes = max_bytes
+        self._entries: OrderedDict[tuple[str, int], bytes] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()  # sync routes run on a thread pool
+
+    def get(self, role: str, version: int) -> bytes | None:
+        """The stored bytes of `role` `version`, if read before."""
+        with self._lock:
+            content = self._entries.get((role, version))
+            if content is not None:
+                self._entries.move_to_end((role, version))
+            return content
+
+    def put(self, role: str, version: int, content: bytes) -> None:
+        """Keep `content`, dropping the least recently used entries beyond the bound."""
+        if len(content) > self.max_bytes:
+            return
+        with self._lock:
+            if (role, version) in self._entries:
+                return
+            self._entries[(role, version)] = content
+            self._bytes += len(content)
+            while self._bytes > self.max_bytes:
+                _, dropped = self._entries.popitem(last=False)
+                self._bytes -= len(dropped)
+
+
+def _metadata_cache(request: Request) -> VersionedMetadataCache:
+    cache: VersionedMetadataCache | None = getattr(request.app.state, "tuf_metadata", None)
+    if cache is None:
+        # Created on first use: two racing requests at worst build two, one of which is kept.
+        cache = request.app.state.tuf_metadata = VersionedMetadataCache()
+    return cache
 
 
 def _not_found(what: str) -> HTTPException:
@@ -50,7 +98,7 @@ def _not_found(what: str) -> HTTPException:
     summary="TUF metadata",
     responses={404: {"description": "No such role or version"}},
 )
-def metadata(name: str, session: SessionDep) -> Response:
+def metadata(name: str, request: Request, session: SessionDep) -> Response:
     """``{N}.{role}.json`` (consistent snapshots), or the newest timestamp.json / root.json."""
     found = METADATA_NAME.match(name)
     if found is None:
@@ -60,16 +108,24 @@ def metadata(name: str, session: SessionDep) -> Response:
         if role not in UNVERSIONED_ROLES:
             raise _not_found(f"unversioned {role}: ask for {{version}}.{role}.json")
         row = crud.latest_role_metadata(session, role=role)
-    elif role == "timestamp":
+        if row is None:
+            raise _not_found(f"{name}")
+        # timestamp.json and root.json change in place: caches must ask again every time.
+        return Response(
+            row.content, media_type="application/json", headers={"Cache-Control": "no-cache"}
+        )
+    if role == "timestamp":
         raise _not_found("versioned timestamp: ask for timestamp.json")
-    else:
+    # A version, once stored, never changes (unique role and version).
+    cache = _metadata_cache(request)
+    content = cache.get(role, int(version))
+    if content is None:
         row = crud.role_metadata(session, role=role, version=int(version))
-    if row is None:
-        raise _not_found(f"{name}")
-    # timestamp.json and root.json change in place: caches must ask again every time. A
-    # version, once stored, never changes (unique role and version).
-    cache = "no-cache" if version is None else IMMUTABLE
-    return Response(row.content, media_type="application/json", headers={"Cache-Control": cache})
+        if row is None:
+            raise _not_found(f"{name}")  # not cached: it may be stored later
+        content = row.content
+        cache.put(role, int(version), content)
+    return Response(content, media_type="application/json", headers={"Cache-Control": IMMUTABLE})
 
 
 def _target_path(path: str) -> tuple[str, str]:
