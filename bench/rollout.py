@@ -129,17 +129,22 @@ def device_download(job: Job, device_id: str) -> dict[str, Any]:
 
 
 def raw_get(job: Job, device_id: str) -> dict[str, Any]:
-    """One plain GET of the target, read to the end and thrown away."""
+    """One plain GET of the target saved to a file, as a device without TUF would store the
+    model it downloads (no metadata, no hash check)."""
     assert job.raw_path is not None
     parts = urlsplit(job.base_url)
     started = time.monotonic()
     connection = http.client.HTTPConnection(parts.netloc, timeout=60)
+    folder = job.work / "raw" / device_id
+    folder.mkdir(parents=True, exist_ok=True)
     try:
         connection.request("GET", job.raw_path, headers={"Connection": "close"})
         response = connection.getresponse()
         size = 0
-        while chunk := response.read1(1 << 16):
-            size += len(chunk)
+        with (folder / "bundle.tar").open("wb") as out:
+            while chunk := response.read1(1 << 16):
+                size += len(chunk)
+                out.write(chunk)
         if response.status != 200:
             raise RuntimeError(f"HTTP {response.status}")
     except Exception as e:  # noqa: BLE001 - counted, not fatal
