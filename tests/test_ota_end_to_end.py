@@ -6,9 +6,8 @@ repository, an ingestion worker storing what devices report, and ``python -m edg
 run`` enrolled through the API, trusting the root the enrolment returned, reading an MJPEG
 camera served by the test (the golden images in turn). The server nudges the agent on its
 ota/command topic when it signs the assignment; the agent refreshes, downloads, verifies,
-stages, smoke-tests on
-the bundle's golden set and switches; its health then names the new model, which the models API
-shows; a nudge naming a model nobody assigned it fails and changes nothing.
+stages, smoke-tests on the bundle's golden set and switches; its health then names the new
+model, which the models API shows; a nudge naming a model nobody assigned it fails and changes nothing.
 """
 
 from __future__ import annotations
