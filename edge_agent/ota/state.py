@@ -244,6 +244,8 @@ class SlotInfo:
     """sha256 of the detector artifact it runs (what ModelRef carries)."""
     rollout_id: str | None = None
     """The rollout that installed it, for the statuses of its probation (a rollback at boot)."""
+    command_id: str | None = None
+    """The command of the install that activated it, for an `active` reported after a kill."""
 
 
 @dataclass(frozen=True)
@@ -260,6 +262,9 @@ class SlotRecord:
     """Health of the model before the switch, what the probation compares against."""
     rejected: tuple[str, ...] = ()
     """sha256 of bundle targets that failed here (smoke test, probation): not tried again."""
+    activation_reported: bool = True
+    """Whether the active slot's `active` status was sent; False between the switch and the
+    report, so a process killed there reports it at its next start."""
 
 
 @dataclass(frozen=True)

@@ -71,6 +71,13 @@ def probation_command_id(sha256: str) -> uuid.UUID:
     return uuid.uuid5(uuid.NAMESPACE_URL, f"roadsign:probation:{sha256}")
 
 
+def _command_id(info: SlotInfo) -> uuid.UUID:
+    """The command an activated slot's statuses carry: its install's, when the record has it."""
+    if info.command_id is None:  # activated by an agent from before the record kept it
+        return probation_command_id(info.sha256)
+    return uuid.UUID(info.command_id)  # the record's parser checked it is one
+
+
 @dataclasses.dataclass(frozen=True)
 class BootModel:
     """The bundle the agent starts on and what it is."""
@@ -201,9 +208,10 @@ class Updater:
         self._wake.set()
 
     def report_boot(self) -> OtaState | None:
-        """Report a rollback this start made (a crash loop in probation), if it made one."""
+        """Report a rollback this start made (a crash loop in probation), if it made one, or
+        the activation a killed process switched to and never reported."""
         if self._boot is None or not self._boot.rolled_back:
-            return None
+            return self.report_unreported_activation()
         failed = self._boot.rolled_back_from
         if failed is None:  # a record from before rollouts were kept in it
             return self.report(
@@ -217,6 +225,32 @@ class Updater:
             failed.rollout_id,
             self._boot.rolled_back,
         )
+
+    def report_unreported_activation(self) -> OtaState | None:
+        """Report `active` for the slot on probation when the process that switched to it died
+        before saying so: the rollout waits for that report (its command and rollout)."""
+        record = self.slots.read_record()
+        if (
+            record is None
+            or record.activation_reported
+            or record.probation_started is None
+            or record.active is None
+        ):
+            return None
+        info = (record.slots or {}).get(record.active)
+        if info is None or self.bundle_dir != self.slots.bundle_dir(record.active):
+            return None  # the boot does not run the model on probation: nothing to announce
+        command_id = _command_id(info)
+        state = self.report(
+            OtaState.ACTIVE,
+            command_id,
+            info.version,
+            info.rollout_id,
+            "activated before a restart",
+        )
+        self.slots.activation_was_reported()
+        self._probation = (command_id, info.version, info.rollout_id)
+        return state
 
     def _run(self) -> None:
         self._guarded(self.report_boot)
@@ -344,6 +378,7 @@ class Updater:
                 sha256=signed.sha256,
                 detector_sha256=detector.sha256,
                 rollout_id=rollout,
+                command_id=str(command_id),
             ),
             now=self.clock(),
             baseline=baseline,
@@ -356,7 +391,9 @@ class Updater:
         )
         self._probation = (command_id, version, rollout)
         self.start_shadow(previous_bundle)
-        return self.report(OtaState.ACTIVE, command_id, version, rollout, result.detail)
+        state = self.report(OtaState.ACTIVE, command_id, version, rollout, result.detail)
+        self.slots.activation_was_reported()
+        return state
 
     def _use(self, reader: SignReader, running: RunningModel, bundle_dir: Path) -> None:
         self.bundle_dir = bundle_dir
@@ -378,7 +415,9 @@ class Updater:
         # After a restart the probation's command is not known here: the record's rollout is.
         on_probation = (record.slots or {}).get(record.active or "") if record else None
         command_id, version, rollout = self._probation or (
-            probation_command_id(self.running.sha256),
+            _command_id(on_probation)
+            if on_probation
+            else probation_command_id(self.running.sha256),
             self.running.version,
             on_probation.rollout_id if on_probation else None,
         )
