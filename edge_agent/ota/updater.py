@@ -30,7 +30,7 @@ from edge_agent.agent import Sink
 from edge_agent.exceptions import AgentError, OtaError
 from edge_agent.ota.client import OtaClient
 from edge_agent.ota.probation import ProbationWatch, health_numbers, limits
-from edge_agent.ota.shadow_runner import ShadowRunner
+from edge_agent.ota.shadow_runner import ShadowRunner, ShadowStore
 from edge_agent.ota.slots import Slots
 from edge_agent.ota.smoke import SmokeResult, slot_reader, smoke_test
 from edge_agent.ota.state import (
@@ -52,6 +52,8 @@ from fleet_protocol.topics import MessageKind
 log = logging.getLogger(__name__)
 
 MODELS_PREFIX = "models/"
+SHADOW_FILE = "shadow.json"
+"""The probation's shadow numbers, in the state folder."""
 ReaderSwap = Callable[[SignReader, ModelRef], None]
 ShadowSwitch = Callable[[ShadowRunner | None], None]
 """Where a shadow reading runs (the agent's frame loop); None ends the one running."""
@@ -390,7 +392,7 @@ class Updater:
             bundle,
         )
         self._probation = (command_id, version, rollout)
-        self.start_shadow(previous_bundle)
+        self.start_shadow(previous_bundle, self._shadow_store())
         state = self.report(OtaState.ACTIVE, command_id, version, rollout, result.detail)
         self.slots.activation_was_reported()
         return state
@@ -438,8 +440,23 @@ class Updater:
 
     # -- shadow reading --------------------------------------------------------------------
 
-    def start_shadow(self, previous_bundle: Path) -> ShadowRunner | None:
-        """Let the model in `previous_bundle` read sampled frames beside the new one."""
+    def _shadow_store(self) -> ShadowStore | None:
+        """Where the shadow numbers of the probation in progress are kept across restarts."""
+        record = self.slots.read_record()
+        if record is None or record.active is None or record.probation_started is None:
+            return None
+        info = (record.slots or {}).get(record.active)
+        if info is None:
+            return None
+        return ShadowStore(
+            self.config.state_dir / SHADOW_FILE, f"{info.sha256}@{record.probation_started!r}"
+        )
+
+    def start_shadow(
+        self, previous_bundle: Path, store: ShadowStore | None = None
+    ) -> ShadowRunner | None:
+        """Let the model in `previous_bundle` read sampled frames beside the new one, its
+        numbers kept in `store` (and resumed from it)."""
         if self._shadow is None or not self.config.shadow_enabled:
             return None
         try:
@@ -455,6 +472,7 @@ class Updater:
             queue_frames=self.config.shadow_queue_frames,
             confidence=self.profile.detector.confidence_threshold,
             iou_threshold=self.profile.detector.iou_threshold,
+            store=store,
         ).start()
         self._shadow(runner)
         return runner
@@ -476,7 +494,7 @@ class Updater:
             if record.previous is not None
             else self.profile.detector.model_dir
         )
-        return self.start_shadow(previous)
+        return self.start_shadow(previous, self._shadow_store())
 
     # -- status ----------------------------------------------------------------------------
 
