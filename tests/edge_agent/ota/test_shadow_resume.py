@@ -20,6 +20,7 @@ from tests.edge_agent.ota.conftest import BUNDLE, DEVICE, Served
 from tests.edge_agent.ota.shadow_models import DEFAULT, golden_frames, reader, worse_bundle
 from tests.edge_agent.ota.test_shadow import agent_on, shadow_read
 from tests.tuf_repository import bundle_tar
+from tests.waiting import wait_until
 
 
 def counted(report: ShadowReport | None) -> tuple[int, int, int]:
@@ -125,3 +126,25 @@ def test_unreadable_shadow_numbers_start_from_zero(tmp_path: Path, body: bytes) 
     path = tmp_path / SHADOW_FILE
     path.write_bytes(body)
     assert ShadowStore(path, "aa@1.0").load() == ShadowNumbers(0, 0, 0)
+
+
+def test_shadow_numbers_are_kept_while_reading_not_only_at_shutdown(tmp_path: Path) -> None:
+    """A process killed without its clean shutdown loses at most the last few seconds."""
+    path = tmp_path / SHADOW_FILE
+    store = ShadowStore(path, "aa@1.0")
+    previous = reader(DEFAULT)
+    meta = previous.detector.metadata
+    runner = ShadowRunner(
+        previous,
+        ModelRef(version=meta.version, sha256=meta.sha256),
+        every_n_frames=1,
+        store=store,
+        save_every_s=0,
+    ).start()
+    agent = agent_on(tmp_path, reader(DEFAULT))
+    try:
+        shadow_read(agent, runner, golden_frames()[:2])
+        wait_until(lambda: store.load() == runner.numbers(), message="the numbers were saved")
+        assert store.load().frames_compared == 6
+    finally:
+        agent.use_shadow(None)
