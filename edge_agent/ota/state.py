@@ -8,6 +8,7 @@ says what happens and why, so every refusal of the layout contract is tested wit
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -402,3 +403,24 @@ def retry_delay(failures: int, *, initial_s: float, cap_s: float, jitter: float)
         return cap_s
     base = min(cap_s, initial_s * 2.0 ** min(failures - 1, 62))
     return base * (0.5 + 0.5 * min(max(jitter, 0.0), 1.0))
+
+
+def assignment_command_id(signed: Assignment) -> uuid.UUID:
+    """The command id of an update the device found by itself: uuid5 of its assignment."""
+    return uuid.uuid5(
+        uuid.NAMESPACE_URL,
+        f"roadsign:assignment:{signed.device_id}:{signed.target}:{signed.release}:"
+        f"{signed.rollback}",
+    )
+
+
+def probation_command_id(sha256: str) -> uuid.UUID:
+    """The command id of a probation's statuses when its install's command is not known."""
+    return uuid.uuid5(uuid.NAMESPACE_URL, f"roadsign:probation:{sha256}")
+
+
+def slot_command_id(info: SlotInfo) -> uuid.UUID:
+    """The command an activated slot's statuses carry: its install's, when the record has it."""
+    if info.command_id is None:  # activated by an agent from before the record kept it
+        return probation_command_id(info.sha256)
+    return uuid.UUID(info.command_id)  # the record's parser checked it is one

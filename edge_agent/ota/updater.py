@@ -41,8 +41,11 @@ from edge_agent.ota.state import (
     RunningModel,
     SlotInfo,
     Verdict,
+    assignment_command_id,
     decide,
+    probation_command_id,
     retry_delay,
+    slot_command_id,
 )
 from edge_agent.profile import DeviceProfile
 from edge_agent.reading.signs import SignReader
@@ -57,27 +60,6 @@ SHADOW_FILE = "shadow.json"
 ReaderSwap = Callable[[SignReader, ModelRef], None]
 ShadowSwitch = Callable[[ShadowRunner | None], None]
 """Where a shadow reading runs (the agent's frame loop); None ends the one running."""
-
-
-def assignment_command_id(signed: Assignment) -> uuid.UUID:
-    """The command id of an update the device found by itself: uuid5 of its assignment."""
-    return uuid.uuid5(
-        uuid.NAMESPACE_URL,
-        f"roadsign:assignment:{signed.device_id}:{signed.target}:{signed.release}:"
-        f"{signed.rollback}",
-    )
-
-
-def probation_command_id(sha256: str) -> uuid.UUID:
-    """The command id of a probation's statuses when its install's command is not known."""
-    return uuid.uuid5(uuid.NAMESPACE_URL, f"roadsign:probation:{sha256}")
-
-
-def _command_id(info: SlotInfo) -> uuid.UUID:
-    """The command an activated slot's statuses carry: its install's, when the record has it."""
-    if info.command_id is None:  # activated by an agent from before the record kept it
-        return probation_command_id(info.sha256)
-    return uuid.UUID(info.command_id)  # the record's parser checked it is one
 
 
 @dataclasses.dataclass(frozen=True)
@@ -242,7 +224,7 @@ class Updater:
         info = (record.slots or {}).get(record.active)
         if info is None or self.bundle_dir != self.slots.bundle_dir(record.active):
             return None  # the boot does not run the model on probation: nothing to announce
-        command_id = _command_id(info)
+        command_id = slot_command_id(info)
         state = self.report(
             OtaState.ACTIVE,
             command_id,
@@ -417,7 +399,7 @@ class Updater:
         # After a restart the probation's command is not known here: the record's rollout is.
         on_probation = (record.slots or {}).get(record.active or "") if record else None
         command_id, version, rollout = self._probation or (
-            _command_id(on_probation)
+            slot_command_id(on_probation)
             if on_probation
             else probation_command_id(self.running.sha256),
             self.running.version,
