@@ -15,6 +15,7 @@ import logging
 import os
 import shutil
 import tarfile
+import uuid
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,9 @@ def _parse_record(data: bytes) -> SlotRecord:
             sha256=str(info["sha256"]),
             detector_sha256=str(info["detector_sha256"]),
             rollout_id=None if info.get("rollout_id") is None else str(info["rollout_id"]),
+            command_id=None
+            if info.get("command_id") is None
+            else str(uuid.UUID(str(info["command_id"]))),
         )
         for name, info in dict(body.get("slots") or {}).items()
     }
@@ -90,6 +94,8 @@ def _parse_record(data: bytes) -> SlotRecord:
         probation_started=None if started is None else float(started),
         probation_restarts=int(body.get("probation_restarts", 0)),
         rejected=tuple(str(sha) for sha in body.get("rejected") or ()),
+        # a record from before this was kept: its activation is long reported
+        activation_reported=bool(body.get("activation_reported", True)),
         baseline=None
         if baseline is None
         else HealthNumbers(
@@ -250,7 +256,17 @@ class Slots:
             probation_restarts=0,
             # the previous model's own shadow numbers are not what the new one is held to
             baseline=replace(baseline, shadow=None) if baseline else None,
+            activation_reported=False,
         )
+        self.write_record(new)
+        return new
+
+    def activation_was_reported(self) -> SlotRecord | None:
+        """Note that the active slot's `active` status was sent (so it is sent once)."""
+        record = self.read_record()
+        if record is None or record.activation_reported:
+            return record
+        new = replace(record, activation_reported=True)
         self.write_record(new)
         return new
 

@@ -8,6 +8,7 @@ says what happens and why, so every refusal of the layout contract is tested wit
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -244,6 +245,8 @@ class SlotInfo:
     """sha256 of the detector artifact it runs (what ModelRef carries)."""
     rollout_id: str | None = None
     """The rollout that installed it, for the statuses of its probation (a rollback at boot)."""
+    command_id: str | None = None
+    """The command of the install that activated it, for an `active` reported after a kill."""
 
 
 @dataclass(frozen=True)
@@ -260,6 +263,9 @@ class SlotRecord:
     """Health of the model before the switch, what the probation compares against."""
     rejected: tuple[str, ...] = ()
     """sha256 of bundle targets that failed here (smoke test, probation): not tried again."""
+    activation_reported: bool = True
+    """Whether the active slot's `active` status was sent; False between the switch and the
+    report, so a process killed there reports it at its next start."""
 
 
 @dataclass(frozen=True)
@@ -397,3 +403,24 @@ def retry_delay(failures: int, *, initial_s: float, cap_s: float, jitter: float)
         return cap_s
     base = min(cap_s, initial_s * 2.0 ** min(failures - 1, 62))
     return base * (0.5 + 0.5 * min(max(jitter, 0.0), 1.0))
+
+
+def assignment_command_id(signed: Assignment) -> uuid.UUID:
+    """The command id of an update the device found by itself: uuid5 of its assignment."""
+    return uuid.uuid5(
+        uuid.NAMESPACE_URL,
+        f"roadsign:assignment:{signed.device_id}:{signed.target}:{signed.release}:"
+        f"{signed.rollback}",
+    )
+
+
+def probation_command_id(sha256: str) -> uuid.UUID:
+    """The command id of a probation's statuses when its install's command is not known."""
+    return uuid.uuid5(uuid.NAMESPACE_URL, f"roadsign:probation:{sha256}")
+
+
+def slot_command_id(info: SlotInfo) -> uuid.UUID:
+    """The command an activated slot's statuses carry: its install's, when the record has it."""
+    if info.command_id is None:  # activated by an agent from before the record kept it
+        return probation_command_id(info.sha256)
+    return uuid.UUID(info.command_id)  # the record's parser checked it is one

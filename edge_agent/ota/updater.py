@@ -30,7 +30,7 @@ from edge_agent.agent import Sink
 from edge_agent.exceptions import AgentError, OtaError
 from edge_agent.ota.client import OtaClient
 from edge_agent.ota.probation import ProbationWatch, health_numbers, limits
-from edge_agent.ota.shadow_runner import ShadowRunner
+from edge_agent.ota.shadow_runner import ShadowRunner, ShadowStore
 from edge_agent.ota.slots import Slots
 from edge_agent.ota.smoke import SmokeResult, slot_reader, smoke_test
 from edge_agent.ota.state import (
@@ -41,8 +41,11 @@ from edge_agent.ota.state import (
     RunningModel,
     SlotInfo,
     Verdict,
+    assignment_command_id,
     decide,
+    probation_command_id,
     retry_delay,
+    slot_command_id,
 )
 from edge_agent.profile import DeviceProfile
 from edge_agent.reading.signs import SignReader
@@ -52,23 +55,11 @@ from fleet_protocol.topics import MessageKind
 log = logging.getLogger(__name__)
 
 MODELS_PREFIX = "models/"
+SHADOW_FILE = "shadow.json"
+"""The probation's shadow numbers, in the state folder."""
 ReaderSwap = Callable[[SignReader, ModelRef], None]
 ShadowSwitch = Callable[[ShadowRunner | None], None]
 """Where a shadow reading runs (the agent's frame loop); None ends the one running."""
-
-
-def assignment_command_id(signed: Assignment) -> uuid.UUID:
-    """The command id of an update the device found by itself: uuid5 of its assignment."""
-    return uuid.uuid5(
-        uuid.NAMESPACE_URL,
-        f"roadsign:assignment:{signed.device_id}:{signed.target}:{signed.release}:"
-        f"{signed.rollback}",
-    )
-
-
-def probation_command_id(sha256: str) -> uuid.UUID:
-    """The command id of a probation's statuses when its install's command is not known."""
-    return uuid.uuid5(uuid.NAMESPACE_URL, f"roadsign:probation:{sha256}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -201,9 +192,10 @@ class Updater:
         self._wake.set()
 
     def report_boot(self) -> OtaState | None:
-        """Report a rollback this start made (a crash loop in probation), if it made one."""
+        """Report a rollback this start made (a crash loop in probation), if it made one, or
+        the activation a killed process switched to and never reported."""
         if self._boot is None or not self._boot.rolled_back:
-            return None
+            return self.report_unreported_activation()
         failed = self._boot.rolled_back_from
         if failed is None:  # a record from before rollouts were kept in it
             return self.report(
@@ -217,6 +209,32 @@ class Updater:
             failed.rollout_id,
             self._boot.rolled_back,
         )
+
+    def report_unreported_activation(self) -> OtaState | None:
+        """Report `active` for the slot on probation when the process that switched to it died
+        before saying so: the rollout waits for that report (its command and rollout)."""
+        record = self.slots.read_record()
+        if (
+            record is None
+            or record.activation_reported
+            or record.probation_started is None
+            or record.active is None
+        ):
+            return None
+        info = (record.slots or {}).get(record.active)
+        if info is None or self.bundle_dir != self.slots.bundle_dir(record.active):
+            return None  # the boot does not run the model on probation: nothing to announce
+        command_id = slot_command_id(info)
+        state = self.report(
+            OtaState.ACTIVE,
+            command_id,
+            info.version,
+            info.rollout_id,
+            "activated before a restart",
+        )
+        self.slots.activation_was_reported()
+        self._probation = (command_id, info.version, info.rollout_id)
+        return state
 
     def _run(self) -> None:
         self._guarded(self.report_boot)
@@ -344,6 +362,7 @@ class Updater:
                 sha256=signed.sha256,
                 detector_sha256=detector.sha256,
                 rollout_id=rollout,
+                command_id=str(command_id),
             ),
             now=self.clock(),
             baseline=baseline,
@@ -355,8 +374,10 @@ class Updater:
             bundle,
         )
         self._probation = (command_id, version, rollout)
-        self.start_shadow(previous_bundle)
-        return self.report(OtaState.ACTIVE, command_id, version, rollout, result.detail)
+        self.start_shadow(previous_bundle, self._shadow_store())
+        state = self.report(OtaState.ACTIVE, command_id, version, rollout, result.detail)
+        self.slots.activation_was_reported()
+        return state
 
     def _use(self, reader: SignReader, running: RunningModel, bundle_dir: Path) -> None:
         self.bundle_dir = bundle_dir
@@ -378,7 +399,9 @@ class Updater:
         # After a restart the probation's command is not known here: the record's rollout is.
         on_probation = (record.slots or {}).get(record.active or "") if record else None
         command_id, version, rollout = self._probation or (
-            probation_command_id(self.running.sha256),
+            slot_command_id(on_probation)
+            if on_probation
+            else probation_command_id(self.running.sha256),
             self.running.version,
             on_probation.rollout_id if on_probation else None,
         )
@@ -399,8 +422,23 @@ class Updater:
 
     # -- shadow reading --------------------------------------------------------------------
 
-    def start_shadow(self, previous_bundle: Path) -> ShadowRunner | None:
-        """Let the model in `previous_bundle` read sampled frames beside the new one."""
+    def _shadow_store(self) -> ShadowStore | None:
+        """Where the shadow numbers of the probation in progress are kept across restarts."""
+        record = self.slots.read_record()
+        if record is None or record.active is None or record.probation_started is None:
+            return None
+        info = (record.slots or {}).get(record.active)
+        if info is None:
+            return None
+        return ShadowStore(
+            self.config.state_dir / SHADOW_FILE, f"{info.sha256}@{record.probation_started!r}"
+        )
+
+    def start_shadow(
+        self, previous_bundle: Path, store: ShadowStore | None = None
+    ) -> ShadowRunner | None:
+        """Let the model in `previous_bundle` read sampled frames beside the new one, its
+        numbers kept in `store` (and resumed from it)."""
         if self._shadow is None or not self.config.shadow_enabled:
             return None
         try:
@@ -416,6 +454,7 @@ class Updater:
             queue_frames=self.config.shadow_queue_frames,
             confidence=self.profile.detector.confidence_threshold,
             iou_threshold=self.profile.detector.iou_threshold,
+            store=store,
         ).start()
         self._shadow(runner)
         return runner
@@ -437,7 +476,7 @@ class Updater:
             if record.previous is not None
             else self.profile.detector.model_dir
         )
-        return self.start_shadow(previous)
+        return self.start_shadow(previous, self._shadow_store())
 
     # -- status ----------------------------------------------------------------------------
 

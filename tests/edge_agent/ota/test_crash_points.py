@@ -70,11 +70,15 @@ class Device:
         written = json.loads(out.read_text()) if out.exists() else {}
         return child.returncode, written
 
-    def states(self) -> list[str]:
+    def statuses(self) -> list[dict[str, Any]]:
+        """Every OtaStatus the agent processes sent, in order."""
         path = self.served.tmp / "status.jsonl"
         if not path.exists():
             return []
-        return [json.loads(line)["message"]["state"] for line in path.read_text().splitlines()]
+        return [json.loads(line)["message"] for line in path.read_text().splitlines()]
+
+    def states(self) -> list[str]:
+        return [status["state"] for status in self.statuses()]
 
     def active_version(self) -> str | None:
         record = self.slots.read_record()
@@ -143,7 +147,7 @@ def test_sigkill_during_an_update_boots_a_verified_model_and_the_next_check_fini
     served: Served, point: str
 ) -> None:
     dev = device(served)
-    payload, _ = served.publish_model("2.0.0")
+    payload, _ = served.publish_model("2.0.0", rollout_id="rollout-2")
     code, _ = dev.agent(point)
     assert code == -signal.SIGKILL, f"the agent was not killed at {point}"
     # it died where the test says
@@ -195,6 +199,14 @@ def test_sigkill_during_an_update_boots_a_verified_model_and_the_next_check_fini
     # and a process after that boots the new model, verified
     code, written = dev.agent("none")
     assert_boots_a_verified_model(written["boot"], {"2.0.0"})
+    # whichever process activated 2.0.0, the rollout heard `active` once, for the install's
+    # own command: the one killed after the switch leaves it to the next start
+    installing = next(s for s in dev.statuses() if s["state"] == "downloading")
+    actives = [s for s in dev.statuses() if s["state"] == "active"]
+    assert [(s["command_id"], s["rollout_id"], s["model_version"]) for s in actives] == [
+        (installing["command_id"], "rollout-2", "2.0.0")
+    ]
+    assert dev.slots.read_record().activation_reported  # type: ignore[union-attr]
 
 
 def test_a_crash_loop_in_probation_rolls_back_across_real_restarts(served: Served) -> None:
