@@ -256,6 +256,8 @@ class Slots:
             probation_restarts=0,
             # the previous model's own shadow numbers are not what the new one is held to
             baseline=replace(baseline, shadow=None) if baseline else None,
+            # a bundle that failed here stays refused whatever is activated after it
+            rejected=record.rejected,
             activation_reported=False,
         )
         self.write_record(new)

@@ -55,6 +55,15 @@ def test_a_bundle_is_staged_into_the_inactive_slot_and_activated_by_the_record(
     assert slots.roll_back().active == "a"
 
 
+def test_a_rejected_bundle_stays_rejected_after_another_is_activated(tmp_path: Path) -> None:
+    slots = staged_and_active(tmp_path)
+    slots.reject("ee" * 32)  # say, its smoke test failed
+    slot, _ = slots.stage(tar_of(tmp_path, "2.0.0"), max_bytes=10**8)
+    record = slots.activate(slot, info("2.0.0"), now=5)
+    assert "ee" * 32 in record.rejected
+    assert "ee" * 32 in slots.read_record().rejected  # type: ignore[union-attr]
+
+
 @pytest.mark.parametrize(
     ("name", "kind", "says"),
     [
