@@ -7,18 +7,17 @@ run`` enrolled through the API, trusting the root the enrolment returned, readin
 camera served by the test (the golden images in turn). The server nudges the agent on its
 ota/command topic when it signs the assignment; the agent refreshes, downloads, verifies,
 stages, smoke-tests on the bundle's golden set and switches; its health then names the new
-model, which the models API shows; a nudge naming a model nobody assigned it fails and changes nothing.
+model, which the models API shows; a nudge naming a model nobody assigned it fails and changes
+nothing.
 """
 
 from __future__ import annotations
 
-import http.server
 import json
 import os
 import shutil
 import subprocess
 import sys
-import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -52,6 +51,7 @@ from fleet_server.settings import (
 from tests.conftest import REPO_ROOT
 from tests.fleet_server.auth_support import ADMIN, bearer
 from tests.fleet_server.repository.support import initialise, new_keys, publish, repo_settings
+from tests.mjpeg import mjpeg_camera
 from tests.mosquitto import Broker
 from tests.postgres import Postgres
 from tests.serving import serving
@@ -76,39 +76,9 @@ def camera() -> Iterator[str]:
     4 fps (the agent reads it as it reads an IP camera); yields its URL."""
     # A blank frame after each image: its signs leave the view, so their tracks end in readings.
     images = [part for path in GOLDEN for part in (path.read_bytes(), BLANK)]
-    stopping = threading.Event()
-
-    class Camera(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
-            self.end_headers()
-            frame = 0
-            while not stopping.is_set():
-                image = images[(frame // FRAMES_PER_IMAGE) % len(images)]
-                head = (
-                    f"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: {len(image)}\r\n\r\n"
-                )
-                try:
-                    self.wfile.write(head.encode() + b"\r\n" + image)
-                except OSError:
-                    return  # the agent hung up (it reconnects)
-                frame += 1
-                stopping.wait(FRAME_INTERVAL_S)
-
-        def log_message(self, format: str, *args: object) -> None:
-            """Quiet: the agent's reconnects are not the test's business."""
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Camera)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/cam"
-    finally:
-        stopping.set()
-        server.shutdown()
-        server.server_close()
+    frames = [image for image in images for _ in range(FRAMES_PER_IMAGE)]
+    with mjpeg_camera(frames, fps=1 / FRAME_INTERVAL_S) as url:
+        yield url
 
 
 @dataclass

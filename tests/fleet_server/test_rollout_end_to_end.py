@@ -40,7 +40,6 @@ from fleet_server.settings import (
     ServerSettings,
 )
 from tests.conftest import REPO_ROOT
-from tests.drive_stream import DriveStream, drive_stream
 from tests.edge_agent.ota.shadow_models import copy_default, worse_bundle
 from tests.fleet_server.broker_support import HEADERS, generated_broker, managed_settings
 from tests.fleet_server.repository.support import (
@@ -50,6 +49,7 @@ from tests.fleet_server.repository.support import (
     new_keys,
     publish,
 )
+from tests.mjpeg import DriveStream, drive_stream
 from tests.mosquitto import free_port
 from tests.serving import serving
 from tests.waiting import wait_until

@@ -1,10 +1,10 @@
-"""A rendered drive served as an endless MJPEG camera stream, for tests that run many agents.
+"""Endless MJPEG cameras over HTTP, for tests that run real agents: a rendered drive, or any frames.
 
 A recorded video is read at the pipeline's pace and ends; a fleet test needs cameras that keep
 sending frames at a camera's rate for as long as the test runs, at a cost that twenty agents on
-two cores can afford. So the drive is rendered once (training.data.drive), kept as JPEG frames, and
-sent to every client as ``multipart/x-mixed-replace`` at `fps`, looping, the way an IP camera
-serves MJPEG over HTTP; the agent reads it with its real stream source (FFmpeg).
+two cores can afford. So the frames (a drive rendered once by training.data.drive, or images) are
+kept as JPEG and sent to every client as ``multipart/x-mixed-replace`` at `fps`, looping, the way
+an IP camera serves MJPEG; the agent reads it with its real stream source (FFmpeg).
 """
 
 from __future__ import annotations
@@ -111,6 +111,21 @@ class _Server(socketserver.ThreadingMixIn, http.server.HTTPServer):
 
 
 @contextmanager
+def mjpeg_camera(frames: list[bytes], fps: float) -> Iterator[str]:
+    """Serve JPEG `frames` at `fps`, looping, on a free loopback port; yields the stream's URL."""
+    server = _Server(("127.0.0.1", free_port()), _handler(frames, fps))
+    thread = threading.Thread(target=server.serve_forever, name="mjpeg", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/camera.mjpg"
+    finally:
+        server.stopping = True
+        server.shutdown()
+        server.server_close()
+        thread.join(10)
+
+
+@contextmanager
 def drive_stream(
     work: Path,
     *,
@@ -127,17 +142,5 @@ def drive_stream(
     )
     work.mkdir(parents=True, exist_ok=True)
     frames, planned = drive_frames(work, signs=signs, settings=settings, seed=seed)
-    server = _Server(("127.0.0.1", free_port()), _handler(frames, fps))
-    thread = threading.Thread(target=server.serve_forever, name="mjpeg", daemon=True)
-    thread.start()
-    try:
-        yield DriveStream(
-            url=f"http://127.0.0.1:{server.server_address[1]}/drive.mjpg",
-            signs=planned,
-            loop_s=len(frames) / fps,
-        )
-    finally:
-        server.stopping = True
-        server.shutdown()
-        server.server_close()
-        thread.join(10)
+    with mjpeg_camera(frames, fps) as url:
+        yield DriveStream(url=url, signs=planned, loop_s=len(frames) / fps)
