@@ -351,3 +351,6 @@ def test_a_staged_rollout_to_twenty_agents_completes_and_a_worse_model_stops_at_
     for device in others:
         assert running[device] == GOOD
         assert not [s for s in stack.ota_history(device) if s["rollout_id"] == "worse"]
+    # What the gates saw, kept beside the agents' logs for whoever reads the numbers.
+    _evidence(stack, "good")
+    _evidence(stack, "worse")
