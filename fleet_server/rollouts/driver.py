@@ -37,7 +37,13 @@ from fleet_server.models import Rollout, RolloutAction, RolloutEventRow, utcnow
 from fleet_server.repository import service
 from fleet_server.rollouts import engine as rollout_engine
 from fleet_server.rollouts import evidence
-from fleet_server.rollouts.gates import HealthPair, QualityPair, ShadowSample
+from fleet_server.rollouts.gates import (
+    HealthPair,
+    HealthWindow,
+    QualityPair,
+    QualityWindow,
+    ShadowSample,
+)
 from fleet_server.rollouts.nudge import NudgePublisher, commands
 from fleet_server.rollouts.values import (
     Action,
@@ -118,38 +124,31 @@ def gather(
             model_version=state.spec.model.version,
             received_after=at,
         )
-        spans = {"before": (at - window, at)}
-        if took_over is not None:
-            spans["after"] = (took_over, took_over + window)
-        samples = {
-            name: crud.health_between(session, device_id=device_id, start=start, end=end)
-            for name, (start, end) in spans.items()
-        }
-        stats = {
-            name: crud.reading_stats(session, device_id=device_id, start=start, end=end)
-            for name, (start, end) in spans.items()
-        }
-        health.append(
-            HealthPair(
-                device_id=device_id,
-                before=evidence.health_window(samples["before"]),
-                after=evidence.health_window(samples["after"]) if "after" in spans else None,
-            )
+        health_before, quality_before = _windows(session, device_id, at - window, at, gap)
+        health_after, quality_after = (
+            _windows(session, device_id, took_over, took_over + window, gap)
+            if took_over is not None
+            else (None, None)
         )
-        quality.append(
-            QualityPair(
-                device_id=device_id,
-                before=evidence.quality_window(samples["before"], stats["before"], max_gap_s=gap),
-                after=evidence.quality_window(samples["after"], stats["after"], max_gap_s=gap)
-                if "after" in spans
-                else None,
-            )
-        )
+        health.append(HealthPair(device_id=device_id, before=health_before, after=health_after))
+        quality.append(QualityPair(device_id=device_id, before=quality_before, after=quality_after))
         sample = evidence.shadow_sample(crud.latest_shadow(session, device_id=device_id, since=at))
         if sample is not None:
             shadow.append(sample)
     return Observations(
         reports=tuple(reports), health=tuple(health), quality=tuple(quality), shadow=tuple(shadow)
+    )
+
+
+def _windows(
+    session: Session, device_id: str, start: datetime, end: datetime, gap_s: float
+) -> tuple[HealthWindow | None, QualityWindow | None]:
+    """A device's health and reading quality over [start, end), from one read of each."""
+    samples = crud.health_between(session, device_id=device_id, start=start, end=end)
+    stats = crud.reading_stats(session, device_id=device_id, start=start, end=end)
+    return (
+        evidence.health_window(samples),
+        evidence.quality_window(samples, stats, max_gap_s=gap_s),
     )
 
 
