@@ -227,12 +227,12 @@ def test_the_previous_model_reading_beside_a_real_model_says_whether_it_reads_al
     }
 
 
-def test_a_model_misreading_what_the_previous_one_reads_rolls_back_by_itself(
-    served: Served, worse: Path
-) -> None:
+def shadow_profile(served: Served, **ota: object) -> DeviceProfile:
+    """A device on the default bundle following `served`, its shadow reading every frame during
+    a long probation; `ota` adds or overrides fields of the ota section."""
     root = served.tmp / "root.json"
     root.write_bytes(served.repo.trusted_root())
-    profile = DeviceProfile.model_validate(
+    return DeviceProfile.model_validate(
         {
             "identity": {"device_id": DEVICE},
             "detector": {"backend": "onnxruntime", "model_dir": str(DEFAULT)},
@@ -243,10 +243,17 @@ def test_a_model_misreading_what_the_previous_one_reads_rolls_back_by_itself(
                 "state_dir": str(served.tmp / "state"),
                 "probation_s": 3600,
                 "shadow_every_n_frames": 1,
-                "probation_min_shadow_tracks": 8,
-                "probation_min_shadow_agreement": 0.8,
+                **ota,
             },
         }
+    )
+
+
+def test_a_model_misreading_what_the_previous_one_reads_rolls_back_by_itself(
+    served: Served, worse: Path
+) -> None:
+    profile = shadow_profile(
+        served, probation_min_shadow_tracks=8, probation_min_shadow_agreement=0.8
     )
     shipped = reader(DEFAULT)
     agent = agent_on(served.tmp, shipped)

@@ -14,11 +14,10 @@ from edge_agent.agent import JsonLinesSink
 from edge_agent.ota.shadow_runner import ShadowRunner, ShadowStore
 from edge_agent.ota.state import ShadowNumbers
 from edge_agent.ota.updater import SHADOW_FILE, Updater, boot_model
-from edge_agent.profile import DeviceProfile
 from fleet_protocol.messages import CameraState, ModelRef, ShadowReport
 from tests.edge_agent.ota.conftest import BUNDLE, DEVICE, Served
 from tests.edge_agent.ota.shadow_models import DEFAULT, golden_frames, reader, worse_bundle
-from tests.edge_agent.ota.test_shadow import agent_on, shadow_read
+from tests.edge_agent.ota.test_shadow import agent_on, shadow_profile, shadow_read
 from tests.tuf_repository import bundle_tar
 from tests.waiting import wait_until
 
@@ -29,22 +28,7 @@ def counted(report: ShadowReport | None) -> tuple[int, int, int]:
 
 
 def test_shadow_numbers_keep_growing_across_a_restart_during_probation(served: Served) -> None:
-    root = served.tmp / "root.json"
-    root.write_bytes(served.repo.trusted_root())
-    profile = DeviceProfile.model_validate(
-        {
-            "identity": {"device_id": DEVICE},
-            "detector": {"backend": "onnxruntime", "model_dir": str(DEFAULT)},
-            "ota": {
-                "enabled": True,
-                "repository_url": served.url,
-                "trusted_root_file": str(root),
-                "state_dir": str(served.tmp / "state"),
-                "probation_s": 3600,
-                "shadow_every_n_frames": 1,
-            },
-        }
-    )
+    profile = shadow_profile(served)
     shipped = reader(DEFAULT)
     agent = agent_on(served.tmp, shipped)
     boot = boot_model(profile)
