@@ -9,15 +9,19 @@ The simulated devices run the agent's real `edge_agent.ota.client.OtaClient`: ea
 own state folder and trusted root, and does what the updater does before installing: a TUF
 refresh (root, timestamp, snapshot, targets, director, its bin), its signed assignment, the
 model target's signed info, and the resumable download checked against the signed length and
-sha256. ``--concurrency`` devices download at a time, spread over ``--processes`` worker
-processes each running threads: a fleet is many small clients, and on a 2-core machine one
-process per core keeps the clients' Python (JSON, signatures, hashing) from queueing behind one
-GIL while leaving the server its share of the CPU.
+sha256. Every device is enrolled with a broker password and reads the repository with it (HTTP
+Basic, as the agent does), so the server pays its password checks. ``--concurrency`` devices
+download at a time, spread over ``--processes`` worker processes each running threads: a fleet
+is many small clients, and on a 2-core machine one process per core keeps the clients' Python
+(JSON, signatures, hashing) from queueing behind one GIL while leaving the server its share of
+the CPU.
 
 Measured, in one run:
 
 - ``raw_seconds``: N plain HTTP GETs of the same consistent-snapshot target from
-  ``/tuf/targets/`` at the same concurrency, the bytes read and thrown away;
+  ``/tuf/targets/`` at the same concurrency, saved to a file as a device saves a download, each
+  by a device of its own with its own password (so the server checks as many passwords as in
+  the OTA phase, none of them remembered from it);
 - ``seconds_to_verified``: every device refreshed, found its assignment and downloaded and
   verified the target;
 - ``ratio``: the first over the second (the cost of TUF over a bare download);
@@ -59,10 +63,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from edge_agent.bundle import load_bundle, load_metadata  # noqa: E402
-from edge_agent.ota.client import OtaClient  # noqa: E402
+from edge_agent.ota.client import OtaClient, basic_authorization  # noqa: E402
 from edge_agent.ota.slots import Slots  # noqa: E402
 from edge_agent.ota.state import SlotInfo  # noqa: E402
 from fleet_server import crud  # noqa: E402
+from fleet_server.credentials import mosquitto_hash  # noqa: E402
 from fleet_server.db import make_engine, session_scope  # noqa: E402
 from fleet_server.migrate import upgrade  # noqa: E402
 from fleet_server.models import DeviceCreate  # noqa: E402
@@ -92,6 +97,8 @@ class Job:
     work: Path
     device_ids: list[str]
     threads: int
+    logins: dict[str, str]
+    """Device id -> its ``Authorization`` value (``warm``: the admin token)."""
     raw_path: str | None = None
     """Set: plain GETs of this URL path instead of the OTA client."""
 
@@ -104,6 +111,7 @@ def device_download(job: Job, device_id: str) -> dict[str, Any]:
             repository_url=job.base_url,
             trusted_root=job.trusted_root,
             state_dir=job.work / device_id,
+            authorization=job.logins[device_id],
         )
         client.refresh()
         signed = client.assignment(device_id)
@@ -138,7 +146,11 @@ def raw_get(job: Job, device_id: str) -> dict[str, Any]:
     folder = job.work / "raw" / device_id
     folder.mkdir(parents=True, exist_ok=True)
     try:
-        connection.request("GET", job.raw_path, headers={"Connection": "close"})
+        connection.request(
+            "GET",
+            job.raw_path,
+            headers={"Connection": "close", "Authorization": job.logins[device_id]},
+        )
         response = connection.getresponse()
         size = 0
         with (folder / "bundle.tar").open("wb") as out:
@@ -207,8 +219,16 @@ def peak_rss_mb(pid: int) -> float:
     raise RuntimeError(f"no VmHWM for process {pid}")
 
 
-def prepare(url: str, work: Path, devices: list[str]) -> tuple[bytes, str, int]:
-    """Repository initialised, the model published and assigned to every device.
+def password_of(device_id: str) -> str:
+    """A simulated device's broker password."""
+    return f"bench-password-of-{device_id}"
+
+
+def prepare(
+    url: str, work: Path, devices: list[str], raw_devices: list[str]
+) -> tuple[bytes, str, int]:
+    """Repository initialised, the model published and assigned to every device; the raw
+    phase's devices enrolled too, each with its password.
 
     Returns the trusted root, the target's consistent-snapshot URL path and its length.
     """
@@ -252,8 +272,9 @@ def prepare(url: str, work: Path, devices: list[str]) -> tuple[bytes, str, int]:
             )
             target_path = model.target_path
         with session_scope(engine) as session:
-            for device_id in devices:
-                crud.create_device(session, device=DeviceCreate(device_id=device_id))
+            for device_id in devices + raw_devices:
+                device = crud.create_device(session, device=DeviceCreate(device_id=device_id))
+                device.broker_password_hash = mosquitto_hash(password_of(device_id))
         with session_scope(engine) as session:
             service.assign(session, settings, devices, target_path, False, "bench-rollout")
         with session_scope(engine) as session:
@@ -303,7 +324,9 @@ def wait_for_server(base_url: str, server: subprocess.Popen[bytes], work: Path) 
             raise RuntimeError(f"the server exited: {(work / 'server.log').read_text()[-2000:]}")
         connection = http.client.HTTPConnection(parts.netloc, timeout=5)
         try:
-            connection.request("GET", "/tuf/metadata/timestamp.json")
+            connection.request(
+                "GET", "/tuf/metadata/timestamp.json", headers={"Authorization": f"Bearer {ADMIN}"}
+            )
             if connection.getresponse().status == 200:
                 return
         except OSError:
@@ -332,21 +355,24 @@ def main() -> int:
     postgres = Postgres()
     server: subprocess.Popen[bytes] | None = None
     devices = [f"sim-{i:05d}" for i in range(args.devices)]
+    raw_devices = [f"raw-{i:05d}" for i in range(args.devices)]
+    logins = {d: basic_authorization(d, password_of(d)) for d in devices + raw_devices}
+    logins["warm"] = f"Bearer {ADMIN}"
     try:
         postgres.start()
         postgres.create_database("bench")
         url = postgres.url("bench")
-        trusted_root, raw_path, length = prepare(url, work, devices)
+        trusted_root, raw_path, length = prepare(url, work, devices, raw_devices)
         port = free_port()
         base_url = f"http://127.0.0.1:{port}"
         server = serve(url, work, port)
         wait_for_server(base_url, server, work)
-        job = Job(base_url, trusted_root, work / "devices", devices, threads)
+        job = Job(base_url, trusted_root, work / "devices", devices, threads, logins)
         with ProcessPoolExecutor(processes) as pools:
             # Workers started and the target's pages read once before anything is timed.
             fleet(pools, Job(**{**job.__dict__, "raw_path": raw_path}), "raw", ["warm"], 1)
             raw_seconds, raw = fleet(
-                pools, Job(**{**job.__dict__, "raw_path": raw_path}), "raw", devices, processes
+                pools, Job(**{**job.__dict__, "raw_path": raw_path}), "raw", raw_devices, processes
             )
             print(f"raw: {len(raw)} GETs in {raw_seconds:.2f}s", flush=True)
             seconds_to_verified, downloads = fleet(pools, job, "download", devices, processes)

@@ -405,3 +405,20 @@ class DeviceProfile(StrictConfigModel):
         if self.mounting == "roadside" and self.location is None:
             raise ValueError("a roadside profile needs a fixed location (location.lat/lon)")
         return self
+
+    @model_validator(mode="after")
+    def _password_never_in_clear(self) -> Self:
+        # The repository is read with the broker password: over plain HTTP anyone on the path
+        # would learn the credential that also lets them publish as this device.
+        url = urlsplit(self.ota.repository_url)
+        if (
+            self.ota.enabled
+            and self.broker.password_file is not None
+            and url.scheme == "http"
+            and not is_loopback_host(url.hostname or "")
+        ):
+            raise ValueError(
+                f"ota.repository_url {self.ota.repository_url!r} is plaintext http:// to another "
+                "host, and the device reads it with its broker password: use https://"
+            )
+        return self

@@ -35,6 +35,7 @@ from edge_agent.health import HealthMonitor
 from edge_agent.metrics import render
 from edge_agent.mqtt_link import LinkSettings, MqttLink
 from edge_agent.ocr import create_ocr
+from edge_agent.ota.client import basic_authorization
 from edge_agent.ota.smoke import slot_reader
 from edge_agent.ota.updater import Updater, boot_model
 from edge_agent.outbox import Outbox
@@ -76,6 +77,14 @@ def _password(profile: DeviceProfile) -> str | None:
         return path.read_text(encoding="utf-8").strip()
     except OSError as e:
         raise AgentError(f"cannot read broker.password_file {path}: {e}") from e
+
+
+def repository_authorization(profile: DeviceProfile, device_id: str) -> str | None:
+    """How the device proves itself to the TUF repository: its broker user and password."""
+    password = _password(profile)
+    if password is None:
+        return None
+    return basic_authorization(profile.broker.username or device_id, password)
 
 
 class ServerMessages:
@@ -241,6 +250,7 @@ def _run_agent(
             health=lambda: agent.last_health,
             boot=boot,
             shadow=agent.use_shadow,
+            authorization=repository_authorization(profile, device_id),
         ).start()
         messages.ota = updater.nudge
     api = None

@@ -2,7 +2,10 @@
 
 Hashes use Mosquitto 2's ``$7$`` format (PBKDF2-HMAC-SHA512, iterations and salt inside), so the
 broker checks them itself. Its dynamic-security plugin stores the same PBKDF2-SHA512 digest as
-separate fields, so one stored hash serves both backends (`dynsec_password_fields`).
+separate fields, so one stored hash serves both backends (`dynsec_password_fields`). The TUF
+routes check a device's broker password against the same hash (`mosquitto_hash_matches`), and
+`CheckedPasswords` remembers a good check for a while: PBKDF2 is slow on purpose, and a device
+refreshing its metadata sends its password with each of a handful of requests.
 """
 
 from __future__ import annotations
@@ -10,7 +13,10 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import hmac
 import secrets
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 
 from fleet_protocol.topics import BrokerRules, validate_device_id
@@ -31,6 +37,71 @@ def mosquitto_hash(
     salt = salt if salt is not None else secrets.token_bytes(SALT_BYTES)
     digest = hashlib.pbkdf2_hmac("sha512", password.encode("utf-8"), salt, iterations)
     return f"$7${iterations}${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
+
+
+MAX_CHECKED_ITERATIONS = 1_000_000
+"""A stored hash asking for more PBKDF2 rounds than this is refused, not computed."""
+
+
+def mosquitto_hash_matches(password: str, digest: str) -> bool:
+    """Whether `password` is the one the ``$7$`` hash `digest` was made from (constant-time).
+
+    A malformed hash matches nothing: it never raises, so a damaged row refuses its device
+    instead of failing the request.
+    """
+    parts = digest.split("$")
+    if len(parts) != 5 or parts[:2] != ["", "7"] or not parts[2].isdigit():
+        return False
+    iterations = int(parts[2])
+    if not 1 <= iterations <= MAX_CHECKED_ITERATIONS:
+        return False
+    try:
+        salt = base64.b64decode(parts[3], validate=True)
+        expected = base64.b64decode(parts[4], validate=True)
+    except (ValueError, binascii.Error):
+        return False
+    computed = hashlib.pbkdf2_hmac("sha512", password.encode("utf-8"), salt, iterations)
+    return hmac.compare_digest(computed, expected)
+
+
+class CheckedPasswords:
+    """Recently verified (user, stored hash, password) triples, for `ttl_s` seconds each.
+
+    Only a keyed digest of the password is kept (under a key made per process), and the stored
+    hash is part of the key: a new password or a reset credential misses the cache at once.
+    Bounded: beyond `max_entries` the least recently used entry goes. Thread-safe, since sync
+    routes run on a thread pool. Callers pass the clock.
+    """
+
+    def __init__(self, *, ttl_s: float, max_entries: int = 10_000) -> None:
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self._key = secrets.token_bytes(32)
+        self._entries: OrderedDict[tuple[str, str, bytes], float] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _entry(self, user: str, digest: str, password: str) -> tuple[str, str, bytes]:
+        keyed = hmac.new(self._key, password.encode("utf-8"), hashlib.sha256).digest()
+        return user, digest, keyed
+
+    def matches(self, user: str, password: str, digest: str, *, now: float) -> bool:
+        """Whether `password` matches `digest`: from the cache when checked lately, else PBKDF2."""
+        entry = self._entry(user, digest, password)
+        with self._lock:
+            checked_at = self._entries.get(entry)
+            if checked_at is not None and now - checked_at < self.ttl_s:
+                self._entries.move_to_end(entry)
+                return True
+        if self.ttl_s <= 0:
+            return mosquitto_hash_matches(password, digest)
+        if not mosquitto_hash_matches(password, digest):  # slow: outside the lock
+            return False
+        with self._lock:
+            self._entries[entry] = now
+            self._entries.move_to_end(entry)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+        return True
 
 
 def dynsec_password_fields(digest: str) -> dict[str, str | int]:

@@ -48,6 +48,28 @@ def token_matches(token: str, stored_hash: str) -> bool:
     return hmac.compare_digest(hash_token(token), stored_hash)
 
 
+MAX_AUTHORIZATION_CHARS = 1024
+"""Longest ``Authorization`` header decoded; a device id and a 32-character password fit easily."""
+
+
+def basic_credentials(value: str) -> tuple[str, str] | None:
+    """(user, password) of the value of an HTTP Basic header (after ``Basic``); None if malformed.
+
+    The length is checked before anything is decoded.
+    """
+    value = value.strip()
+    if not value or len(value) > MAX_AUTHORIZATION_CHARS:
+        return None
+    try:
+        text = base64.b64decode(value, validate=True).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):  # binascii.Error is a ValueError
+        return None
+    user, colon, password = text.partition(":")
+    if not colon or not user or not password:
+        return None
+    return user, password
+
+
 def role_allows(role: Role, needed: Role) -> bool:
     """Whether a token of `role` may do what `needed` guards: admins may do everything."""
     return role == "admin" or role == needed

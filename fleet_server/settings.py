@@ -291,6 +291,21 @@ class RepositorySettings(StrictConfigModel):
         default=None,
         description="MLflow server `models publish --from-mlflow` resolves aliases with.",
     )
+    device_auth: Literal["broker_password", "none"] = Field(
+        default="broker_password",
+        description="Who may read /tuf/metadata and /tuf/targets. broker_password: an enrolled, "
+        "not decommissioned device with its broker user and password (HTTP Basic), each device "
+        "only its own director bin, plus API tokens; none: anyone (a lab; production refuses "
+        "it). With enrolment.broker_auth none devices hold no password, so only tokens can read.",
+    )
+    device_auth_cache_s: float = Field(
+        default=300.0,
+        ge=0,
+        le=86400,
+        description="How long a device's verified password is remembered, seconds (PBKDF2 is "
+        "slow on purpose); a changed password or a decommissioning takes effect at once. "
+        "0 checks every request.",
+    )
 
     @model_validator(mode="after")
     def _refresh_in_time(self) -> Self:
@@ -422,6 +437,11 @@ class ServerSettings(StrictConfigModel):
             problems.append("database.url is SQLite; production runs on PostgreSQL")
         weak = weak_secrets(self)
         problems += weak + plaintext_mqtt(self)
+        if self.tuf.device_auth == "none":
+            problems.append(
+                "tuf.device_auth is none: anyone could list the fleet's devices and download "
+                "its models; use broker_password"
+            )
         if problems:
             hint = f" (make a strong secret with: {SECRET_RECIPE})" if weak else ""
             raise ValueError("production mode refused: " + "; ".join(problems) + hint)

@@ -9,6 +9,7 @@ turned into our OTA errors here, each naming the attack or cause.
 
 from __future__ import annotations
 
+import base64
 import http.client
 import logging
 import os
@@ -62,12 +63,21 @@ def _refresh_error(e: Exception, doing: str) -> OtaError:
     return OtaRefreshError(f"{doing}: {why}: {e}")
 
 
-class HttpFetcher(FetcherInterface):
-    """ngclient's fetcher on http.client: one connection per request, TLS with our CA file."""
+def basic_authorization(user: str, password: str) -> str:
+    """The ``Authorization`` value that proves a device with its broker user and password."""
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode("ascii")
 
-    def __init__(self, *, timeout_s: float, ca_file: Path | None = None) -> None:
+
+class HttpFetcher(FetcherInterface):
+    """ngclient's fetcher on http.client: one connection per request, TLS with our CA file, and
+    the device's credentials (an ``Authorization`` value) on every request when it has them."""
+
+    def __init__(
+        self, *, timeout_s: float, ca_file: Path | None = None, authorization: str | None = None
+    ) -> None:
         self.timeout_s = timeout_s
         self._ca_file = ca_file
+        self._authorization = authorization
         self._context: ssl.SSLContext | None = None
 
     def _tls(self) -> ssl.SSLContext:
@@ -95,6 +105,8 @@ class HttpFetcher(FetcherInterface):
             raise tuf_errors.DownloadError(f"not an http(s) URL: {url}")
         # One request per connection: a closed response then leaves no socket behind.
         headers = {"User-Agent": "roadsign-agent", "Connection": "close"}
+        if self._authorization is not None:
+            headers["Authorization"] = self._authorization
         if start:
             headers["Range"] = f"bytes={start}-"
         path = parts.path + (f"?{parts.query}" if parts.query else "")
@@ -149,6 +161,7 @@ class OtaClient:
         state_dir: Path,
         timeout_s: float = 30,
         ca_file: Path | None = None,
+        authorization: str | None = None,
     ) -> None:
         base = repository_url.rstrip("/")
         self.metadata_url = f"{base}/tuf/metadata/"
@@ -156,7 +169,9 @@ class OtaClient:
         self.metadata_dir = state_dir / "metadata"
         self.downloads_dir = state_dir / "downloads"
         self._trusted_root = trusted_root
-        self._fetcher = HttpFetcher(timeout_s=timeout_s, ca_file=ca_file)
+        self._fetcher = HttpFetcher(
+            timeout_s=timeout_s, ca_file=ca_file, authorization=authorization
+        )
         self._updater: Updater | None = None
 
     @classmethod
@@ -168,6 +183,7 @@ class OtaClient:
         state_dir: Path,
         timeout_s: float = 30,
         ca_file: Path | None = None,
+        authorization: str | None = None,
     ) -> OtaClient:
         """A client trusting the root metadata in `root_file` (written at enrolment)."""
         try:
@@ -180,6 +196,7 @@ class OtaClient:
             state_dir=state_dir,
             timeout_s=timeout_s,
             ca_file=ca_file,
+            authorization=authorization,
         )
 
     def refresh(self) -> None:

@@ -139,6 +139,7 @@ class Updater:
         boot: BootModel | None = None,
         shadow: ShadowSwitch | None = None,
         jitter: Callable[[], float] = random.random,
+        authorization: str | None = None,
     ) -> None:
         config = profile.ota
         self.profile = profile
@@ -163,6 +164,7 @@ class Updater:
         self._boot = boot
         self._shadow = shadow
         self._jitter = jitter
+        self._authorization = authorization
         self.refresh_failures = 0
         """Failed refreshes in a row: the next check backs off from them."""
         self.bundle_dir = boot.bundle_dir if boot else profile.detector.model_dir
@@ -281,6 +283,7 @@ class Updater:
                 state_dir=self.config.state_dir,
                 timeout_s=self.config.request_timeout_s,
                 ca_file=self.config.ca_file,
+                authorization=self._authorization,
             )
         return self._client
 

@@ -5,10 +5,14 @@ cookie (a signed session id; the session lives in the database and dies with its
 logout or at expiry). A request carrying the cookie is the browser's ambient credential: when
 it changes anything it must also carry the session's CSRF token and must not come from another
 origin. A bearer token is never ambient, so bearer requests need neither.
+
+The TUF routes also admit devices: HTTP Basic with the device's broker user (its id) and
+password, checked against the hash the broker checks (`TufReaderDep`).
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,11 +24,13 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from fleet_server import crud
+from fleet_server.credentials import CheckedPasswords, mosquitto_hash, new_password
 from fleet_server.models import ApiToken, DashboardSession, Device, utcnow
 from fleet_server.rollouts.nudge import NudgePublisher
 from fleet_server.security import (
     SAFE_METHODS,
     Role,
+    basic_credentials,
     cross_origin,
     csrf_matches,
     csrf_token,
@@ -239,3 +245,71 @@ def found_device(device: Device | None, device_id: str) -> Device:
 def existing_device(session: Session, device_id: str) -> Device:
     """The enrolled device `device_id`, or a 404 naming it (routes under /devices/{id})."""
     return found_device(crud.get_device(session, device_id=device_id), device_id)
+
+
+TUF_REALM = 'Basic realm="roadsign-tuf", charset="UTF-8"'
+DECOMMISSIONED = "decommissioned"
+
+
+@dataclass(frozen=True)
+class TufReader:
+    """Who reads the TUF repository: a device (its id), or None for a token or an open one."""
+
+    device_id: str | None
+
+
+def get_checked_passwords(request: Request) -> CheckedPasswords:
+    """This process's cache of recently verified device passwords."""
+    checked: CheckedPasswords = request.app.state.checked_passwords
+    return checked
+
+
+_UNKNOWN_DEVICE_HASH = mosquitto_hash(new_password())
+"""Checked for an unknown device, so that the answer takes as long as for a wrong password."""
+
+
+def _tuf_unauthorised() -> HTTPException:
+    # One answer for every failure: it must not tell an unknown device from a wrong password.
+    return HTTPException(
+        status.HTTP_401_UNAUTHORIZED,
+        "the TUF repository needs a device's broker user and password (HTTP Basic) or an API token",
+        headers={"WWW-Authenticate": f'{TUF_REALM}, Bearer realm="roadsign-tuf"'},
+    )
+
+
+def _device_reader(
+    session: Session, checked: CheckedPasswords, device_id: str, password: str
+) -> TufReader | None:
+    device = crud.get_device(session, device_id=device_id)
+    usable = device is not None and device.status != DECOMMISSIONED
+    digest = device.broker_password_hash if usable and device is not None else None
+    matched = checked.matches(
+        device_id, password, digest or _UNKNOWN_DEVICE_HASH, now=time.monotonic()
+    )
+    return TufReader(device_id=device_id) if matched and digest is not None else None
+
+
+def tuf_reader(
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    checked: Annotated[CheckedPasswords, Depends(get_checked_passwords)],
+) -> TufReader:
+    """The reader of a /tuf request, or 401 before any byte is served (`tuf.device_auth`)."""
+    if settings.tuf.device_auth == "none":
+        return TufReader(device_id=None)
+    scheme, _, value = (request.headers.get("authorization") or "").partition(" ")
+    if scheme.lower() == "basic":
+        credentials = basic_credentials(value)
+        if credentials is not None:
+            reader = _device_reader(session, checked, *credentials)
+            if reader is not None:
+                return reader
+    elif scheme.lower() == "bearer" and value.strip():
+        token = crud.find_token(session, token_hash=hash_token(value.strip()))
+        if token_usable(token, utcnow()):
+            return TufReader(device_id=None)
+    raise _tuf_unauthorised()
+
+
+TufReaderDep = Annotated[TufReader, Depends(tuf_reader)]

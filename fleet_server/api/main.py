@@ -30,6 +30,7 @@ from fleet_server.api.routes import (
     tokens,
     tuf,
 )
+from fleet_server.credentials import CheckedPasswords
 from fleet_server.db import session_scope
 from fleet_server.exceptions import MqttSetupError
 from fleet_server.live_feed import live_feed
@@ -146,6 +147,12 @@ def create_app(
     app.state.engine = engine
     app.state.nudge_publisher = nudge_publisher
     app.state.settings = settings
+    app.state.checked_passwords = CheckedPasswords(ttl_s=settings.tuf.device_auth_cache_s)
+    if settings.tuf.device_auth == "broker_password" and settings.enrolment.broker_auth == "none":
+        log.warning(
+            "enrolment.broker_auth is none, so devices hold no broker password: only API tokens "
+            "can read /tuf (set tuf.device_auth none for an open lab repository)"
+        )
     # One follower of new readings for every live stream of this process, opened by the first.
     feed = app.state.live_feed = live_feed(engine, max_streams=settings.http.max_live_streams)
 

@@ -16,7 +16,14 @@ from tuf.api.serialization import DeserializationError
 from fleet_server import crud
 from fleet_server.exceptions import RepositoryError, RepositoryNotInitialised
 from fleet_server.repository.builder import BIN_PREFIX, DIRECTOR, RepoState
-from fleet_server.repository.tuf_api import Metadata, Root, Snapshot, Targets, Timestamp
+from fleet_server.repository.tuf_api import (
+    Metadata,
+    Root,
+    Snapshot,
+    SuccinctRoles,
+    Targets,
+    Timestamp,
+)
 
 
 def _parse(role: str, content: bytes) -> Metadata[Any]:
@@ -24,6 +31,18 @@ def _parse(role: str, content: bytes) -> Metadata[Any]:
         return Metadata.from_bytes(content)
     except (DeserializationError, TufRepositoryError, ValueError) as e:
         raise RepositoryError(f"stored {role} metadata cannot be read: {e}") from e
+
+
+def director_bins(content: bytes) -> SuccinctRoles:
+    """The hash-bin delegation of stored director metadata; RepositoryError if it has none.
+
+    Its bit length is fixed when the repository is initialised, so any version serves.
+    """
+    signed = _parse(DIRECTOR, content).signed
+    delegations = signed.delegations if isinstance(signed, Targets) else None
+    if delegations is None or delegations.succinct_roles is None:
+        raise RepositoryError("the stored director delegates to no hash bins")
+    return delegations.succinct_roles
 
 
 def load_state(session: Session) -> RepoState:

@@ -140,6 +140,22 @@ def test_contradictory_settings_are_refused(tmp_path: Path, text: str, says: str
         load_config(DeviceProfile, _profile(tmp_path, text))
 
 
+OTA_WITH_PASSWORD = "broker:\n  password_file: /etc/roadsign/pw\nota:\n  enabled: true\n"
+
+
+def test_a_password_is_never_sent_to_a_repository_over_plain_http_to_another_host(
+    tmp_path: Path,
+) -> None:
+    clear = OTA_WITH_PASSWORD + "  repository_url: http://fleet.example:8000\n"
+    with pytest.raises(InvalidConfigError, match="plaintext http:// to another host"):
+        load_config(DeviceProfile, _profile(tmp_path, clear))
+    for url in ("https://fleet.example", "http://127.0.0.1:8000", "http://localhost:8000"):
+        good = OTA_WITH_PASSWORD + f"  repository_url: {url}\n"
+        assert load_config(DeviceProfile, _profile(tmp_path, good)).ota.repository_url == url
+    no_password = "ota:\n  enabled: true\n  repository_url: http://fleet.example:8000\n"
+    assert load_config(DeviceProfile, _profile(tmp_path, no_password)).ota.enabled
+
+
 def test_validate_config_command_exits_0_for_a_good_profile(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

@@ -19,9 +19,15 @@ import pytest
 import yaml
 
 from edge_agent.cli import main
+from edge_agent.ota.client import basic_authorization
 from edge_agent.outbox import Outbox
 from edge_agent.profile import DeviceProfile
-from edge_agent.runner import apply_overrides, profile_reader, resolve_device_id
+from edge_agent.runner import (
+    apply_overrides,
+    profile_reader,
+    repository_authorization,
+    resolve_device_id,
+)
 from fleet_protocol.codec import decode_device_message
 from fleet_protocol.messages import HealthReport, Reading
 from tests.edge_agent.conftest import (
@@ -283,3 +289,14 @@ def test_the_local_api_reads_with_the_artifact_the_profile_names(tmp_path: Path)
     assert reader.detector.metadata.format == "onnx_fp32"
     (reading,) = reader.read(np.full((64, 64, 3), 128, np.uint8))
     assert [round(v) for v in reading.box] == [30, 8, 50, 28]
+
+
+def test_the_repository_is_read_with_the_broker_user_and_password_file(tmp_path: Path) -> None:
+    password = tmp_path / "password"
+    password.write_text("s3cret\n")  # as enrolment writes it, with a line end
+    broker = {"password_file": str(password)}
+    profile = DeviceProfile.model_validate({"broker": broker})
+    assert repository_authorization(profile, "cam-1") == basic_authorization("cam-1", "s3cret")
+    named = DeviceProfile.model_validate({"broker": {**broker, "username": "fleet-cam-1"}})
+    assert repository_authorization(named, "cam-1") == basic_authorization("fleet-cam-1", "s3cret")
+    assert repository_authorization(DeviceProfile(), "cam-1") is None  # an open broker and repo

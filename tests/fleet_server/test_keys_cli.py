@@ -24,6 +24,7 @@ from fleet_server.repository import service
 from fleet_server.repository.commands import PASSPHRASE_ENV, keys_init
 from fleet_server.repository.keys import load_signer
 from fleet_server.settings import DatabaseSettings
+from tests.fleet_server.auth_support import ADMIN, bearer
 from tests.fleet_server.repository.support import (
     OFFLINE_PASSPHRASE,
     ONLINE_PASSPHRASE,
@@ -167,7 +168,7 @@ def test_a_device_holding_root_v1_accepts_a_rotated_key_and_still_verifies_the_m
         model = client.get_targetinfo("models/roadsign-test/1.0.0/bundle.tar")
         assert model is not None
         assert Path(client.download_target(model)).stat().st_size == model.length
-        with httpx.Client(base_url=base) as http:
+        with httpx.Client(base_url=base, headers=bearer(ADMIN)) as http:
             assert http.get("/tuf/metadata/3.root.json").status_code == 404
 
 

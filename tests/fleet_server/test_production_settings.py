@@ -62,3 +62,12 @@ def test_development_mode_takes_short_secrets_and_plaintext_mqtt() -> None:
     }
     settings = load_config(ServerSettings, None, env=env, env_prefix=ENV_PREFIX)
     assert settings.mode == "development"
+
+
+def test_production_refuses_an_open_tuf_repository_naming_the_field() -> None:
+    message = _refusal(TUF__DEVICE_AUTH="none")
+    assert "tuf.device_auth is none" in message
+    env = {**PROD_ENV, **{name: generate_token() for name in SECRETS}}
+    assert load_config(ServerSettings, None, env=env, env_prefix=ENV_PREFIX).tuf.device_auth == (
+        "broker_password"  # the default needs no setting
+    )

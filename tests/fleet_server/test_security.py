@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import base64
 import secrets
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from fleet_server.security import (
+    MAX_AUTHORIZATION_CHARS,
     MIN_SECRET_BITS,
+    basic_credentials,
     bounded_expiry,
     cross_origin,
     csrf_matches,
@@ -108,3 +111,28 @@ def test_secret_strength_needs_length_and_entropy() -> None:
     problem = weak_secret_problem("ab" * 20)
     assert problem is not None
     assert problem.startswith("has too little entropy (about 40 bits")
+
+
+def _basic(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def test_basic_credentials_split_at_the_first_colon_so_a_password_may_hold_colons() -> None:
+    assert basic_credentials(_basic("cam-1:pass:word")) == ("cam-1", "pass:word")
+    assert basic_credentials(" " + _basic("cam-1:pw") + " ") == ("cam-1", "pw")
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "",
+        "not base64 at all!",
+        _basic("no-colon"),
+        _basic(":password-without-user"),
+        _basic("user-without-password:"),
+        base64.b64encode(b"cam-1:\xff\xfe").decode(),  # not UTF-8
+        _basic("cam-1:" + "p" * MAX_AUTHORIZATION_CHARS),  # refused before decoding
+    ],
+)
+def test_malformed_or_oversized_basic_credentials_are_none(value: str) -> None:
+    assert basic_credentials(value) is None

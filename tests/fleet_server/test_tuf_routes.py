@@ -27,14 +27,13 @@ from fleet_server.db import session_scope
 from fleet_server.repository import service
 from fleet_server.repository.builder import BIN_PREFIX
 from fleet_server.settings import DatabaseSettings, ServerSettings
+from tests.fleet_server.auth_support import ADMIN, bearer
 from tests.fleet_server.repository.support import (
     Keys,
     enrol,
-    initialise,
+    initialised_repository,
     make_bundle,
-    new_keys,
     publish,
-    repo_settings,
     stored_root,
     updater,
     write_artifact,
@@ -45,10 +44,7 @@ from tests.serving import serving
 @pytest.fixture
 def repo(database: DatabaseSettings, engine: Engine, tmp_path: Path) -> tuple[ServerSettings, Keys]:
     """An initialised repository (root threshold 2 of 2) on the test database."""
-    settings = repo_settings(database, tmp_path / "keys")
-    keys = new_keys(tmp_path / "keys")
-    initialise(engine, settings, keys, threshold=2)
-    return settings, keys
+    return initialised_repository(database, engine, tmp_path / "keys")
 
 
 def test_ngclient_finds_an_assignment_through_director_and_its_bin_and_downloads_the_model(
@@ -56,13 +52,20 @@ def test_ngclient_finds_an_assignment_through_director_and_its_bin_and_downloads
 ) -> None:
     settings, keys = repo
     target_path = publish(engine, settings, keys, make_bundle(tmp_path / "bundle"))
-    enrol(engine, "cam-1", "cam-2")
+    logins = enrol(engine, "cam-1", "cam-2")
     with session_scope(engine) as session:
         signed = service.assign(session, settings, ["cam-1"], target_path, False, "rollout-7")
     assert len(signed.bins) == 1  # one device: one bin re-signed
     assert signed.bins[0].startswith(BIN_PREFIX + "-")
     with serving(create_app(settings, engine)) as base:
-        client = updater(base, tmp_path / "device", stored_root(engine))
+        other = updater(
+            base, tmp_path / "cam-2", stored_root(engine), authorization=logins["cam-2"]
+        )
+        other.refresh()
+        assert other.get_targetinfo("assignments/cam-2") is None  # keeps what it runs
+        client = updater(
+            base, tmp_path / "device", stored_root(engine), authorization=logins["cam-1"]
+        )
         client.refresh()
         assignment = client.get_targetinfo("assignments/cam-1")
         assert assignment is not None
@@ -76,7 +79,6 @@ def test_ngclient_finds_an_assignment_through_director_and_its_bin_and_downloads
         assert (model.length, model.hashes) == (assignment.length, assignment.hashes)
         assert model.custom["roadsign"]["release"] == custom["release"] == 1
         assert model.custom["roadsign"]["formats"] == ["onnx_int8"]
-        assert client.get_targetinfo("assignments/cam-2") is None  # keeps what it runs
         downloaded = Path(client.download_target(model))
     data = downloaded.read_bytes()
     assert hashlib.sha256(data).hexdigest() == model.hashes["sha256"]
@@ -99,7 +101,10 @@ def test_targets_are_served_only_at_their_consistent_snapshot_path(
     assert head is not None
     _, sha256, length = head
     folder, name = target_path.rsplit("/", 1)
-    with serving(create_app(settings, engine)) as base, httpx.Client(base_url=base) as http:
+    with (
+        serving(create_app(settings, engine)) as base,
+        httpx.Client(base_url=base, headers=bearer(ADMIN)) as http,
+    ):
         whole = http.get(f"/tuf/targets/{folder}/{sha256}.{name}")
         assert whole.status_code == 200
         assert int(whole.headers["content-length"]) == length == len(whole.content)
@@ -142,7 +147,10 @@ def test_names_outside_the_repository_are_404_without_a_database_error(
     repo: tuple[ServerSettings, Keys], engine: Engine, path: str
 ) -> None:
     settings, _ = repo
-    with serving(create_app(settings, engine)) as base, httpx.Client(base_url=base) as http:
+    with (
+        serving(create_app(settings, engine)) as base,
+        httpx.Client(base_url=base, headers=bearer(ADMIN)) as http,
+    ):
         response = http.get(path)
         assert response.status_code == 404, response.text
         assert http.get("/tuf/metadata/timestamp.json").status_code == 200  # still serving
@@ -152,7 +160,10 @@ def test_metadata_is_served_by_version_and_timestamp_and_root_by_name(
     repo: tuple[ServerSettings, Keys], engine: Engine
 ) -> None:
     settings, _ = repo
-    with serving(create_app(settings, engine)) as base, httpx.Client(base_url=base) as http:
+    with (
+        serving(create_app(settings, engine)) as base,
+        httpx.Client(base_url=base, headers=bearer(ADMIN)) as http,
+    ):
         root = http.get("/tuf/metadata/1.root.json")
         assert root.status_code == 200
         assert root.content == stored_root(engine)
@@ -188,7 +199,10 @@ def test_a_4_mb_target_streams_in_slices_without_holding_it_in_memory(
     url, sha256, length = _big_target(engine, settings, keys, tmp_path, mib=4)
     assert length > 4 * 1024 * 1024
     digest = hashlib.sha256()
-    with serving(create_app(settings, engine)) as base, httpx.Client(base_url=base) as http:
+    with (
+        serving(create_app(settings, engine)) as base,
+        httpx.Client(base_url=base, headers=bearer(ADMIN)) as http,
+    ):
         tracemalloc.start()
         try:
             with http.stream("GET", url) as response:
@@ -211,7 +225,7 @@ def test_more_open_downloads_than_pooled_connections_all_proceed(
     downloads = engine.pool.size() + 10  # type: ignore[attr-defined]
     with (
         serving(create_app(settings, engine)) as base,
-        httpx.Client(base_url=base, timeout=10) as http,
+        httpx.Client(base_url=base, timeout=10, headers=bearer(ADMIN)) as http,
         contextlib.ExitStack() as open_downloads,
     ):
         streams = [open_downloads.enter_context(http.stream("GET", url)) for _ in range(downloads)]
@@ -228,11 +242,14 @@ def test_a_versioned_metadata_file_is_read_from_the_database_once_and_a_missing_
     repo: tuple[ServerSettings, Keys], engine: Engine, tmp_path: Path
 ) -> None:
     settings, keys = repo
-    with serving(create_app(settings, engine)) as base:
+    with (
+        serving(create_app(settings, engine)) as base,
+        httpx.Client(headers=bearer(ADMIN)) as http,
+    ):
         # Not stored yet: a 404 that is not remembered.
-        assert httpx.get(f"{base}/tuf/metadata/2.targets.json").status_code == 404
+        assert http.get(f"{base}/tuf/metadata/2.targets.json").status_code == 404
         publish(engine, settings, keys, make_bundle(tmp_path / "bundle"))
-        first = httpx.get(f"{base}/tuf/metadata/2.targets.json")
+        first = http.get(f"{base}/tuf/metadata/2.targets.json")
         assert first.status_code == 200
         assert first.headers["cache-control"] == "public, max-age=31536000, immutable"
         # Served from memory now: gone from the database, the same bytes still come back.
@@ -240,9 +257,9 @@ def test_a_versioned_metadata_file_is_read_from_the_database_once_and_a_missing_
             row = crud.role_metadata(session, role="targets", version=2)
             assert row is not None
             session.delete(row)
-        again = httpx.get(f"{base}/tuf/metadata/2.targets.json")
+        again = http.get(f"{base}/tuf/metadata/2.targets.json")
         assert (again.status_code, again.content) == (200, first.content)
-        assert httpx.get(f"{base}/tuf/metadata/timestamp.json").headers["cache-control"] == (
+        assert http.get(f"{base}/tuf/metadata/timestamp.json").headers["cache-control"] == (
             "no-cache"
         )
 

@@ -1,8 +1,10 @@
 """The TUF repository over HTTP: metadata and targets, as python-tuf's ngclient fetches them.
 
-Public and unauthenticated: the signatures are the security. Names are checked against the
-shapes the repository serves before any query, so a traversal or a stray name is a 404 that
-never reaches the database. Targets stream from the database in slices and honour
+The signatures are the security of what is served; who may read it is `tuf.device_auth`: by
+default an enrolled device with its broker user and password, and each device only its own
+director bin (the bins name the devices they assign to), or an API token. Names are checked
+against the shapes the repository serves before any query, so a traversal or a stray name is a
+404 that never reaches the database. Targets stream from the database in slices and honour
 ``Range: bytes=N-`` (206), so an interrupted download resumes and 200 concurrent downloads of a
 bundle do not hold 200 copies of it.
 """
@@ -20,10 +22,14 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from fleet_server import crud
-from fleet_server.api.deps import SessionDep
+from fleet_server.api.deps import SessionDep, TufReader, TufReaderDep
+from fleet_server.exceptions import RepositoryError
+from fleet_server.repository.builder import BIN_PREFIX, DIRECTOR, assignment_path
+from fleet_server.repository.storage import director_bins
+from fleet_server.repository.tuf_api import SuccinctRoles
 
 # Out of the OpenAPI document: these are TUF's own protocol (python-tuf's ngclient speaks it),
-# public by design, not operations of the token-guarded API the document describes.
+# read by devices, not operations of the token-guarded API the document describes.
 router = APIRouter(prefix="/tuf", tags=["tuf"], include_in_schema=False)
 
 METADATA_NAME = re.compile(
@@ -89,6 +95,29 @@ def _metadata_cache(request: Request) -> VersionedMetadataCache:
     return cache
 
 
+def _bins(request: Request, session: Session) -> SuccinctRoles:
+    bins: SuccinctRoles | None = getattr(request.app.state, "tuf_bins", None)
+    if bins is None:
+        row = crud.latest_role_metadata(session, role=DIRECTOR)
+        if row is None:
+            raise _not_found("director metadata")
+        try:
+            bins = request.app.state.tuf_bins = director_bins(row.content)
+        except RepositoryError as e:
+            raise HTTPException(status.HTTP_500_INTERNAL_SERVER_ERROR, str(e)) from e
+    return bins
+
+
+def _refuse_other_bins(request: Request, session: Session, reader: TufReader, role: str) -> None:
+    """403 when a device asks for a director bin other than the one holding its assignment."""
+    if reader.device_id is None or not role.startswith(f"{BIN_PREFIX}-"):
+        return
+    if _bins(request, session).get_role_for_target(assignment_path(reader.device_id)) != role:
+        raise HTTPException(
+            status.HTTP_403_FORBIDDEN, "a device reads only the director bin of its own assignment"
+        )
+
+
 def _not_found(what: str) -> HTTPException:
     return HTTPException(status.HTTP_404_NOT_FOUND, f"no {what}")
 
@@ -96,14 +125,19 @@ def _not_found(what: str) -> HTTPException:
 @router.get(
     "/metadata/{name}",
     summary="TUF metadata",
-    responses={404: {"description": "No such role or version"}},
+    responses={
+        401: {"description": "No device credentials or API token"},
+        403: {"description": "Another device's director bin"},
+        404: {"description": "No such role or version"},
+    },
 )
-def metadata(name: str, request: Request, session: SessionDep) -> Response:
+def metadata(name: str, request: Request, session: SessionDep, reader: TufReaderDep) -> Response:
     """``{N}.{role}.json`` (consistent snapshots), or the newest timestamp.json / root.json."""
     found = METADATA_NAME.match(name)
     if found is None:
         raise _not_found("such metadata file")
     role, version = found["role"], found["version"]
+    _refuse_other_bins(request, session, reader, role)
     if version is None:
         if role not in UNVERSIONED_ROLES:
             raise _not_found(f"unversioned {role}: ask for {{version}}.{role}.json")
@@ -185,12 +219,16 @@ def _slices(engine: Engine, target_id: int, first: int, last: int) -> Iterator[b
     summary="TUF target file",
     responses={
         206: {"description": "The range asked for"},
+        401: {"description": "No device credentials or API token"},
         404: {"description": "No such target"},
         416: {"description": "A range outside the target"},
     },
 )
-def target(path: str, request: Request, session: SessionDep) -> StreamingResponse:
+def target(
+    path: str, request: Request, session: SessionDep, reader: TufReaderDep
+) -> StreamingResponse:
     """A target at its consistent-snapshot path ``dir/{sha256}.{name}``, whole or from a byte."""
+    del reader  # its check is the point: any reader may fetch any model
     stored_path, sha256 = _target_path(path)
     head = crud.target_head(session, path=stored_path)
     if head is None or head[1] != sha256:

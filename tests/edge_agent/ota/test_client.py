@@ -10,7 +10,7 @@ from securesystemslib.signer import CryptoSigner
 from tuf.api.metadata import TargetFile
 
 from edge_agent.exceptions import OtaDownloadError, OtaRefreshError, OtaVerificationError
-from edge_agent.ota.client import OtaClient
+from edge_agent.ota.client import OtaClient, basic_authorization
 from edge_agent.ota.state import RunningModel, Verdict, decide
 from tests.edge_agent.ota.conftest import DEVICE, Served
 from tests.tls import make_pki
@@ -147,6 +147,30 @@ def test_interrupted_download_resumes_with_a_range_request(served: Served) -> No
     assert path.read_bytes() == payload
     ranged = [h.get("Range") for p, h in served.journal.requests if p.endswith(name)]
     assert ranged == [None, f"bytes={half}-"]
+
+
+def test_every_request_of_a_refresh_and_a_download_carries_the_device_credentials(
+    served: Served,
+) -> None:
+    payload, info = served.publish_model("2026.12.0")
+    assert isinstance(info, TargetFile)
+    client = OtaClient(
+        repository_url=served.url,
+        trusted_root=served.repo.trusted_root(),
+        state_dir=served.tmp / "state",
+        timeout_s=10,
+        authorization=basic_authorization(DEVICE, "s3cret:with-colon"),
+    )
+    client.refresh()
+    signed = client.assignment(DEVICE)
+    assert signed is not None
+    resolved = client.model_info(signed.target)
+    assert resolved is not None
+    assert client.download(resolved[1]).read_bytes() == payload
+    sent = {headers.get("Authorization") for _, headers in served.journal.requests}
+    # base64 of "<device>:s3cret:with-colon": the password may hold colons, the user may not
+    assert sent == {basic_authorization(DEVICE, "s3cret:with-colon")}
+    assert len(served.journal.requests) >= 5  # timestamp, snapshot, targets, director, bin, model
 
 
 def test_trusted_root_file_that_cannot_be_read_is_named(tmp_path: Path) -> None:

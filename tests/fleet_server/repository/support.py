@@ -12,14 +12,16 @@ from pydantic import SecretStr
 from sqlalchemy import Engine
 from tuf.ngclient.updater import Updater
 
+from edge_agent.ota.client import HttpFetcher, basic_authorization
 from fleet_server import crud
+from fleet_server.credentials import mosquitto_hash
 from fleet_server.db import session_scope
 from fleet_server.models import DeviceCreate
 from fleet_server.repository import service
 from fleet_server.repository.keys import generate_signer, write_key_file
 from fleet_server.repository.tuf_api import CryptoSigner
 from fleet_server.settings import DatabaseSettings, RepositorySettings, ServerSettings
-from tests.fleet_server.auth_support import settings_for
+from tests.fleet_server.auth_support import ADMIN, settings_for
 
 ONLINE_PASSPHRASE = "online-key-passphrase-for-tests"
 OFFLINE_PASSPHRASE = "offline-key-passphrase-for-tests"
@@ -70,6 +72,17 @@ def initialise(engine: Engine, settings: ServerSettings, keys: Keys, *, threshol
         )
 
 
+def initialised_repository(
+    database: DatabaseSettings, engine: Engine, key_dir: Path, *, threshold: int = 2, **tuf: object
+) -> tuple[ServerSettings, Keys]:
+    """Settings (`tuf` fields applied) and keys of a repository initialised in the test
+    database, with a root threshold of `threshold` of two root keys."""
+    settings = repo_settings(database, key_dir, **tuf)
+    keys = new_keys(key_dir)
+    initialise(engine, settings, keys, threshold=threshold)
+    return settings, keys
+
+
 def write_artifact(folder: Path, artifact: str, data: bytes, **sidecar: object) -> None:
     """An artifact and its sidecar (sha256 of `data`)."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -116,11 +129,16 @@ def publish(engine: Engine, settings: ServerSettings, keys: Keys, bundle: Path) 
         return model.target_path
 
 
-def enrol(engine: Engine, *device_ids: str) -> None:
-    """Devices in the registry."""
+def enrol(engine: Engine, *device_ids: str) -> dict[str, str]:
+    """Devices in the registry, each with a broker password; id -> its `device_login` header."""
+    logins = {}
     with session_scope(engine) as session:
         for device_id in device_ids:
-            crud.create_device(session, device=DeviceCreate(device_id=device_id))
+            password = f"password-of-{device_id}"
+            device = crud.create_device(session, device=DeviceCreate(device_id=device_id))
+            device.broker_password_hash = mosquitto_hash(password)
+            logins[device_id] = basic_authorization(device_id, password)
+    return logins
 
 
 def stored_root(engine: Engine, version: int = 1) -> bytes:
@@ -131,8 +149,12 @@ def stored_root(engine: Engine, version: int = 1) -> bytes:
         return row.content
 
 
-def updater(base_url: str, work: Path, bootstrap: bytes) -> Updater:
-    """A real ngclient Updater against the served repository, trusting `bootstrap`."""
+def updater(
+    base_url: str, work: Path, bootstrap: bytes, *, authorization: str = f"Bearer {ADMIN}"
+) -> Updater:
+    """A real ngclient Updater against the served repository, trusting `bootstrap`, sending
+    `authorization` (a device's login; the test admin token unless given) as the device's
+    fetcher does."""
     (work / "metadata").mkdir(parents=True, exist_ok=True)
     (work / "targets").mkdir(parents=True, exist_ok=True)
     return Updater(
@@ -141,4 +163,5 @@ def updater(base_url: str, work: Path, bootstrap: bytes) -> Updater:
         target_dir=str(work / "targets"),
         target_base_url=f"{base_url}/tuf/targets/",
         bootstrap=bootstrap,
+        fetcher=HttpFetcher(timeout_s=10, authorization=authorization),
     )

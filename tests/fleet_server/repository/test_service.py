@@ -28,6 +28,7 @@ from tests.fleet_server.repository.support import (
     Keys,
     enrol,
     initialise,
+    initialised_repository,
     make_bundle,
     new_keys,
     publish,
@@ -50,10 +51,7 @@ def _next_version(metadata: Metadata[Any], expires: datetime) -> Metadata[Any]:
 @pytest.fixture
 def repo(database: DatabaseSettings, engine: Engine, tmp_path: Path) -> tuple[ServerSettings, Keys]:
     """An initialised repository, root threshold 2 of 2."""
-    settings = repo_settings(database, tmp_path / "keys")
-    keys = new_keys(tmp_path / "keys")
-    initialise(engine, settings, keys, threshold=2)
-    return settings, keys
+    return initialised_repository(database, engine, tmp_path / "keys")
 
 
 def test_a_root_signed_by_one_of_two_root_keys_is_refused_by_a_device(

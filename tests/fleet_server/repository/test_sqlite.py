@@ -32,7 +32,7 @@ def test_publish_assign_and_a_resumed_download_work_on_sqlite(tmp_path: Path) ->
         keys = new_keys(tmp_path / "keys")
         initialise(engine, settings, keys, threshold=1)
         path = publish(engine, settings, keys, make_bundle(tmp_path / "bundle"))
-        enrol(engine, "cam-1")
+        logins = enrol(engine, "cam-1")
         with session_scope(engine) as session:
             service.assign(session, settings, ["cam-1"], path, False, None)
         with session_scope(engine) as session:
@@ -42,8 +42,9 @@ def test_publish_assign_and_a_resumed_download_work_on_sqlite(tmp_path: Path) ->
         folder, name = path.rsplit("/", 1)
         url = f"/tuf/targets/{folder}/{model.hashes['sha256']}.{name}"
         with TestClient(create_app(settings, engine)) as client:
-            whole = client.get(url)
-            rest = client.get(url, headers={"Range": "bytes=100-"})
+            device = {"Authorization": logins["cam-1"]}  # the device, as it downloads
+            whole = client.get(url, headers=device)
+            rest = client.get(url, headers={**device, "Range": "bytes=100-"})
         assert hashlib.sha256(whole.content).hexdigest() == model.hashes["sha256"]
         assert rest.status_code == 206
         assert rest.content == whole.content[100:]
