@@ -9,9 +9,10 @@ edges the rounded 960x565 columns lose (most signs are 11-40 px, where a pixel i
 IoU); a CSV without them falls back to the 960x565 columns.
 
 `scene_role` alone owns the split: scenes 00000-00599 train, 00600-00899 are only ever scored.
-Everything that feeds training (`write_yolo_scenes`, the data stage's scene renderer) passes its
-records through `refuse_evaluation_scenes`, so an evaluation scene in a training path is an
-error, never a silently better score.
+Everything that feeds training (`write_yolo_scenes`, the data stage's scene renderer, the
+detector stage's train and val splits) passes its records through `refuse_evaluation_scenes`,
+which knows a scene by its source or by its layout on disk: an evaluation scene in a training
+path is an error, never a silently better score.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import csv
 import shutil
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from itertools import pairwise
 from pathlib import Path
 from typing import Literal
 
@@ -59,17 +61,29 @@ def scene_number(image: LabeledImage | Path) -> int:
         raise DatasetError(f"{path}: not a GTSDB scene name (expected NNNNN.jpg)") from e
 
 
+def _gtsdb_scene(record: LabeledImage) -> int | None:
+    """The GTSDB scene a record shows, or None for any other image.
+
+    A record of this importer, or any image laid out as a GTSDB scene (``gtsdb_scenes/images/
+    [<split>/]NNNNN.jpg``: the unpacked archive, or the YOLO copies), say through a data.yaml
+    read back with another source name.
+    """
+    if record.source == SOURCE:
+        return scene_number(record)
+    parts = record.path.parts
+    laid_out = any(a == ARCHIVE and b == "images" for a, b in pairwise(parts))
+    stem = record.path.stem
+    return int(stem) if laid_out and len(stem) == 5 and stem.isdigit() else None
+
+
 def refuse_evaluation_scenes(records: Iterable[LabeledImage]) -> list[LabeledImage]:
     """`records` as a list, or `EvaluationSceneError` naming every GTSDB evaluation scene in it.
 
-    Records of other sources pass untouched: only GTSDB scenes have a benchmark split to keep.
+    Images of other sets pass untouched: only GTSDB scenes have a benchmark split to keep.
     """
     kept = list(records)
-    leaked = sorted(
-        scene_number(r)
-        for r in kept
-        if r.source == SOURCE and scene_role(scene_number(r)) == "evaluation"
-    )
+    scenes = (_gtsdb_scene(r) for r in kept)
+    leaked = sorted(n for n in scenes if n is not None and scene_role(n) == "evaluation")
     if leaked:
         shown = ", ".join(f"{n:05d}" for n in leaked[:10]) + (" ..." if len(leaked) > 10 else "")
         raise EvaluationSceneError(

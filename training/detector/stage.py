@@ -15,6 +15,7 @@ import numpy as np
 from edge_agent.bundle import ModelFormat, file_sha256, load_metadata, write_metadata
 from training.config import TrainingConfig
 from training.data.build import DatasetBuild
+from training.data.gtsdb_scenes import refuse_evaluation_scenes
 from training.data.yolo import read_yolo_dataset
 from training.detector.evaluate import check_int8_gate, int8_drops, score_exports
 from training.detector.export import export_all
@@ -89,6 +90,9 @@ def run_detector_stage(
         raise TrainingError("the detector stage needs the rendered scenes of the data stage")
     work = build.out_dir / "detector"
     splits = read_yolo_dataset(build.data_yaml)
+    # Validation picks the best epoch, so it is a training step too: neither split may hold a
+    # GTSDB evaluation scene, however the data.yaml came to list one.
+    refuse_evaluation_scenes([*splits.get("train", []), *splits.get("val", [])])
     val = splits["val"][: config.export.eval_images]
     rng = np.random.default_rng(config.data.seed)
     train_images = [r.path for r in splits["train"]]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from tests.training.data.conftest import write_gtsdb_archive
 from training.config import DataConfig
 from training.data.build import split_real_scenes
 from training.data.gtsdb_scenes import (
+    ARCHIVE,
     read_gtsdb_scenes,
     refuse_evaluation_scenes,
     scene_role,
@@ -150,3 +152,19 @@ def test_the_real_archive_holds_the_benchmark_split() -> None:
     }
     assert boxes == {"training": 852, "evaluation": 361}
     assert sum(not r.boxes for records in scenes.values() for r in records) == 159
+
+
+def test_an_evaluation_scene_is_refused_by_its_layout_whatever_source_reads_it(
+    tmp_path: Path,
+) -> None:
+    # A data.yaml edited by hand to list an evaluation scene: read back, its records say "yolo".
+    root = _unpacked(tmp_path)
+    yolo = tmp_path / "handmade" / ARCHIVE
+    for split, scene in (("train", "00001"), ("val", "00600")):
+        (yolo / "images" / split).mkdir(parents=True)
+        shutil.copy(root / "images" / f"{scene}.jpg", yolo / "images" / split)
+    splits = read_yolo_dataset(write_data_yaml(yolo, ["prohibitory"], ["train", "val"]))
+    assert {r.source for records in splits.values() for r in records} == {"yolo"}
+    assert refuse_evaluation_scenes(splits["train"]) == splits["train"]
+    with pytest.raises(EvaluationSceneError, match=r"\(00600\)"):
+        refuse_evaluation_scenes(splits["val"])
