@@ -150,14 +150,18 @@ def read_gtsdb_scenes(root: Path) -> dict[SceneRole, list[LabeledImage]]:
     scenes: dict[SceneRole, list[LabeledImage]] = {"training": [], "evaluation": []}
     for path in paths:
         width, height = image_size(path)
-        boxes = []
+        boxes: list[Box] = []
         for line, row in rows.get(path.name, []):
             try:
-                boxes.append(_sign(row, width, height))
+                sign = _sign(row, width, height)
             except (KeyError, ValueError) as e:
                 raise DatasetError(
                     f"{root / 'labels.csv'}:{line}: bad sign {dict(row)}: {e}"
                 ) from e
+            # The real labels.csv lists one sign (scene 00340's stop sign) twice: a sign is one
+            # box to find, not two.
+            if sign not in boxes:
+                boxes.append(sign)
         number = scene_number(path)
         record = LabeledImage(path, width, height, tuple(boxes), f"{SOURCE}:{number:05d}", SOURCE)
         scenes[scene_role(number)].append(record)
