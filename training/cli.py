@@ -187,6 +187,29 @@ def _pipeline(config: BaseModel, args: argparse.Namespace) -> dict[str, object]:
     }
 
 
+def _evaluate_scenes(config: BaseModel, args: argparse.Namespace) -> dict[str, object]:
+    from training.config import TrainingConfig
+    from training.data.shared_sets import ensure_unpacked
+    from training.detector.scene_eval import evaluate_scenes, write_metrics, write_pr_plot
+
+    assert isinstance(config, TrainingConfig)
+    root = ensure_unpacked(config.data.shared_data_dir, "gtsdb_scenes", config.data.cache_dir)
+    metrics = evaluate_scenes(
+        args.bundle,
+        root,
+        backend=args.backend,
+        threads=args.threads,
+        confidence=args.confidence,
+    )
+    if args.out:
+        metrics["files"] = {
+            "metrics": str(args.out),
+            "pr_curve": str(write_pr_plot(metrics, args.out.with_suffix(".pr_curve.png"))),
+        }
+        write_metrics(metrics, args.out)
+    return metrics
+
+
 def _promote(config: BaseModel, args: argparse.Namespace) -> dict[str, object]:
     from training.config import TrainingConfig
     from training.registry import promote, registered_name
@@ -259,6 +282,13 @@ def build_parser() -> argparse.ArgumentParser:
             _pipeline,
             "Run every stage: data, classifier, detector (export, gate, register), bundle.",
         ),
+        "evaluate-scenes": (
+            _evaluate_scenes,
+            "Read the GTSDB evaluation scenes 00600-00899 with a bundle exactly as "
+            "`roadsign-agent predict` reads a photo; print recall and precision (all signs, "
+            "per category, speed limits), speed value and class accuracy, recall by sign size "
+            "and a precision-recall curve as JSON.",
+        ),
         "promote": (
             _promote,
             "Move the champion alias of one format's registered model to a version whose "
@@ -288,6 +318,23 @@ def build_parser() -> argparse.ArgumentParser:
                 type=float,
                 default=0.0,
                 help="how far a metric may trail the current champion's",
+            )
+        elif name == "evaluate-scenes":
+            sub.add_argument("--bundle", type=Path, required=True, help="model bundle folder")
+            sub.add_argument(
+                "--out",
+                type=Path,
+                help="also write the JSON here, and the PR curve beside it (.pr_curve.png)",
+            )
+            sub.add_argument(
+                "--backend", default="auto", choices=["auto", "openvino", "onnxruntime"]
+            )
+            sub.add_argument("--threads", type=int, default=2, help="inference threads")
+            sub.add_argument(
+                "--confidence",
+                type=float,
+                default=0.25,
+                help="detection threshold of the headline numbers (predict's default)",
             )
         else:
             sub.add_argument(

@@ -51,6 +51,13 @@ class DataConfig(StrictConfigModel):
         "no training step sees them.",
     )
     seed: int = Field(default=0, ge=0, description="Seed of every random choice.")
+    gtsdb_scenes: bool = Field(
+        default=False,
+        description="Add the real GTSDB training scenes 00000-00599 (gtsdb_scenes.tar.gz) to the "
+        "detector's YOLO dataset beside the rendered ones, split into train/val by scene at "
+        "val_fraction, sign-free scenes as background images. Scenes 00600-00899 are never "
+        "added (they are scored by `roadsign-train evaluate-scenes`). Off: the shipped recipe.",
+    )
 
     @model_validator(mode="after")
     def _coherent(self) -> Self:

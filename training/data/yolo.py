@@ -132,13 +132,22 @@ def yolo_label_lines(image: LabeledImage, class_index: Mapping[str, int]) -> lis
     return lines
 
 
-def write_data_yaml(root: Path, names: Sequence[str], splits: Sequence[str]) -> Path:
-    """Write ``root/data.yaml`` for image folders ``root/images/<split>``."""
-    config = {
-        "path": str(root.resolve()),
-        **{split: f"images/{split}" for split in splits},
-        "names": dict(enumerate(names)),
-    }
+def write_data_yaml(
+    root: Path,
+    names: Sequence[str],
+    splits: Sequence[str],
+    more_folders: Mapping[str, Sequence[Path]] | None = None,
+) -> Path:
+    """Write ``root/data.yaml`` for image folders ``root/images/<split>``.
+
+    `more_folders` adds image folders (each with its ``labels`` twin) to a split, which then
+    lists all of its folders.
+    """
+    entries: dict[str, str | list[str]] = {}
+    for split in splits:
+        extra = [str(p.resolve()) for p in (more_folders or {}).get(split, [])]
+        entries[split] = [f"images/{split}", *extra] if extra else f"images/{split}"
+    config = {"path": str(root.resolve()), **entries, "names": dict(enumerate(names))}
     path = root / "data.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
     return path

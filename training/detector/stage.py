@@ -15,10 +15,12 @@ import numpy as np
 from edge_agent.bundle import ModelFormat, file_sha256, load_metadata, write_metadata
 from training.config import TrainingConfig
 from training.data.build import DatasetBuild
+from training.data.gtsdb_scenes import refuse_evaluation_scenes
 from training.data.yolo import read_yolo_dataset
 from training.detector.evaluate import check_int8_gate, int8_drops, score_exports
 from training.detector.export import export_all
 from training.detector.metrics import DetectionMetrics
+from training.detector.pr_plot import plot_pr_curves
 from training.detector.train import train_detector
 from training.exceptions import TrainingError
 from training.registry import register_version, registered_name
@@ -26,24 +28,11 @@ from training.tracking import Run, git_sha, tracked_run
 
 
 def _plot_pr_curves(scores: DetectionMetrics, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(7, 5))
-    for label, (recall, precision) in sorted(scores.pr_curves.items()):
-        axes.plot(recall, precision, label=f"{label} AP50 {scores.per_class[label]['ap50']:.2f}")
-    axes.set(
-        xlabel="recall",
-        ylabel="precision",
-        xlim=(0, 1),
-        ylim=(0, 1.02),
-        title=f"PR at IoU 0.5, mAP50 {scores.map50:.3f}",
-    )
-    axes.legend(fontsize=7, loc="lower left")
-    figure.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(figure)
+    curves = {
+        f"{label} AP50 {scores.per_class[label]['ap50']:.2f}": (list(recall), list(precision))
+        for label, (recall, precision) in sorted(scores.pr_curves.items())
+    }
+    plot_pr_curves(curves, path, title=f"PR at IoU 0.5, mAP50 {scores.map50:.3f}")
 
 
 def _report(
@@ -101,6 +90,9 @@ def run_detector_stage(
         raise TrainingError("the detector stage needs the rendered scenes of the data stage")
     work = build.out_dir / "detector"
     splits = read_yolo_dataset(build.data_yaml)
+    # Validation picks the best epoch, so it is a training step too: neither split may hold a
+    # GTSDB evaluation scene, however the data.yaml came to list one.
+    refuse_evaluation_scenes([*splits.get("train", []), *splits.get("val", [])])
     val = splits["val"][: config.export.eval_images]
     rng = np.random.default_rng(config.data.seed)
     train_images = [r.path for r in splits["train"]]
