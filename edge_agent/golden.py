@@ -5,7 +5,10 @@ image, its sha256 and the readings the bundle's own `SignReader` made of it when
 exported (`record_golden`). Before a device activates a downloaded bundle, `check_golden` reads
 the same images with the freshly loaded reader and compares: same sign types, values and units,
 boxes overlapping by at least ``min_iou``, confidences within ``confidence_abs`` (INT8 runtimes
-differ slightly between CPUs and runtimes, so exact equality would refuse good bundles).
+differ between CPUs and runtimes, so exact equality would refuse good bundles: ONNX Runtime 1.32
+on an AVX2 CPU without VNNI read the shipped bundle's 45 mph plate at 0.76 where OpenVINO and an
+AVX-512 VNNI CPU read 0.58-0.59, so the default is 0.25; a broken bundle misreads or loses signs,
+which no tolerance admits).
 
 Readings weaker than ``read_confidence + confidence_abs`` are neither recorded nor counted as
 extra: on another CPU they may fall either side of the detector's threshold, so they say nothing
@@ -59,7 +62,7 @@ class GoldenTolerance(BaseModel):
         default=0.5, gt=0, le=1, description="Least overlap of a reading's box with the golden box."
     )
     confidence_abs: float = Field(
-        default=0.15, ge=0, le=1, description="Most a reading's confidence may differ from golden."
+        default=0.25, ge=0, le=1, description="Most a reading's confidence may differ from golden."
     )
     min_recall: float = Field(
         default=1.0, gt=0, le=1, description="Share of the golden readings that must be matched."

@@ -198,6 +198,13 @@ def agent(stack: Stack, camera: str) -> Iterator[tuple[Stack, httpx.Client]]:
             return bool(api.get(f"/api/v1/devices/{DEVICE}").json()["status"] == "online")
 
         wait_until(online, 60, "the agent online")
+        # Its own first check done: an assignment made before it would be installed by that
+        # check, without the nudge the tests follow (on a loaded machine it can come late).
+        wait_until(
+            lambda: "OTA decision:" in (stack.work / "agent.log").read_text(errors="replace"),
+            60,
+            "the agent's first OTA check",
+        )
         yield stack, api
     finally:
         process.terminate()
