@@ -126,6 +126,9 @@ migrations get broker_auth none, so they never hold the broker admin's password.
 {{- $fullname := include "roadsign-fleet.fullname" $root -}}
 - name: PYTHONDONTWRITEBYTECODE
   value: "1"
+# The broker pod runs this image as Mosquitto's uid, which has no home in it.
+- name: HOME
+  value: /tmp
 {{- $owned := list "database.url" "broker.url" "broker.password" "broker.ca_file" "auth.secret_key" "auth.bootstrap_admin_token" "enrolment.broker_auth" "enrolment.broker_admin_password" "enrolment.ca_file" "http.host" "http.port" "telemetry.otlp_endpoint" "tuf.online_key_file" "tuf.online_key_passphrase" "tuf.mlflow_tracking_uri" "rollouts.enabled" "rollouts.tick_s" -}}
 {{- range $section, $fields := $v.settings }}
 {{- if kindIs "map" $fields }}
