@@ -308,3 +308,40 @@ def test_k3s_auto_deploy_manifest_installs_this_chart_version(
     result = render(CHART, "--values", str(values))
     assert result.returncode == 0, result.stderr
     assert workload_problems(parse(result.stdout)) == []
+
+
+EXTERNAL_BROKER = (
+    "--set",
+    "broker.enabled=false",
+    "--set",
+    "broker.external.url=mqtts://mqtt.example.com:8883",
+    "--set",
+    "broker.external.caSecretName=external-broker-ca",
+)
+
+
+def test_an_external_broker_replaces_the_in_chart_one(render: Render, tmp_path: Path) -> None:
+    result = render(CHART, *EXTERNAL_BROKER)
+    assert result.returncode == 0, result.stderr
+    docs = parse(result.stdout)
+    assert not find(docs, "StatefulSet", "-broker")
+    assert not find(docs, "NetworkPolicy", "-broker")
+    assert workload_problems(docs) == []
+    containers = server_containers(docs)
+    assert set(containers) == SERVER_COMMANDS - {"broker-config"}
+    for container in containers.values():
+        env = {v["name"]: v.get("value") for v in container["env"]}
+        assert env["ROADSIGN_FLEET__BROKER__URL"] == "mqtts://mqtt.example.com:8883"
+    (api,) = find(docs, "Deployment", "-api")
+    volumes = {v["name"]: v for v in api["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["broker-ca"]["secret"]["secretName"] == "external-broker-ca"
+    manifests = tmp_path / "external-broker.yaml"
+    manifests.write_text(result.stdout)
+    validated = kubernetes_validate(manifests)
+    assert validated.returncode == 0, validated.stdout + validated.stderr
+
+
+def test_an_external_broker_without_its_url_is_refused_naming_the_value(render: Render) -> None:
+    result = render(CHART, "--set", "broker.enabled=false")
+    assert result.returncode != 0
+    assert "broker.external.url is required when broker.enabled is false" in result.stderr
