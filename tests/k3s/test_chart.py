@@ -275,10 +275,28 @@ def test_a_service_monitor_is_rendered_only_where_the_crd_exists(
     ]
 
 
-def test_settings_the_chart_owns_cannot_be_set_twice(render: Render) -> None:
-    result = render(CHART, "--set", "settings.broker.url=mqtt://elsewhere:1883")
+def test_committed_values_schema_is_the_generated_one() -> None:
+    generator = REPO_ROOT / "tools" / "chart_values_schema.py"
+    result = subprocess.run(
+        [sys.executable, str(generator), "--check"], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, f"run `make chart-schema`: {result.stderr}"
+
+
+@pytest.mark.parametrize(
+    ("value", "refusal"),
+    [
+        ("settings.ingest.batch_sise=3", "settings.ingest: Additional property batch_sise"),
+        ("settings.ingest.batch_size=0", "settings.ingest.batch_size: Must be greater than"),
+        ("settings.broker.url=mqtt://elsewhere:1883", "settings.broker: Additional property url"),
+        ("api.ingres.host=fleet.example.org", "api: Additional property ingres"),
+        ("ingest.replicas=two", "ingest.replicas: Invalid type. Expected: integer"),
+    ],
+)
+def test_a_wrong_value_is_refused_naming_it(render: Render, value: str, refusal: str) -> None:
+    result = render(CHART, "--set-string" if value.endswith("two") else "--set", value)
     assert result.returncode != 0
-    assert "settings.broker.url is set by the chart" in result.stderr
+    assert refusal in result.stderr
 
 
 def test_every_pod_is_closed_to_traffic_no_policy_allows(rendered: dict[str, str]) -> None:
