@@ -5,10 +5,11 @@
 FROM docker.io/library/python:3.11.14-slim-bookworm AS build
 WORKDIR /src
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
-# tesserocr compiles against libtesseract where no wheel fits the platform.
+# tesserocr compiles against libtesseract where no wheel fits the platform. Versions pinned as
+# Debian 12 has them; binNMU-suffixed (+bN) ones are left to their parent, as they differ by arch.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends \
-       build-essential=12.9 pkg-config=1.8.1-1 libtesseract-dev=5.3.0-2 libleptonica-dev=1.82.0-3+b3 \
+       build-essential=12.9 pkg-config=1.8.1-1 libtesseract-dev=5.3.0-2 \
     && rm -rf /var/lib/apt/lists/*
 COPY pyproject.toml constraints.txt README.md ./
 COPY fleet_protocol fleet_protocol
