@@ -259,7 +259,9 @@ def test_migrations_run_as_a_hook_after_the_in_chart_postgresql(rendered: dict[s
     pg_hooks = postgres["metadata"]["annotations"]
     assert pg_hooks["helm.sh/hook"] == "pre-install"
     assert int(pg_hooks["helm.sh/hook-weight"]) < int(hooks["helm.sh/hook-weight"])
-    assert "helm.sh/hook-delete-policy" not in pg_hooks  # the database outlives the release
+    # Never deleted with the release; replaced (on the same volume claim) by a later install.
+    assert pg_hooks["helm.sh/hook-delete-policy"] == "before-hook-creation"
+    assert postgres["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "data"
 
 
 def test_a_service_monitor_is_rendered_only_where_the_crd_exists(
