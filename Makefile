@@ -18,13 +18,14 @@ WHEELHOUSE := .cache/wheelhouse/edge
 WHEELHOUSE_STAMP := $(WHEELHOUSE)/.complete
 
 .PHONY: help test demo check lint typecheck contracts pytest setup system-deps venv constraints \
-	wheelhouse asyncapi schemas edge-size clean
+	wheelhouse asyncapi schemas chart-schema edge-size clean
 
 help:
 	@echo "make demo   - the fleet on embedded defaults: a device reads a rendered drive with"
 	@echo "              models/default and its readings arrive in the fleet server's dashboard"
 	@echo "make test   - ruff, mypy, import contracts and pytest with coverage (what CI runs)"
 	@echo "make asyncapi / make schemas - regenerate docs/asyncapi.yaml / the profile JSON schema"
+	@echo "make chart-schema - regenerate the Helm chart's values.schema.json"
 	@echo "make setup  - fetch what make test needs (after it, make test runs without a network)"
 	@echo "make constraints - freeze .venv into constraints.txt, the versions every install uses"
 
@@ -95,6 +96,10 @@ asyncapi: $(PY_STAMP)
 
 schemas: $(PY_STAMP)
 	$(BIN)/roadsign-agent config-schema > firmware_configs/device-profile.schema.json
+
+# The Helm chart's values.schema.json: values.yaml's keys plus the server's settings schema.
+chart-schema: $(PY_STAMP)
+	$(BIN)/python tools/chart_values_schema.py
 
 # Size of a fresh edge-only install, as quoted in the README.
 edge-size:

