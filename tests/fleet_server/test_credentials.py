@@ -33,6 +33,18 @@ def test_a_malformed_stored_hash_matches_nothing_and_never_raises(malformed: str
     assert not mosquitto_hash_matches("anything", malformed)
 
 
+def _count_slow_checks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The passwords each PBKDF2 check is asked about, which then always matches."""
+    slow: list[str] = []
+
+    def matching(password: str, digest: str) -> bool:
+        slow.append(password)
+        return True
+
+    monkeypatch.setattr("fleet_server.credentials.mosquitto_hash_matches", matching)
+    return slow
+
+
 def test_a_verified_password_is_remembered_for_its_ttl_and_checked_again_after(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -66,11 +78,7 @@ def test_a_new_hash_or_another_user_misses_the_cache_at_once() -> None:
 def test_the_cache_keeps_at_most_its_bound_dropping_the_least_recently_used(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    slow: list[str] = []
-    monkeypatch.setattr(
-        "fleet_server.credentials.mosquitto_hash_matches",
-        lambda password, digest: slow.append(password) or True,
-    )
+    slow = _count_slow_checks(monkeypatch)
     checked = CheckedPasswords(ttl_s=3600, max_entries=2)
     for user in ("a", "b", "a", "c"):  # "b" is the least recently used when "c" comes
         assert checked.matches(user, "pw", DIGEST, now=0)
@@ -83,11 +91,7 @@ def test_the_cache_keeps_at_most_its_bound_dropping_the_least_recently_used(
 
 
 def test_a_zero_ttl_checks_every_time(monkeypatch: pytest.MonkeyPatch) -> None:
-    slow: list[str] = []
-    monkeypatch.setattr(
-        "fleet_server.credentials.mosquitto_hash_matches",
-        lambda password, digest: slow.append(password) or True,
-    )
+    slow = _count_slow_checks(monkeypatch)
     checked = CheckedPasswords(ttl_s=0)
     assert checked.matches("a", "pw", DIGEST, now=0)
     assert checked.matches("a", "pw", DIGEST, now=0)
