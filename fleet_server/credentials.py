@@ -92,15 +92,14 @@ class CheckedPasswords:
             if checked_at is not None and now - checked_at < self.ttl_s:
                 self._entries.move_to_end(entry)
                 return True
-        if self.ttl_s <= 0:
-            return mosquitto_hash_matches(password, digest)
         if not mosquitto_hash_matches(password, digest):  # slow: outside the lock
             return False
-        with self._lock:
-            self._entries[entry] = now
-            self._entries.move_to_end(entry)
-            while len(self._entries) > self.max_entries:
-                self._entries.popitem(last=False)
+        if self.ttl_s > 0:
+            with self._lock:
+                self._entries[entry] = now
+                self._entries.move_to_end(entry)
+                while len(self._entries) > self.max_entries:
+                    self._entries.popitem(last=False)
         return True
 
 

@@ -113,6 +113,12 @@ def token_usable(token: ApiToken | None, now: datetime) -> bool:
     )
 
 
+def live_token(session: Session, secret: str) -> ApiToken | None:
+    """The token whose secret `secret` is, if it exists and is still usable now."""
+    token = crud.find_token(session, token_hash=hash_token(secret))
+    return token if token_usable(token, utcnow()) else None
+
+
 def own_origin(request: Request, settings: ServerSettings) -> str:
     """The server's origin: the configured public one, else this request's scheme and Host."""
     return settings.auth.public_origin or origin_of(str(request.base_url)) or ""
@@ -184,12 +190,8 @@ def _caller(
 ) -> Caller:
     if "authorization" in request.headers:
         # An explicit credential, good or bad, is the one judged: no fallback to the cookie.
-        token = (
-            crud.find_token(session, token_hash=hash_token(credentials.credentials))
-            if credentials is not None
-            else None
-        )
-        if token is None or not token_usable(token, utcnow()):
+        token = live_token(session, credentials.credentials) if credentials is not None else None
+        if token is None:
             raise _unauthorised()
         return Caller(token=token)
     caller = cookie_caller(request, session, settings)
@@ -282,7 +284,7 @@ def _device_reader(
 ) -> TufReader | None:
     device = crud.get_device(session, device_id=device_id)
     usable = device is not None and device.status != DECOMMISSIONED
-    digest = device.broker_password_hash if usable and device is not None else None
+    digest = device.broker_password_hash if device is not None and usable else None
     matched = checked.matches(
         device_id, password, digest or _UNKNOWN_DEVICE_HASH, now=time.monotonic()
     )
@@ -305,10 +307,8 @@ def tuf_reader(
             reader = _device_reader(session, checked, *credentials)
             if reader is not None:
                 return reader
-    elif scheme.lower() == "bearer" and value.strip():
-        token = crud.find_token(session, token_hash=hash_token(value.strip()))
-        if token_usable(token, utcnow()):
-            return TufReader(device_id=None)
+    elif scheme.lower() == "bearer" and live_token(session, value.strip()) is not None:
+        return TufReader(device_id=None)
     raise _tuf_unauthorised()
 
 
