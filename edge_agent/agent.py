@@ -231,6 +231,7 @@ class Agent:
             frame.image,
             confidence=self.profile.detector.confidence_threshold,
             iou_threshold=self.profile.detector.iou_threshold,
+            phase=self.frames_total,
         )
         detected = time.perf_counter()
         # Only detections worth reading are classified (see SignTracker.to_read); the rest

@@ -42,21 +42,40 @@ def _config_schema(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from edge_agent.bundle import shipped_bundle
+    import os
+    from dataclasses import replace
+
+    from pydantic import ValidationError
+
     from edge_agent.exceptions import AgentError
     from edge_agent.predict import predict_files
+    from edge_agent.profile import ENV_PREFIX, DeviceProfile
+    from fleet_protocol.config_files import load_config
+    from fleet_protocol.exceptions import ConfigFileError
 
     try:
+        # The profile's detector settings, as `run` would read them; flags override them.
+        if args.config is not None:
+            profile = load_config(DeviceProfile, args.config, env=os.environ, env_prefix=ENV_PREFIX)
+        else:
+            profile = DeviceProfile()
+        detector = profile.detector
+        tiling = detector.tiling.policy()
+        if args.no_tiles:
+            tiling = replace(tiling, enabled=False)
         for line in predict_files(
             args.images,
-            model_dir=args.model or shipped_bundle(),
-            backend=args.backend,
-            threads=args.threads,
-            confidence=args.confidence,
+            model_dir=args.model or detector.model_dir,
+            backend=args.backend or detector.backend,
+            threads=detector.threads if args.threads is None else args.threads,
+            confidence=(
+                detector.confidence_threshold if args.confidence is None else args.confidence
+            ),
+            tiling=tiling,
         ):
             sys.stdout.write(json.dumps(line) + "\n")
             sys.stdout.flush()
-    except AgentError as e:
+    except (ConfigFileError, ValidationError, AgentError) as e:
         sys.stderr.write(f"roadsign-agent predict: {e}\n")
         return 1
     return 0
@@ -143,9 +162,22 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="model bundle folder (default: the bundle shipped with the agent, models/default)",
     )
-    predict.add_argument("--backend", default="auto", choices=["auto", "openvino", "onnxruntime"])
-    predict.add_argument("--threads", type=int, default=2, help="inference threads")
-    predict.add_argument("--confidence", type=float, default=0.25, help="detection score threshold")
+    predict.add_argument(
+        "--config",
+        type=Path,
+        help="device profile whose detector settings (bundle, backend, threads, threshold, "
+        "tiling) to read with, as `run` would (default: a default profile's)",
+    )
+    predict.add_argument("--backend", choices=["auto", "openvino", "onnxruntime"])
+    predict.add_argument("--threads", type=int, help="inference threads (default: profile's, 2)")
+    predict.add_argument(
+        "--confidence", type=float, help="detection score threshold (default: profile's, 0.25)"
+    )
+    predict.add_argument(
+        "--no-tiles",
+        action="store_true",
+        help="look at each whole image in one pass, shrunk to the detector's input",
+    )
     predict.set_defaults(handler=_predict)
     run = commands.add_parser(
         "run",

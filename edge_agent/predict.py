@@ -4,6 +4,9 @@ Each image gives one JSON object: its path and its readings, each with the `flee
 reading fields (sign type, GTSRB class, value and unit, confidence, bbox ``[x1, y1, x2, y2]`` in
 pixels of the original image) plus the detector category. An unreadable image gives an object
 with an ``error`` instead, and the other images are still read.
+
+A still is looked at as ``run`` looks at a camera's frames (the profile's ``detector.tiling``),
+except that every tile is looked at in the one image rather than spread over frames.
 """
 
 from __future__ import annotations
@@ -14,7 +17,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edge_agent.profile import TilingConfig
 from edge_agent.reading.signs import SignReading, load_reader
+from edge_agent.reading.tiling import TilingPolicy
 
 
 def load_image(path: Path) -> np.ndarray | None:
@@ -48,9 +53,14 @@ def predict_files(
     backend: str = "auto",
     threads: int = 2,
     confidence: float = 0.25,
+    tiling: TilingPolicy | None = None,
 ) -> Iterator[dict[str, object]]:
-    """One result per image, in order; the bundle is verified and loaded once."""
-    reader = load_reader(model_dir, backend=backend, threads=threads)
+    """One result per image, in order; the bundle is verified and loaded once.
+
+    `tiling`: how each image is looked at; None: as a default profile's agent looks.
+    """
+    policy = tiling if tiling is not None else TilingConfig().policy()
+    reader = load_reader(model_dir, backend=backend, threads=threads, tiling=policy)
     for path in images:
         image = load_image(path)
         if image is None:

@@ -19,6 +19,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 from edge_agent.api_guard import is_loopback_host
 from edge_agent.bundle import shipped_bundle
 from edge_agent.profile_ota import OtaConfig
+from edge_agent.reading.tiling import TilingPolicy
 from fleet_protocol.config_files import StrictConfigModel
 from fleet_protocol.topics import DEVICE_ID_PATTERN
 
@@ -46,6 +47,63 @@ class IdentityConfig(StrictConfigModel):
         description="Device id, as enrolled in the fleet; unset: the host name, with characters "
         "a device id cannot hold (outside A-Z a-z 0-9 . _ -) turned into '-' and cut to 64.",
     )
+
+
+class TilingConfig(StrictConfigModel):
+    """How the detector looks at a frame larger than its input (docs/training.md, "Inference
+    resolution"): overlapping full-resolution tiles of the input's size, plus a coarse pass over
+    the whole frame shrunk to the input."""
+
+    enabled: bool = Field(
+        default=True,
+        description="Look at full-resolution tiles; off: only the whole frame, shrunk to the "
+        "detector's input (far signs shrink below what it finds).",
+    )
+    tile_px: int | None = Field(
+        default=None,
+        ge=64,
+        le=4096,
+        description="Tile side in frame pixels; unset: the detector's input size, so tiles are "
+        "seen at full resolution.",
+    )
+    overlap_px: int = Field(
+        default=96,
+        ge=0,
+        le=1024,
+        description="Pixels neighbouring tiles share at least: a sign no larger than this is "
+        "whole in some tile; larger ones are left to the coarse pass.",
+    )
+    coarse_pass: bool = Field(
+        default=True,
+        description="Also look at the whole frame shrunk to the input, every frame: near signs "
+        "larger than the overlap, which tile borders would cut.",
+    )
+    interleave: int = Field(
+        default=4,
+        ge=1,
+        le=16,
+        description="Spread a frame's tiles over this many frames of a stream (each frame looks "
+        "at every n-th tile; the tracker bridges the rest). A still photo looks at all of them.",
+    )
+
+    min_frame_px: int | None = Field(
+        default=None,
+        ge=64,
+        le=16384,
+        description="Tile only frames whose longer side is at least this; unset: twice the "
+        "tile side (a 640x480 camera is read whole by a 416 px detector, a 1280x720 one tiled).",
+    )
+
+    def policy(self) -> TilingPolicy:
+        """The policy the detector runs under."""
+        return TilingPolicy(
+            min_frame_px=self.min_frame_px,
+            enabled=self.enabled,
+            tile_px=self.tile_px,
+            overlap_px=self.overlap_px,
+            coarse_pass=self.coarse_pass,
+            interleave=self.interleave,
+        )
 
 
 class DetectorConfig(StrictConfigModel):
@@ -90,6 +148,9 @@ class DetectorConfig(StrictConfigModel):
     )
     iou_threshold: float = Field(
         default=0.45, gt=0, lt=1, description="IoU above which NMS suppresses a box."
+    )
+    tiling: TilingConfig = Field(
+        default_factory=TilingConfig, description="Tiles and coarse pass for large frames."
     )
 
     @model_validator(mode="after")

@@ -22,6 +22,7 @@ from fleet_protocol.config_files import add_validate_config_command, load_config
 from fleet_protocol.exceptions import ConfigFileError
 
 if TYPE_CHECKING:
+    from edge_agent.reading.tiling import TilingPolicy
     from training.data.build import DatasetBuild
 
 DEFAULT_CONFIG = Path("training/configs/default.yaml")
@@ -187,6 +188,22 @@ def _pipeline(config: BaseModel, args: argparse.Namespace) -> dict[str, object]:
     }
 
 
+def _scene_tiling(args: argparse.Namespace) -> TilingPolicy:
+    """How evaluate-scenes looks at a scene: the profile's ``detector.tiling`` (a default
+    profile's without one), or whole scenes with --no-tiles."""
+    from dataclasses import replace
+
+    from edge_agent.profile import ENV_PREFIX, DeviceProfile
+
+    profile = (
+        DeviceProfile()
+        if args.profile is None
+        else load_config(DeviceProfile, args.profile, env=os.environ, env_prefix=ENV_PREFIX)
+    )
+    policy = profile.detector.tiling.policy()
+    return replace(policy, enabled=False) if args.no_tiles else policy
+
+
 def _evaluate_scenes(config: BaseModel, args: argparse.Namespace) -> dict[str, object]:
     from training.config import TrainingConfig
     from training.data.shared_sets import ensure_unpacked
@@ -200,6 +217,7 @@ def _evaluate_scenes(config: BaseModel, args: argparse.Namespace) -> dict[str, o
         backend=args.backend,
         threads=args.threads,
         confidence=args.confidence,
+        tiling=_scene_tiling(args),
     )
     if args.out:
         metrics["files"] = {
@@ -335,6 +353,15 @@ def build_parser() -> argparse.ArgumentParser:
                 type=float,
                 default=0.25,
                 help="detection threshold of the headline numbers (predict's default)",
+            )
+            sub.add_argument(
+                "--profile",
+                type=Path,
+                help="device profile whose detector.tiling to look with (default: a default "
+                "profile's)",
+            )
+            sub.add_argument(
+                "--no-tiles", action="store_true", help="look at each whole scene in one pass"
             )
         else:
             sub.add_argument(

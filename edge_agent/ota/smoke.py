@@ -39,6 +39,7 @@ def slot_reader(profile: DeviceProfile, bundle_dir: Path, *, threads: int) -> Si
         threads=threads,
         round_unit=profile.reading.speed_unit,
         execution_providers=detector.execution_providers,
+        tiling=detector.tiling.policy(),
     )
 
 
@@ -64,7 +65,7 @@ def smoke_test(profile: DeviceProfile, bundle_dir: Path) -> SmokeResult:
         log.warning("this agent has no golden-set check; the smoke test only loads and runs")
         return SmokeResult(True, "loads and runs (no golden-set check in this agent)", reader)
     try:
-        result = golden.check_golden(reader, bundle_dir)
+        result = golden.check_golden(reader.whole_frames(), bundle_dir)
     except AgentError as e:
         return SmokeResult(False, f"smoke test: golden set cannot be checked: {e}")
     if not result.passed:

@@ -17,6 +17,7 @@ import numpy as np
 from edge_agent.bundle import load_bundle, load_metadata, pick_detector
 from edge_agent.detection import Detection, Detector
 from edge_agent.reading.classifier import CropClassifier, CropReading
+from edge_agent.reading.tiling import TiledDetection, TilingPolicy
 from fleet_protocol.taxonomy import SignType, SpeedUnit, gtsrb_class
 
 DISAGREEMENT_PENALTY = 0.5
@@ -115,27 +116,49 @@ class SignReader:
     """Detector plus classifier: frames in, sign readings out."""
 
     def __init__(
-        self, detector: Detector, classifier: CropClassifier, *, round_unit: SpeedUnit = "km/h"
+        self,
+        detector: Detector,
+        classifier: CropClassifier,
+        *,
+        round_unit: SpeedUnit = "km/h",
+        tiling: TilingPolicy | None = None,
     ) -> None:
         self.detector = detector
         self.classifier = classifier
         self.round_unit = round_unit
+        # No policy: the whole frame in one pass, shrunk to the detector's input.
+        self.looking = TiledDetection(detector, tiling or TilingPolicy(enabled=False))
+
+    @property
+    def tiling(self) -> TilingPolicy:
+        """How this reader looks at a frame."""
+        return self.looking.policy
+
+    def whole_frames(self) -> SignReader:
+        """The same models looking at each whole frame in one pass: how a bundle's golden set
+        is recorded, whatever policy a device reads its camera with."""
+        return SignReader(self.detector, self.classifier, round_unit=self.round_unit)
 
     def read(
         self, image: np.ndarray, *, confidence: float = 0.25, iou_threshold: float = 0.45
     ) -> list[SignReading]:
-        """Every sign read in one RGB frame, most confident first."""
+        """Every sign read in one RGB frame (a still: every tile), most confident first."""
         detections = self.detect(image, confidence=confidence, iou_threshold=iou_threshold)
         return sorted(self.read_detections(image, detections), key=lambda r: -r.confidence)
 
     def detect(
-        self, image: np.ndarray, *, confidence: float = 0.25, iou_threshold: float = 0.45
+        self,
+        image: np.ndarray,
+        *,
+        confidence: float = 0.25,
+        iou_threshold: float = 0.45,
+        phase: int | None = None,
     ) -> list[Detection]:
-        """The signs in one RGB frame, one box each."""
+        """The signs in one RGB frame, one box each (`phase`: see `TiledDetection.detect`)."""
         # One box per sign: a sign seen half-way between two categories (a far stop sign as
         # round-red and as octagon) would otherwise be read, tracked and reported twice.
-        return self.detector.detect(
-            image, confidence=confidence, iou_threshold=iou_threshold, agnostic=True
+        return self.looking.detect(
+            image, confidence=confidence, iou_threshold=iou_threshold, phase=phase
         )
 
     def read_detections(
@@ -183,10 +206,12 @@ def load_reader(
     threads: int = 1,
     round_unit: SpeedUnit = "km/h",
     execution_providers: Sequence[str] = ("CPUExecutionProvider",),
+    tiling: TilingPolicy | None = None,
 ) -> SignReader:
     """A `SignReader` from a model bundle folder, every artifact verified before it loads.
 
     Both models run on `backend`; with ONNX Runtime, on `execution_providers` in that order.
+    `tiling`: how frames are looked at; None looks at each whole frame in one pass.
     """
     from edge_agent.inference import get_backend, resolve_backend_name
 
@@ -199,4 +224,4 @@ def load_reader(
     classifier_file = bundle_dir / index.classifier
     classifier_metadata = load_metadata(classifier_file)
     classifier = CropClassifier(runtime.load(classifier_file, threads=threads), classifier_metadata)
-    return SignReader(detector, classifier, round_unit=round_unit)
+    return SignReader(detector, classifier, round_unit=round_unit, tiling=tiling)

@@ -47,7 +47,13 @@ def _profile(tmp_path: Path, **reporting: object) -> Path:
     profile = {
         "profile": "test",
         "identity": {"device_id": DEVICE},
-        "detector": {"backend": "onnxruntime", "model_dir": str(bundle), "threads": 1},
+        # The tiny detector finds its one constant box in any view: in tiles it would be many.
+        "detector": {
+            "backend": "onnxruntime",
+            "model_dir": str(bundle),
+            "threads": 1,
+            "tiling": {"enabled": False},
+        },
         "camera": {"source": str(noise_drive(tmp_path / "drive.mp4")), "fps_cap": 240},
         "reading": {"min_confidence": 0.0, "confirm_frames": 3},
         "reporting": {"health_interval_s": 1, "include_crops": True, **reporting},

@@ -12,11 +12,13 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict
 from pathlib import Path
 
 from edge_agent.exceptions import AgentError
 from edge_agent.inference import resolve_backend_name
 from edge_agent.predict import predict_files
+from edge_agent.reading.tiling import TilingPolicy
 from training.data.categories import category_of_record
 from training.data.gtsdb_scenes import read_gtsdb_scenes
 from training.data.records import LabeledImage
@@ -72,8 +74,10 @@ def read_scenes(
     backend: str,
     threads: int,
     confidence: float,
+    tiling: TilingPolicy | None = None,
 ) -> list[SceneResult]:
-    """Every scene read by ``predict``'s code with `bundle`, paired with its labels."""
+    """Every scene read by ``predict``'s code with `bundle`, paired with its labels (`tiling`:
+    as `predict_files`; None: a default profile's)."""
     try:
         outputs = list(
             predict_files(
@@ -82,6 +86,7 @@ def read_scenes(
                 backend=backend,
                 threads=threads,
                 confidence=confidence,
+                tiling=tiling,
             )
         )
     except AgentError as e:
@@ -106,22 +111,32 @@ def evaluate_scenes(
     threads: int = 2,
     confidence: float = PREDICT_CONFIDENCE,
     sweep_confidence: float = SWEEP_CONFIDENCE,
+    tiling: TilingPolicy | None = None,
 ) -> dict[str, object]:
-    """The scene metrics of `bundle` on the evaluation scenes of the unpacked archive."""
+    """The scene metrics of `bundle` on the evaluation scenes of the unpacked archive, each
+    scene looked at under `tiling` (None: as a default profile's agent looks)."""
     scenes = read_gtsdb_scenes(scenes_root)["evaluation"]
     if not scenes:
         raise TrainingError(f"{scenes_root}: no evaluation scenes (00600-00899)")
     started = time.perf_counter()
-    results = read_scenes(bundle, scenes, backend=backend, threads=threads, confidence=confidence)
+    results = read_scenes(
+        bundle, scenes, backend=backend, threads=threads, confidence=confidence, tiling=tiling
+    )
     predict_s = time.perf_counter() - started
     swept = read_scenes(
-        bundle, scenes, backend=backend, threads=threads, confidence=sweep_confidence
+        bundle,
+        scenes,
+        backend=backend,
+        threads=threads,
+        confidence=sweep_confidence,
+        tiling=tiling,
     )
     return {
         "bundle": str(bundle),
         "backend": resolve_backend_name(backend),
         "threads": threads,
         "detection_confidence": confidence,
+        "tiling": asdict(tiling) if tiling is not None else "default profile",
         **score_scenes(results),
         "pr_curve": {
             "detection_confidence": sweep_confidence,
