@@ -80,6 +80,7 @@ from fleet_server.crud.telemetry import (
     latest_config_report,
     latest_health,
     ota_status_history,
+    recent_health,
 )
 from fleet_server.crud.tokens import (
     create_dashboard_session,
@@ -154,6 +155,7 @@ __all__ = [
     "reading_ids_after",
     "reading_stats",
     "readings_with_crops",
+    "recent_health",
     "revoke_issued_by",
     "revoke_token",
     "revoke_tokens_of_kind",

@@ -4,6 +4,7 @@ package."""
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -109,3 +110,27 @@ def test_a_hostile_profile_and_model_version_are_escaped_on_every_page(
 def test_an_unknown_device_page_is_a_404(client: TestClient) -> None:
     page = client.get("/devices/nobody", headers=cookie(login(client, ADMIN)))
     assert page.status_code == 404
+
+
+def _polylines(page: str) -> list[int]:
+    """How many points each polyline of `page` has."""
+    return [len(points.split()) for points in re.findall(r'<polyline [^>]*points="([^"]*)"', page)]
+
+
+@pytest.mark.parametrize("samples", [1, 4])
+def test_a_device_page_draws_each_health_chart_from_its_samples(
+    client: TestClient, engine: Engine, samples: int
+) -> None:
+    seed(engine, samples=samples)
+    page = client.get("/devices/veh-1", headers=cookie(login(client, ADMIN))).text
+    for label in ("frames per second", "CPU", "memory", "outbox depth", "temperature"):
+        assert f'aria-label="{label}"' in page, label
+    # fps, CPU, memory and outbox depth are in every report; temperature and latency are not.
+    if samples > 1:
+        assert _polylines(page) == [samples] * 4
+        assert "<circle" not in page
+    else:
+        assert _polylines(page) == []
+        assert page.count("<circle") == 4
+    assert page.count("no samples") == 2
+    assert f"frames per second: {20.0 + samples - 1:.1f} fps" in page

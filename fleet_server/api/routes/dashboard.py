@@ -14,8 +14,6 @@ only: the JSON the pages load lives with its resource (``routes/readings.py``,
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Annotated, Any
 
@@ -25,6 +23,7 @@ from sqlmodel import Session
 
 from fleet_server import crud
 from fleet_server.alerts import alerts_of
+from fleet_server.api.charts import health_charts
 from fleet_server.api.deps import (
     COOKIE,
     Caller,
@@ -38,11 +37,13 @@ from fleet_server.api.deps import (
     token_usable,
 )
 from fleet_server.api.templating import render
-from fleet_server.models import HealthSample, utcnow
+from fleet_server.models import utcnow
 from fleet_server.security import hash_token, new_session_id, role_allows, sign_session
 from fleet_server.settings import ServerSettings
 
 router = APIRouter(tags=["dashboard"])
+CHART_SAMPLES = 500
+"""Health samples a device page charts: the newest, at a report a minute about eight hours."""
 
 
 @router.get("/login", response_class=HTMLResponse, include_in_schema=False)
@@ -149,30 +150,6 @@ def overview(request: Request, session: SessionDep) -> Response:
     )
 
 
-@dataclass(frozen=True)
-class Chart:
-    """One health chart of the device page: an SVG polyline's points."""
-
-    label: str
-    top: float
-    points: str
-    width: int = 480
-    height: int = 120
-
-
-def _chart(samples: Sequence[HealthSample], field: str, label: str) -> Chart | None:
-    values = [float(getattr(s, field) or 0) for s in samples]
-    if not values:
-        return None
-    top = max(max(values), 1e-9)
-    width, height = 480, 120
-    points = " ".join(
-        f"{i * width / max(len(values) - 1, 1):.1f},{height - v / top * (height - 10):.1f}"
-        for i, v in enumerate(values)
-    )
-    return Chart(label=label, top=top, points=points, width=width, height=height)
-
-
 @router.get("/devices/{device_id}", response_class=HTMLResponse, include_in_schema=False)
 def device_page(device_id: str, request: Request, session: SessionDep) -> Response:
     """Health charts and recent readings of one device."""
@@ -181,25 +158,15 @@ def device_page(device_id: str, request: Request, session: SessionDep) -> Respon
     device = crud.get_device(session, device_id=device_id)
     if device is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no device {device_id!r}")
-    samples = crud.health_series(session, device_id=device_id, since=None, until=None, limit=500)
+    samples = crud.recent_health(session, device_id=device_id, limit=CHART_SAMPLES)
     readings = crud.query_readings(session, where=crud.ReadingFilter(device_id=device_id), limit=50)
-    charts = [
-        chart
-        for f, label in (
-            ("fps", "frames per second"),
-            ("cpu_percent", "CPU %"),
-            ("rss_mb", "memory MiB"),
-            ("outbox_depth", "outbox depth"),
-        )
-        if (chart := _chart(samples, f, label)) is not None
-    ]
     return _page(
         request,
         viewer,
         "device.html",
         title=f"Device {device_id}",
         device=device,
-        charts=charts,
+        charts=health_charts(samples),
         readings=readings,
         cropped=crud.readings_with_crops(session, ids=[int(r.id or 0) for r in readings]),
     )
