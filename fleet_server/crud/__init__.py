@@ -50,6 +50,7 @@ from fleet_server.crud.repository import (
     next_release,
     role_metadata,
     target_head,
+    target_sha256s,
     target_slice,
 )
 from fleet_server.crud.rollouts import (
@@ -166,6 +167,7 @@ __all__ = [
     "set_tags",
     "stream_readings",
     "target_head",
+    "target_sha256s",
     "target_slice",
     "try_lock_driver",
 ]

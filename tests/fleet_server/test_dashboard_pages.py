@@ -21,7 +21,7 @@ from tests.fleet_server.ingest_rig import enrol
 
 HOSTILE = "<script>alert('owned')</script>"
 T0 = datetime(2026, 12, 3, 8, 0, tzinfo=UTC)
-PAGES = ["/", "/devices/veh-1", "/live", "/alerts"]
+PAGES = ["/", "/devices/veh-1", "/models", "/rollouts", "/live", "/alerts"]
 
 
 def seed(engine: Engine, device_id: str = "veh-1", *, samples: int = 3) -> None:
@@ -107,8 +107,9 @@ def test_a_hostile_profile_and_model_version_are_escaped_on_every_page(
         assert "&lt;script&gt;alert(&#39;owned&#39;)&lt;/script&gt;" in text, path
 
 
-def test_an_unknown_device_page_is_a_404(client: TestClient) -> None:
-    page = client.get("/devices/nobody", headers=cookie(login(client, ADMIN)))
+@pytest.mark.parametrize("path", ["/devices/nobody", "/rollouts/r-nobody"])
+def test_a_page_of_something_unknown_is_a_404(client: TestClient, path: str) -> None:
+    page = client.get(path, headers=cookie(login(client, ADMIN)))
     assert page.status_code == 404
 
 

@@ -14,6 +14,7 @@ only: the JSON the pages load lives with its resource (``routes/readings.py``,
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import timedelta
 from typing import Annotated, Any
 
@@ -27,6 +28,8 @@ from fleet_server.api.charts import health_charts
 from fleet_server.api.deps import (
     COOKIE,
     Caller,
+    EngineDep,
+    NudgeDep,
     SessionDep,
     SettingsDep,
     cookie_caller,
@@ -37,13 +40,27 @@ from fleet_server.api.deps import (
     token_usable,
 )
 from fleet_server.api.templating import render
+from fleet_server.exceptions import RolloutCommandRefused, RolloutNotFound
 from fleet_server.models import utcnow
+from fleet_server.rollouts import requests
+from fleet_server.rollouts.driver import load
+from fleet_server.rollouts.engine import allowed_commands
+from fleet_server.rollouts.values import RolloutCommand
 from fleet_server.security import hash_token, new_session_id, role_allows, sign_session
 from fleet_server.settings import ServerSettings
 
 router = APIRouter(tags=["dashboard"])
 CHART_SAMPLES = 500
 """Health samples a device page charts: the newest, at a report a minute about eight hours."""
+EVENTS_SHOWN = 100
+"""Lines of a rollout's audit log its page shows: the newest."""
+ROLLOUT_BUTTONS = (
+    RolloutCommand.START,
+    RolloutCommand.PAUSE,
+    RolloutCommand.RESUME,
+    RolloutCommand.ABORT,
+    RolloutCommand.ROLLBACK,
+)
 
 
 @router.get("/login", response_class=HTMLResponse, include_in_schema=False)
@@ -131,10 +148,12 @@ def _page(request: Request, viewer: Caller, name: str, **context: Any) -> HTMLRe
 
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)
 def overview(request: Request, session: SessionDep) -> Response:
-    """Every device: status, model, last seen, fps."""
+    """Every device: status, model, last seen, fps; the model versions the fleet runs; how
+    many alerts are raised."""
     if isinstance(viewer := _guard(request, session), Response):
         return viewer
     devices = crud.list_devices(session)
+    versions = Counter(d.model_version or "-" for d in devices if d.status != "decommissioned")
     fps = {}
     for device in devices:
         health = crud.latest_health(session, device_id=device.device_id)
@@ -147,6 +166,8 @@ def overview(request: Request, session: SessionDep) -> Response:
         devices=devices,
         counts=crud.count_devices_by_status(session),
         fps=fps,
+        versions=sorted(versions.items()),
+        alerts=len(alerts_of(session)),
     )
 
 
@@ -186,3 +207,101 @@ def alerts_page(request: Request, session: SessionDep) -> Response:
     if isinstance(viewer := _guard(request, session), Response):
         return viewer
     return _page(request, viewer, "alerts.html", title="Alerts", alerts=alerts_of(session))
+
+
+@router.get("/models", response_class=HTMLResponse, include_in_schema=False)
+def models_page(request: Request, session: SessionDep) -> Response:
+    """Published model versions: sha256, lineage (MLflow run, registered model, metrics) and
+    the devices running each."""
+    if isinstance(viewer := _guard(request, session), Response):
+        return viewer
+    models = crud.list_model_versions(session)
+    return _page(
+        request,
+        viewer,
+        "models.html",
+        title="Models",
+        models=models,
+        running=crud.devices_running(session, versions=[m.version for m in models]),
+        sha256=crud.target_sha256s(session, paths=[m.target_path for m in models]),
+    )
+
+
+@router.get("/rollouts", response_class=HTMLResponse, include_in_schema=False)
+def rollouts_page(request: Request, session: SessionDep) -> Response:
+    """Every rollout, newest first: status, stage, progress."""
+    if isinstance(viewer := _guard(request, session), Response):
+        return viewer
+    rollouts = [requests.detail(row) for row in crud.list_rollouts(session)]
+    return _page(request, viewer, "rollouts.html", title="Rollouts", rollouts=rollouts)
+
+
+def _rollout_page(
+    request: Request,
+    session: Session,
+    viewer: Caller,
+    rollout_id: str,
+    *,
+    refused: str | None = None,
+) -> HTMLResponse:
+    try:
+        row = requests.existing(session, rollout_id)
+        detail = requests.detail(row)
+    except RolloutNotFound as e:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(e)) from e
+    state = load(row)
+    events = crud.rollout_events(session, rollout_id=rollout_id, after_id=0, limit=10_000)
+    return _page(
+        request,
+        viewer,
+        "rollout.html",
+        status_code=status.HTTP_409_CONFLICT if refused else status.HTTP_200_OK,
+        title=f"Rollout {rollout_id}",
+        rollout=detail,
+        stages=list(zip(state.spec.stages, state.stage_ends, strict=True)),
+        policy=state.spec.policy,
+        commands=[c.value for c in ROLLOUT_BUTTONS],
+        allowed={c.value for c in allowed_commands(detail.status)},
+        events=events[-EVENTS_SHOWN:],
+        refused=refused,
+    )
+
+
+@router.get("/rollouts/{rollout_id}", response_class=HTMLResponse, include_in_schema=False)
+def rollout_page(rollout_id: str, request: Request, session: SessionDep) -> Response:
+    """One rollout: stages, gate values against their thresholds, every device, the audit log,
+    and the operator's buttons (disabled for readers)."""
+    if isinstance(viewer := _guard(request, session), Response):
+        return viewer
+    return _rollout_page(request, session, viewer, rollout_id)
+
+
+@router.post("/rollouts/{rollout_id}/{command}", include_in_schema=False)
+def rollout_command(
+    rollout_id: str,
+    command: RolloutCommand,
+    request: Request,
+    session: SessionDep,
+    engine: EngineDep,
+    settings: SettingsDep,
+    publisher: NudgeDep,
+    csrf_token: Annotated[str | None, Form()] = None,
+) -> Response:
+    """A rollout button: the same command as ``POST /api/v1/rollouts/{id}/{command}``, from a
+    form carrying the session's CSRF token; back to the rollout's page."""
+    if isinstance(viewer := _guard(request, session), Response):
+        return viewer
+    refused = refused_as_cross_site(request, viewer, settings, presented=csrf_token)
+    if refused is not None:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, refused)
+    if not role_allows(viewer.token.role, "admin"):  # type: ignore[arg-type]
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "this needs an admin token")
+    # The command steps the rollout in transactions of its own: end this one's read first.
+    session.commit()
+    try:
+        requests.run_command(engine, settings, publisher, rollout_id, command, utcnow())
+    except RolloutNotFound as e:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(e)) from e
+    except RolloutCommandRefused as e:
+        return _rollout_page(request, session, viewer, rollout_id, refused=str(e))
+    return RedirectResponse(f"/rollouts/{rollout_id}", status_code=status.HTTP_303_SEE_OTHER)
