@@ -21,7 +21,7 @@ from tests.fleet_server.ingest_rig import enrol
 
 HOSTILE = "<script>alert('owned')</script>"
 T0 = datetime(2026, 12, 3, 8, 0, tzinfo=UTC)
-PAGES = ["/", "/devices/veh-1", "/models", "/rollouts", "/live", "/alerts"]
+PAGES = ["/", "/devices/veh-1", "/map", "/models", "/rollouts", "/live", "/alerts"]
 
 
 def seed(engine: Engine, device_id: str = "veh-1", *, samples: int = 3) -> None:
@@ -135,3 +135,58 @@ def test_a_device_page_draws_each_health_chart_from_its_samples(
         assert page.count("<circle") == 4
     assert page.count("no samples") == 2
     assert f"frames per second: {20.0 + samples - 1:.1f} fps" in page
+
+
+def _markers(page: str) -> list[str]:
+    """The title of each reading marker on the map page."""
+    return re.findall(r'<circle class="marker"[^>]*>\s*<title>([^<]*)</title>', page)
+
+
+def test_the_map_draws_positioned_readings_and_filters_by_type_value_device_and_time(
+    client: TestClient, engine: Engine
+) -> None:
+    enrol(engine, "veh-1", "veh-2")
+    rows = [
+        ("veh-1", 1, "speed_limit", 50, T0, (48.10, 11.50)),
+        ("veh-1", 2, "speed_limit", 80, T0 + timedelta(hours=1), (48.11, 11.52)),
+        ("veh-2", 3, "stop", None, T0 + timedelta(hours=2), (48.12, 11.51)),
+        ("veh-2", 4, "speed_limit", 50, T0, None),  # no position: not on the map
+    ]
+    with session_scope(engine) as session:
+        crud.insert_readings(
+            session,
+            rows=[
+                reading_row(
+                    make_reading(
+                        device_id=device_id,
+                        seq=seq,
+                        sign_type=sign_type,
+                        value=value,
+                        unit="km/h" if value else None,
+                        text=None,
+                        gtsrb_class_id=None,
+                        timestamp=when,
+                        location={"lat": where[0], "lon": where[1]} if where else None,
+                    )
+                )
+                for device_id, seq, sign_type, value, when, where in rows
+            ],
+        )
+    headers = cookie(login(client, ADMIN))
+
+    def shown(**query: str) -> list[str]:
+        page = client.get("/map", params=query, headers=headers)
+        assert page.status_code == 200, page.text
+        return sorted(title.split(" · ")[0] for title in _markers(page.text))
+
+    assert shown() == ["speed_limit 50 km/h", "speed_limit 80 km/h", "stop"]
+    assert shown(sign_type="speed_limit") == ["speed_limit 50 km/h", "speed_limit 80 km/h"]
+    assert shown(value="80") == ["speed_limit 80 km/h"]
+    assert shown(device_id="veh-2") == ["stop"]
+    # The form's datetime-local fields carry no zone: UTC, as every time on the dashboard.
+    assert shown(since="2026-12-03T08:30", until="2026-12-03T09:30") == ["speed_limit 80 km/h"]
+    assert shown(sign_type="", device_id="", value="", since="", until="") == shown()
+    nothing = client.get("/map", params={"sign_type": "yield"}, headers=headers).text
+    assert "no readings with a position match" in nothing
+    bad = client.get("/map", params={"since": "yesterday"}, headers=headers)
+    assert bad.status_code == 422

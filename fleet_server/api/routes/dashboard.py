@@ -14,14 +14,16 @@ only: the JSON the pages load lives with its resource (``routes/readings.py``,
 
 from __future__ import annotations
 
+import math
 from collections import Counter
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, HTTPException, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlmodel import Session
 
+from fleet_protocol.taxonomy import SignType
 from fleet_server import crud
 from fleet_server.alerts import alerts_of
 from fleet_server.api.charts import health_charts
@@ -39,6 +41,7 @@ from fleet_server.api.deps import (
     served_over_https,
     token_usable,
 )
+from fleet_server.api.readings_map import readings_map
 from fleet_server.api.templating import render
 from fleet_server.exceptions import RolloutCommandRefused, RolloutNotFound
 from fleet_server.models import utcnow
@@ -54,6 +57,8 @@ CHART_SAMPLES = 500
 """Health samples a device page charts: the newest, at a report a minute about eight hours."""
 EVENTS_SHOWN = 100
 """Lines of a rollout's audit log its page shows: the newest."""
+MAP_READINGS = 2000
+"""Readings the map draws at most: the newest that match."""
 ROLLOUT_BUTTONS = (
     RolloutCommand.START,
     RolloutCommand.PAUSE,
@@ -305,3 +310,75 @@ def rollout_command(
     except RolloutCommandRefused as e:
         return _rollout_page(request, session, viewer, rollout_id, refused=str(e))
     return RedirectResponse(f"/rollouts/{rollout_id}", status_code=status.HTTP_303_SEE_OTHER)
+
+
+def _moment(name: str, text: str | None) -> datetime | None:
+    """A time from the map's form: ISO 8601, UTC where it names no zone (datetime-local)."""
+    if not text:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as e:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, f"{name}: not a time: {text!r}"
+        ) from e
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _number(name: str, text: str | None) -> float | None:
+    if not text:
+        return None
+    try:
+        number = float(text)
+    except ValueError as e:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, f"{name}: not a number: {text!r}"
+        ) from e
+    if not math.isfinite(number):
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"{name}: not finite")
+    return number
+
+
+@router.get("/map", response_class=HTMLResponse, include_in_schema=False)
+def map_page(
+    request: Request,
+    session: SessionDep,
+    sign_type: str | None = None,
+    device_id: str | None = None,
+    value: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
+) -> Response:
+    """Where signs were read: the newest positioned readings on a plain grid, filtered by sign
+    type, value, device and time (the form's empty fields filter nothing)."""
+    if isinstance(viewer := _guard(request, session), Response):
+        return viewer
+    where = crud.ReadingFilter(
+        device_id=device_id or None,
+        sign_type=sign_type or None,
+        value=_number("value", value),
+        since=_moment("since", since),
+        until=_moment("until", until),
+        # Only readings with a position: a bound on latitude leaves out those without one.
+        min_lat=-90.0,
+        max_lat=90.0,
+    )
+    readings = crud.query_readings(session, where=where, limit=MAP_READINGS)
+    return _page(
+        request,
+        viewer,
+        "map.html",
+        title="Readings map",
+        drawn=readings_map(readings),
+        shown=len(readings),
+        limit=MAP_READINGS,
+        sign_types=[t.value for t in SignType],
+        device_ids=[d.device_id for d in crud.list_devices(session)],
+        chosen={
+            "sign_type": sign_type or "",
+            "device_id": device_id or "",
+            "value": value or "",
+            "since": since or "",
+            "until": until or "",
+        },
+    )
