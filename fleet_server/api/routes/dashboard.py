@@ -1,15 +1,17 @@
 """The dashboard: server-rendered Jinja2 pages (``fleet_server/templates``, autoescaped) with a
-little script from ``/static``; no CDN, no framework.
+little script from ``/static``; no CDN, no framework. Charts and the map are server-side SVG.
 
 ``/login`` takes an API token and opens a server-side session: the cookie holds only the
 session's signed id (HttpOnly, SameSite=Strict, Secure over HTTPS); ``POST /logout`` (with the
 session's CSRF token) ends it on the server. ``/`` is the fleet overview, ``/devices/{id}`` a
-device's health charts and recent readings with their crops, ``/live`` the live readings feed
-(server-sent events from ``/api/v1/readings/stream``, which ends when its session or token does),
-``/alerts`` what needs attention. Every page needs a live session; without one (no cookie, a
-forged, ended or expired one) a page redirects to ``/login``, while the API answers 401. HTML
-only: the JSON the pages load lives with its resource (``routes/readings.py``,
-``routes/alerts.py``).
+device's health charts and recent readings with their crops, ``/map`` where signs were read,
+``/models`` the published model versions, ``/rollouts`` and ``/rollouts/{id}`` the staged
+rollouts with their operator buttons (``POST /rollouts/{id}/{command}``, admins only, with the
+session's CSRF token), ``/live`` the live readings feed (server-sent events from
+``/api/v1/readings/stream``, which ends when its session or token does), ``/alerts`` what needs
+attention. Every page needs a live session; without one (no cookie, a forged, ended or expired
+one) a page redirects to ``/login``, while the API answers 401. HTML only: the JSON the pages
+load lives with its resource (``routes/readings.py``, ``routes/alerts.py``).
 """
 
 from __future__ import annotations
