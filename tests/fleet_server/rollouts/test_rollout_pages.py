@@ -75,8 +75,16 @@ def buttons(page: str) -> dict[str, bool]:
 def test_the_models_page_shows_each_version_with_its_sha256_lineage_and_devices(
     dashboard: TestClient, fleet: Fleet
 ) -> None:
+    hostile = "<img src=x onerror=alert(1)>"
+    with session_scope(fleet.engine) as session:
+        model = crud.find_model_version(session, name="roadsign-test", version=NEW_VERSION)
+        assert model is not None
+        model.lineage = {**model.lineage, "registered_model": hostile}
+        session.add(model)
     page = dashboard.get("/models", headers=cookie(login(dashboard, ADMIN)))
     assert page.status_code == 200
+    assert hostile not in page.text
+    assert "&lt;img src=x onerror=alert(1)&gt; version" in page.text
     with session_scope(fleet.engine) as session:
         hashes = crud.target_sha256s(session, paths=[fleet.old_target, fleet.new_target])
     for target, version in ((fleet.old_target, OLD_VERSION), (fleet.new_target, NEW_VERSION)):
