@@ -59,6 +59,8 @@ CHART_SAMPLES = 500
 """Health samples a device page charts: the newest, at a report a minute about eight hours."""
 EVENTS_SHOWN = 100
 """Lines of a rollout's audit log its page shows: the newest."""
+OTA_SHOWN = 20
+"""OTA status reports a device page lists: the newest."""
 MAP_READINGS = 2000
 """Readings the map draws at most: the newest that match."""
 ROLLOUT_BUTTONS = (
@@ -180,7 +182,7 @@ def overview(request: Request, session: SessionDep) -> Response:
 
 @router.get("/devices/{device_id}", response_class=HTMLResponse, include_in_schema=False)
 def device_page(device_id: str, request: Request, session: SessionDep) -> Response:
-    """Health charts and recent readings of one device."""
+    """Health charts, recent readings and the OTA history of one device."""
     if isinstance(viewer := _guard(request, session), Response):
         return viewer
     device = crud.get_device(session, device_id=device_id)
@@ -197,6 +199,7 @@ def device_page(device_id: str, request: Request, session: SessionDep) -> Respon
         charts=health_charts(samples),
         readings=readings,
         cropped=crud.readings_with_crops(session, ids=[int(r.id or 0) for r in readings]),
+        ota=crud.ota_status_history(session, device_id=device_id, limit=OTA_SHOWN),
     )
 
 

@@ -173,3 +173,21 @@ def test_an_admin_presses_rollback_with_the_csrf_token_and_the_rollout_rolls_bac
     assert stored_state(fleet.engine, RID).status is RolloutStatus.ROLLED_BACK
     after = dashboard.get(PAGE, headers=admin).text
     assert '<span class="rolled_back" id="status">rolled_back</span>' in after
+
+
+def test_a_device_page_lists_its_ota_reports_linked_to_their_rollout(
+    dashboard: TestClient, fleet: Fleet
+) -> None:
+    first = paused_by_reading_quality(fleet)
+    installed = first[0]
+    headers = cookie(login(dashboard, ADMIN))
+    page = dashboard.get(f"/devices/{installed}", headers=headers).text
+    ota = page[page.index('<table class="ota">') :]
+    ota = ota[: ota.index("</table>")]
+    assert f'<a href="{PAGE}">{RID}</a>' in ota
+    assert f"<td>{NEW_VERSION}</td>" in ota
+    assert "active" in ota
+    untouched = next(d for d in DEVICES if d not in first)
+    assert (
+        "No OTA updates reported." in dashboard.get(f"/devices/{untouched}", headers=headers).text
+    )
