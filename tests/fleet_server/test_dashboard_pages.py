@@ -67,6 +67,10 @@ def test_each_page_answers_a_logged_in_viewer_with_the_nav_and_the_stylesheet(
     assert '<link rel="stylesheet" href="/static/dashboard.css">' in page.text
     assert '<a href="/rollouts">Rollouts</a>' in page.text
     assert "action='/logout'" in page.text
+    policy = page.headers["content-security-policy"]
+    assert "script-src 'self'" in policy
+    assert "frame-ancestors 'none'" in policy
+    assert "<script>" not in page.text  # no inline script: the policy would block it
     # Nobody logged in: the login form instead.
     away = client.get(path, follow_redirects=False)
     assert (away.status_code, away.headers["location"]) == (303, "/login")
