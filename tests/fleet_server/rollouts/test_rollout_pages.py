@@ -173,6 +173,16 @@ def test_an_admin_presses_rollback_with_the_csrf_token_and_the_rollout_rolls_bac
     assert stored_state(fleet.engine, RID).status is RolloutStatus.ROLLED_BACK
     after = dashboard.get(PAGE, headers=admin).text
     assert '<span class="rolled_back" id="status">rolled_back</span>' in after
+    assert "refresh.js" not in after  # nothing moves any more: no reloading
+
+
+def test_a_running_rollout_page_refreshes_itself(dashboard: TestClient, fleet: Fleet) -> None:
+    start_rollout(fleet)
+    headers = cookie(login(dashboard, ADMIN))
+    for path in ("/rollouts", PAGE):
+        page = dashboard.get(path, headers=headers).text
+        assert '<script src="/static/refresh.js" data-every="10"></script>' in page, path
+    assert dashboard.get("/static/refresh.js").status_code == 200
 
 
 def test_a_device_page_lists_its_ota_reports_linked_to_their_rollout(
