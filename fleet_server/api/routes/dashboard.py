@@ -45,7 +45,7 @@ from fleet_server.api.deps import (
 )
 from fleet_server.api.readings_map import readings_map
 from fleet_server.api.templating import render
-from fleet_server.exceptions import RolloutCommandRefused, RolloutNotFound
+from fleet_server.exceptions import RolloutCommandRefused, RolloutNotFound, RolloutStateInvalid
 from fleet_server.models import utcnow
 from fleet_server.rollouts import requests
 from fleet_server.rollouts.driver import load
@@ -242,8 +242,15 @@ def rollouts_page(request: Request, session: SessionDep) -> Response:
     """Every rollout, newest first: status, stage, progress."""
     if isinstance(viewer := _guard(request, session), Response):
         return viewer
-    rollouts = [requests.detail(row) for row in crud.list_rollouts(session)]
-    return _page(request, viewer, "rollouts.html", title="Rollouts", rollouts=rollouts)
+    rollouts, unreadable = [], []
+    for row in crud.list_rollouts(session):
+        try:
+            rollouts.append(requests.detail(row))
+        except RolloutStateInvalid as e:  # one damaged row must not hide the others
+            unreadable.append((row.id, str(e)))
+    return _page(
+        request, viewer, "rollouts.html", title="Rollouts", rollouts=rollouts, unreadable=unreadable
+    )
 
 
 def _rollout_page(
@@ -259,6 +266,10 @@ def _rollout_page(
         detail = requests.detail(row)
     except RolloutNotFound as e:
         raise HTTPException(status.HTTP_404_NOT_FOUND, str(e)) from e
+    except RolloutStateInvalid as e:
+        raise HTTPException(
+            status.HTTP_500_INTERNAL_SERVER_ERROR, f"stored rollout unusable: {e}"
+        ) from e
     state = load(row)
     events = crud.rollout_events(session, rollout_id=rollout_id, after_id=0, limit=10_000)
     return _page(

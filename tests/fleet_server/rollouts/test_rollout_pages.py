@@ -16,6 +16,7 @@ from sqlalchemy import Engine
 from fleet_server import crud
 from fleet_server.api.main import create_app
 from fleet_server.db import session_scope
+from fleet_server.models import Rollout
 from fleet_server.rollouts.driver import drive_once
 from fleet_server.rollouts.values import RolloutStatus
 from fleet_server.settings import DatabaseSettings
@@ -201,3 +202,27 @@ def test_a_device_page_lists_its_ota_reports_linked_to_their_rollout(
     assert (
         "No OTA updates reported." in dashboard.get(f"/devices/{untouched}", headers=headers).text
     )
+
+
+def test_a_damaged_rollout_is_named_on_the_list_without_hiding_the_others(
+    dashboard: TestClient, fleet: Fleet
+) -> None:
+    start_rollout(fleet)
+    with session_scope(fleet.engine) as session:
+        session.add(
+            Rollout(
+                id="r-damaged",
+                model_name="roadsign-test",
+                model_version=NEW_VERSION,
+                target_path=fleet.new_target,
+                status="running",
+                stage=0,
+                state="{}",
+            )
+        )
+    headers = cookie(login(dashboard, ADMIN))
+    listing = dashboard.get("/rollouts", headers=headers)
+    assert listing.status_code == 200
+    assert f'<a href="{PAGE}">{RID}</a>' in listing.text
+    assert "Rollout r-damaged: its stored state is unreadable" in listing.text
+    assert dashboard.get("/rollouts/r-damaged", headers=headers).status_code == 500
