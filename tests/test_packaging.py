@@ -156,6 +156,16 @@ def test_edge_extra_declares_nothing_heavy() -> None:
     assert {"torch", "ultralytics"} <= _names(EXTRAS["train"])
 
 
+@pytest.mark.parametrize("folder", ["templates", "static"])
+def test_the_wheel_carries_every_dashboard_template_and_static_file(folder: str) -> None:
+    globs = PYPROJECT["tool"]["setuptools"]["package-data"]["fleet_server"]
+    package = REPO_ROOT / "fleet_server"
+    files = [p.relative_to(package) for p in (package / folder).rglob("*") if p.is_file()]
+    assert files, f"fleet_server/{folder} is empty"
+    left_out = [str(f) for f in files if not any(f.match(glob) for glob in globs)]
+    assert left_out == [], f"pyproject's package-data leaves these out of the wheel: {left_out}"
+
+
 def test_console_scripts_point_at_real_functions() -> None:
     scripts = PYPROJECT["project"]["scripts"]
     assert set(scripts) == {"roadsign-agent", "roadsign-fleet", "roadsign-train"}

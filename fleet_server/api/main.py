@@ -1,16 +1,17 @@
-"""The FastAPI application: routers, the bootstrap admin token, Prometheus /metrics."""
+"""The FastAPI application: routers, the dashboard's static files, the bootstrap admin token,
+Prometheus /metrics."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import html
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response, status
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
+from fastapi.staticfiles import StaticFiles
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import SpanKind, StatusCode
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
@@ -30,6 +31,7 @@ from fleet_server.api.routes import (
     tokens,
     tuf,
 )
+from fleet_server.api.templating import render
 from fleet_server.credentials import CheckedPasswords
 from fleet_server.db import session_scope
 from fleet_server.exceptions import MqttSetupError
@@ -205,19 +207,17 @@ def create_app(
     ):
         app.include_router(module.router)
 
+    # The dashboard's stylesheet and scripts, public like the login page that uses them.
+    app.mount("/static", StaticFiles(packages=[("fleet_server", "static")]), name="static")
+
     @app.get("/docs", include_in_schema=False)
-    def docs() -> HTMLResponse:
-        rows = "".join(
-            f"<tr><td><code>{method.upper()} {html.escape(path)}</code></td>"
-            f"<td>{html.escape(op.get('summary', ''))}</td></tr>"
+    def docs(request: Request) -> HTMLResponse:
+        operations = [
+            (method.upper(), path, op.get("summary", ""))
             for path, item in app.openapi()["paths"].items()
             for method, op in item.items()
-        )
-        return HTMLResponse(
-            "<!doctype html><html><head><meta charset='utf-8'><title>RoadSign Fleet API</title>"
-            f"</head><body><h1>RoadSign Fleet API</h1><table>{rows}</table><p>Machine-readable:"
-            " <a href='/openapi.json'>/openapi.json</a></p></body></html>"
-        )
+        ]
+        return render(request, "api_docs.html", operations=operations)
 
     registry = CollectorRegistry()
     devices_gauge = Gauge("roadsign_devices", "Devices by status.", ["status"], registry=registry)

@@ -50,6 +50,7 @@ from fleet_server.crud.repository import (
     next_release,
     role_metadata,
     target_head,
+    target_sha256s,
     target_slice,
 )
 from fleet_server.crud.rollouts import (
@@ -80,6 +81,7 @@ from fleet_server.crud.telemetry import (
     latest_config_report,
     latest_health,
     ota_status_history,
+    recent_health,
 )
 from fleet_server.crud.tokens import (
     create_dashboard_session,
@@ -154,6 +156,7 @@ __all__ = [
     "reading_ids_after",
     "reading_stats",
     "readings_with_crops",
+    "recent_health",
     "revoke_issued_by",
     "revoke_token",
     "revoke_tokens_of_kind",
@@ -164,6 +167,7 @@ __all__ = [
     "set_tags",
     "stream_readings",
     "target_head",
+    "target_sha256s",
     "target_slice",
     "try_lock_driver",
 ]

@@ -90,6 +90,16 @@ def target_head(session: Session, *, path: str) -> tuple[int, str, int] | None:
     return None if found is None else (int(found[0]), str(found[1]), int(found[2]))
 
 
+def target_sha256s(session: Session, *, paths: Sequence[str]) -> dict[str, str]:
+    """The sha256 of each stored target among `paths` (what devices verify), by path."""
+    if not paths:
+        return {}
+    statement = select(col(TufTarget.path), col(TufTarget.sha256)).where(
+        col(TufTarget.path).in_(list(paths))
+    )
+    return {str(path): str(sha256) for path, sha256 in session.execute(statement)}
+
+
 def target_slice(session: Session, *, target_id: int, offset: int, size: int) -> bytes:
     """`size` bytes of a target from `offset` (0-based): fewer at its end."""
     # substr counts from 1, on bytea (PostgreSQL) as on blobs (SQLite).

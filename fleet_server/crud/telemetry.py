@@ -89,6 +89,17 @@ def health_series(
     )
 
 
+def recent_health(session: Session, *, device_id: str, limit: int) -> list[HealthSample]:
+    """A device's newest `limit` health samples, oldest first (what its charts draw)."""
+    statement = (
+        select(HealthSample)
+        .where(col(HealthSample.device_id) == device_id)
+        .order_by(col(HealthSample.observed_at).desc(), col(HealthSample.seq).desc())
+        .limit(limit)
+    )
+    return list(reversed(session.execute(statement).scalars().all()))
+
+
 def latest_health(session: Session, *, device_id: str) -> HealthSample | None:
     """The newest health sample of a device."""
     statement = (

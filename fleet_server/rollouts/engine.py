@@ -450,6 +450,11 @@ class _Work:
                 )
 
 
+def allowed_commands(status: RolloutStatus) -> list[RolloutCommand]:
+    """The operator commands a rollout of `status` accepts (what the dashboard offers)."""
+    return [c for c in RolloutCommand if status in _COMMAND_FROM[c]]
+
+
 _COMMAND_TARGET = {
     RolloutCommand.START: RolloutStatus.RUNNING,
     RolloutCommand.PAUSE: RolloutStatus.PAUSED,

@@ -26,6 +26,12 @@ LATENCY_STAGE = PipelineStage.DETECT.value
 """The pipeline stage whose p95 latency the health gate compares: inference, the model's part."""
 
 
+def latency_p95_ms(sample: HealthSample) -> float | None:
+    """The sample's p95 latency of `LATENCY_STAGE`, where it reported one."""
+    stats = sample.stage_latency_ms.get(LATENCY_STAGE)
+    return float(stats["p95_ms"]) if isinstance(stats, dict) and "p95_ms" in stats else None
+
+
 def health_window(samples: Sequence[HealthSample]) -> HealthWindow | None:
     """The window's health; None without samples."""
     if not samples:
@@ -35,11 +41,7 @@ def health_window(samples: Sequence[HealthSample]) -> HealthWindow | None:
     restarts = sum(
         1 for before, after in itertools.pairwise(ordered) if after.uptime_s < before.uptime_s
     )
-    latencies = [
-        float(stats["p95_ms"])
-        for s in ordered
-        if isinstance(stats := s.stage_latency_ms.get(LATENCY_STAGE), dict) and "p95_ms" in stats
-    ]
+    latencies = [p95 for s in ordered if (p95 := latency_p95_ms(s)) is not None]
     return HealthWindow(
         hours=max(span, 0.0),
         fps=statistics.fmean(s.fps for s in ordered),

@@ -1,5 +1,6 @@
-"""Rollout requests: a model and a device selector resolved into a stored rollout, and the
-API's views of stored rollouts. Used by the API routes and the CLI alike.
+"""Rollout requests: a model and a device selector resolved into a stored rollout, an
+operator's command carried out, and the API's views of stored rollouts. Used by the API
+routes, the dashboard and the CLI alike.
 
 Each device's previous model (what a rollback returns it to) is what it runs now: the model
 version of its latest health report, matched to the published model versions; a device on a
@@ -13,9 +14,11 @@ from collections import Counter
 from datetime import datetime
 
 from pydantic import ValidationError
+from sqlalchemy import Engine
 from sqlmodel import Session
 
 from fleet_server import crud
+from fleet_server.db import session_scope
 from fleet_server.exceptions import RolloutConflict, RolloutNotFound, RolloutRequestInvalid
 from fleet_server.models import (
     Device,
@@ -27,7 +30,8 @@ from fleet_server.models import (
     RolloutPublic,
 )
 from fleet_server.rollouts import engine as rollout_engine
-from fleet_server.rollouts.driver import load, store_step
+from fleet_server.rollouts.driver import carry_out, load, step_rollout, store_step
+from fleet_server.rollouts.nudge import NudgePublisher
 from fleet_server.rollouts.values import (
     Desired,
     ModelTarget,
@@ -37,6 +41,7 @@ from fleet_server.rollouts.values import (
     RolloutSpec,
     RolloutStatus,
 )
+from fleet_server.settings import ServerSettings
 
 SHIPPED_VERSION = "release-0"
 SHIPPED_TARGET = "shipped/release-0"
@@ -167,6 +172,27 @@ def create_rollout(session: Session, body: RolloutCreate, now: datetime) -> Roll
         result = rollout_engine.step(state, Observations(), now, RolloutCommand.START)
         store_step(session, row, result, now)
     return row
+
+
+def run_command(
+    engine: Engine,
+    settings: ServerSettings,
+    publisher: NudgePublisher | None,
+    rollout_id: str,
+    command: RolloutCommand,
+    now: datetime,
+) -> RolloutDetail:
+    """Step the rollout with an operator's `command` under its row lock, then carry out what
+    the step stored (after its commit, as the driver does); the rollout as it is then.
+
+    Raises RolloutNotFound, RolloutCommandRefused (its status does not allow the command) and
+    RolloutStateInvalid.
+    """
+    with session_scope(engine) as session:
+        step_rollout(session, settings, rollout_id, now, command)
+    carry_out(engine, settings, publisher, now, [rollout_id])
+    with session_scope(engine) as session:
+        return detail(existing(session, rollout_id))
 
 
 def existing(session: Session, rollout_id: str, *, for_update: bool = False) -> Rollout:

@@ -1,4 +1,5 @@
-"""Enrol -> a device publishes -> rows in PostgreSQL -> the API -> the dashboard in Chromium.
+"""Enrol -> a device publishes -> rows in PostgreSQL -> the API -> the dashboard in Chromium
+(the fleet, a device's readings and health chart, the map, the live feed).
 
 Everything is real: Mosquitto, PostgreSQL, the agent's outbox and MQTT link, the ingestion
 worker, the HTTP server, and Debian's Chromium driven by Playwright. Screenshots are kept under
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import cv2
@@ -37,7 +38,7 @@ from fleet_server.settings import (
     IngestSettings,
     ServerSettings,
 )
-from tests.conftest import REPO_ROOT, make_reading
+from tests.conftest import REPO_ROOT, make_health, make_reading
 from tests.mosquitto import Broker, free_port
 from tests.waiting import wait_until
 
@@ -130,7 +131,7 @@ def test_enrol_publish_store_query_and_see_it_on_the_dashboard(
         link.start()
         sink = OutboxSink(outbox, link, DEVICE)
         crop = _crop()
-        for value in (50, 80, 120):
+        for i, value in enumerate((50, 80, 120)):
             sink.emit(
                 MessageKind.READINGS,
                 make_reading(
@@ -140,6 +141,17 @@ def test_enrol_publish_store_query_and_see_it_on_the_dashboard(
                     value=value,
                     gtsrb_class_id=None,
                     crop_jpeg=crop,
+                    location={"lat": 48.137 + i * 0.001, "lon": 11.575 + i * 0.002},
+                ),
+            )
+        for i, fps in enumerate((28.0, 30.0)):
+            sink.emit(
+                MessageKind.HEALTH,
+                make_health(
+                    device_id=DEVICE,
+                    seq=sink.next_seq(),
+                    timestamp=datetime.now(UTC) + timedelta(seconds=i),
+                    fps=fps,
                 ),
             )
         assert link.wait_drained(20)
@@ -156,6 +168,12 @@ def test_enrol_publish_store_query_and_see_it_on_the_dashboard(
             ),
             30,
             "the device online",
+        )
+
+        wait_until(
+            lambda: len(api.get(f"/api/v1/devices/{DEVICE}/health", headers=admin).json()) == 2,
+            30,
+            "the 2 health reports through the API",
         )
 
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -183,7 +201,15 @@ def test_enrol_publish_store_query_and_see_it_on_the_dashboard(
             assert page.locator("img.crop").first.evaluate("img => img.naturalWidth") == 48
             body = page.inner_text("main")
             assert "120 km/h" in body
+            # The two health reports draw a line of two points, not an empty box.
+            page.wait_for_selector("svg[aria-label='frames per second'] polyline")
+            fps_line = page.locator("svg[aria-label='frames per second'] polyline")
+            assert len(str(fps_line.get_attribute("points")).split()) == 2
             page.screenshot(path=str(ARTIFACTS / "dashboard-device.png"), full_page=True)
+
+            page.goto(f"{base}/map")
+            assert page.locator("circle.marker").count() == 3
+            page.screenshot(path=str(ARTIFACTS / "dashboard-map.png"), full_page=True)
 
             page.goto(f"{base}/live")
             # The feed starts after what is stored when it opens: wait until it is open.

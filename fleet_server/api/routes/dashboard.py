@@ -1,33 +1,39 @@
-"""The dashboard: server-rendered pages with a little inline script, no CDN, no framework.
+"""The dashboard: server-rendered Jinja2 pages (``fleet_server/templates``, autoescaped) with a
+little script from ``/static``; no CDN, no framework. Charts and the map are server-side SVG.
 
 ``/login`` takes an API token and opens a server-side session: the cookie holds only the
 session's signed id (HttpOnly, SameSite=Strict, Secure over HTTPS); ``POST /logout`` (with the
 session's CSRF token) ends it on the server. ``/`` is the fleet overview, ``/devices/{id}`` a
-device's health charts and recent readings with their crops, ``/live`` the live readings feed
-(server-sent events from ``/api/v1/readings/stream``, which ends when its session or token does),
-``/alerts`` what needs attention. Every page needs a live session; without one (no cookie, a
-forged, ended or expired one) a page redirects to ``/login``, while the API answers 401. HTML
-only: the JSON the pages load lives with its resource (``routes/readings.py``,
-``routes/alerts.py``).
+device's health charts and recent readings with their crops, ``/map`` where signs were read,
+``/models`` the published model versions, ``/rollouts`` and ``/rollouts/{id}`` the staged
+rollouts with their operator buttons (``POST /rollouts/{id}/{command}``, admins only, with the
+session's CSRF token), ``/live`` the live readings feed (server-sent events from
+``/api/v1/readings/stream``, which ends when its session or token does), ``/alerts`` what needs
+attention. Every page needs a live session; without one (no cookie, a forged, ended or expired
+one) a page redirects to ``/login``, while the API answers 401. HTML only: the JSON the pages
+load lives with its resource (``routes/readings.py``, ``routes/alerts.py``).
 """
 
 from __future__ import annotations
 
-import html
-from collections.abc import Sequence
-from datetime import timedelta
-from typing import Annotated
+import math
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, HTTPException, Request, status
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlmodel import Session
 
+from fleet_protocol.taxonomy import SignType
 from fleet_server import crud
-from fleet_server.alerts import ago, alerts_of
+from fleet_server.alerts import alerts_of
+from fleet_server.api.charts import health_charts
 from fleet_server.api.deps import (
     COOKIE,
-    CSRF_FIELD,
     Caller,
+    EngineDep,
+    NudgeDep,
     SessionDep,
     SettingsDep,
     cookie_caller,
@@ -37,64 +43,39 @@ from fleet_server.api.deps import (
     served_over_https,
     token_usable,
 )
-from fleet_server.models import Device, HealthSample, Reading, utcnow
-from fleet_server.security import (
-    hash_token,
-    new_session_id,
-    sign_session,
-)
+from fleet_server.api.readings_map import readings_map
+from fleet_server.api.templating import render
+from fleet_server.exceptions import RolloutCommandRefused, RolloutNotFound, RolloutStateInvalid
+from fleet_server.models import utcnow
+from fleet_server.rollouts import requests
+from fleet_server.rollouts.driver import load
+from fleet_server.rollouts.engine import allowed_commands
+from fleet_server.rollouts.values import RolloutCommand
+from fleet_server.security import hash_token, new_session_id, role_allows, sign_session
 from fleet_server.settings import ServerSettings
 
 router = APIRouter(tags=["dashboard"])
-
-STYLE = """
-body{font-family:system-ui,sans-serif;margin:0;color:#1d2430}
-header{background:#1d2430;color:#fff;padding:.6em 1.2em;display:flex;gap:1.5em;align-items:center}
-header a{color:#cfe3ff;text-decoration:none}main{padding:1em 1.2em}
-table{border-collapse:collapse;width:100%}td,th{border-bottom:1px solid #dde;padding:.35em .5em;
-text-align:left}.online{color:#0a7d32;font-weight:600}.offline{color:#b3261e;font-weight:600}
-.card{display:inline-block;border:1px solid #dde;border-radius:6px;padding:.6em 1em;margin:.3em}
-.big{font-size:1.8em;font-weight:700}img.crop{height:40px}svg{background:#f6f8fb}
-header form{margin:0}header button{background:none;border:0;color:#cfe3ff;font:inherit;
-cursor:pointer;padding:0}
-"""
-
-
-def _page(title: str, body: str, csrf: str | None = None) -> HTMLResponse:
-    # Logging out changes state, so it is a POST carrying the session's CSRF token; the token
-    # is also in a meta tag for scripts that send X-CSRF-Token.
-    meta, logout = "", ""
-    if csrf is not None:
-        token = html.escape(csrf)
-        meta = f"<meta name='csrf-token' content='{token}'>"
-        logout = (
-            "<form method='post' action='/logout'>"
-            f"<input type='hidden' name='{CSRF_FIELD}' value='{token}'>"
-            "<button>Log out</button></form>"
-        )
-    return HTMLResponse(
-        f"<!doctype html><html><head><meta charset='utf-8'>{meta}<title>{html.escape(title)} · "
-        f"RoadSign Fleet</title><style>{STYLE}</style></head><body><header>"
-        "<strong>RoadSign Fleet</strong><a href='/'>Fleet</a><a href='/live'>Live</a>"
-        f"<a href='/alerts'>Alerts</a><a href='/docs'>API</a>{logout}"
-        f"</header><main><h1>{html.escape(title)}</h1>{body}</main></body></html>"
-    )
-
-
-def _status(device: Device) -> str:
-    return f"<span class='{html.escape(device.status)}'>{html.escape(device.status)}</span>"
+CHART_SAMPLES = 500
+"""Health samples a device page charts: the newest, at a report a minute about eight hours."""
+EVENTS_SHOWN = 100
+"""Lines of a rollout's audit log its page shows: the newest."""
+OTA_SHOWN = 20
+"""OTA status reports a device page lists: the newest."""
+MAP_READINGS = 2000
+"""Readings the map draws at most: the newest that match."""
+ROLLOUT_BUTTONS = (
+    RolloutCommand.START,
+    RolloutCommand.PAUSE,
+    RolloutCommand.RESUME,
+    RolloutCommand.ABORT,
+    RolloutCommand.ROLLBACK,
+)
 
 
 @router.get("/login", response_class=HTMLResponse, include_in_schema=False)
-def login_page(error: str | None = None) -> HTMLResponse:
+def login_page(request: Request, error: str | None = None) -> HTMLResponse:
     """The login form."""
-    message = "<p class='offline'>That token is not valid.</p>" if error else ""
-    return _page(
-        "Log in",
-        f"{message}<form method='post' action='/login'>"
-        "<label>API token <input type='password' name='token' autofocus "
-        "size='50'></label> <button>Log in</button></form>",
-    )
+    return render(request, "login.html", title="Log in", error=bool(error))
 
 
 @router.post("/login", include_in_schema=False)
@@ -163,100 +144,62 @@ def _guard(request: Request, session: Session) -> Caller | Response:
     return caller if caller is not None else _to_login(request, settings)
 
 
-def _csrf(request: Request, viewer: Caller) -> str | None:
-    return viewer.csrf(get_settings(request))
+def _page(request: Request, viewer: Caller, name: str, **context: Any) -> HTMLResponse:
+    """A page for a logged-in viewer: its CSRF token (logout, forms) and whether it is an admin."""
+    return render(
+        request,
+        name,
+        csrf=viewer.csrf(get_settings(request)),
+        is_admin=role_allows(viewer.token.role, "admin"),  # type: ignore[arg-type]
+        **context,
+    )
 
 
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)
 def overview(request: Request, session: SessionDep) -> Response:
-    """Every device: status, model, last seen, fps."""
+    """Every device: status, model, last seen, fps; the model versions the fleet runs; how
+    many alerts are raised."""
     if isinstance(viewer := _guard(request, session), Response):
         return viewer
     devices = crud.list_devices(session)
-    counts = crud.count_devices_by_status(session)
+    versions = Counter(d.model_version or "-" for d in devices if d.status != "decommissioned")
     fps = {}
     for device in devices:
         health = crud.latest_health(session, device_id=device.device_id)
         fps[device.device_id] = health.fps if health else 0.0
-    cards = "".join(
-        f"<div class='card'><div class='big'>{counts.get(s, 0)}</div>{s}</div>"
-        for s in ("online", "offline", "unknown", "decommissioned")
-    )
-    rows = "".join(
-        f"<tr><td><a href='/devices/{html.escape(d.device_id)}'>{html.escape(d.device_id)}</a>"
-        f"</td><td>{_status(d)}</td><td>{html.escape(d.profile or '')}</td>"
-        f"<td>{html.escape(d.model_version or '-')}</td><td>{ago(d.last_seen_at)}</td>"
-        f"<td>{fps[d.device_id]:.1f}</td></tr>"
-        for d in devices
-    )
     return _page(
-        "Fleet",
-        f"{cards}<table><tr><th>device</th><th>status</th><th>profile</th>"
-        f"<th>model</th><th>last seen</th><th>fps</th></tr>{rows}</table>",
-        _csrf(request, viewer),
-    )
-
-
-def _chart(samples: Sequence[HealthSample], field: str, label: str) -> str:
-    values = [float(getattr(s, field) or 0) for s in samples]
-    if not values:
-        return ""
-    top = max(max(values), 1e-9)
-    width, height = 480, 120
-    points = " ".join(
-        f"{i * width / max(len(values) - 1, 1):.1f},{height - v / top * (height - 10):.1f}"
-        for i, v in enumerate(values)
-    )
-    return (
-        f"<figure><figcaption>{html.escape(label)} (max {top:.1f})</figcaption>"
-        f"<svg width='{width}' height='{height}' role='img' aria-label='{html.escape(label)}'>"
-        f"<polyline fill='none' stroke='#2b6cb0' stroke-width='2' points='{points}'/>"
-        "</svg></figure>"
-    )
-
-
-def _reading_row(reading: Reading, *, has_crop: bool) -> str:
-    value = f"{reading.value:g} {reading.unit}" if reading.value is not None else ""
-    crop = (
-        f"<img class='crop' alt='crop' src='/api/v1/readings/{reading.id}/crop'>"
-        if has_crop
-        else ""
-    )
-    return (
-        f"<tr><td>{reading.observed_at:%Y-%m-%d %H:%M:%S}</td>"
-        f"<td>{html.escape(reading.sign_type)}</td><td>{html.escape(value)}</td>"
-        f"<td>{reading.confidence:.2f}</td><td>{crop}</td></tr>"
+        request,
+        viewer,
+        "overview.html",
+        title="Fleet",
+        devices=devices,
+        counts=crud.count_devices_by_status(session),
+        fps=fps,
+        versions=sorted(versions.items()),
+        alerts=len(alerts_of(session)),
     )
 
 
 @router.get("/devices/{device_id}", response_class=HTMLResponse, include_in_schema=False)
 def device_page(device_id: str, request: Request, session: SessionDep) -> Response:
-    """Health charts and recent readings of one device."""
+    """Health charts, recent readings and the OTA history of one device."""
     if isinstance(viewer := _guard(request, session), Response):
         return viewer
     device = crud.get_device(session, device_id=device_id)
     if device is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no device {device_id!r}")
-    samples = crud.health_series(session, device_id=device_id, since=None, until=None, limit=500)
+    samples = crud.recent_health(session, device_id=device_id, limit=CHART_SAMPLES)
     readings = crud.query_readings(session, where=crud.ReadingFilter(device_id=device_id), limit=50)
-    charts = "".join(
-        _chart(samples, f, label)
-        for f, label in (
-            ("fps", "frames per second"),
-            ("cpu_percent", "CPU %"),
-            ("rss_mb", "memory MiB"),
-            ("outbox_depth", "outbox depth"),
-        )
-    )
-    cropped = crud.readings_with_crops(session, ids=[int(r.id or 0) for r in readings])
-    rows = "".join(_reading_row(r, has_crop=r.id in cropped) for r in readings)
     return _page(
-        f"Device {device_id}",
-        f"<p>{_status(device)} · model {html.escape(device.model_version or '-')} · "
-        f"last seen {ago(device.last_seen_at)}</p>{charts}<h2>Recent readings</h2>"
-        "<table><tr><th>time (UTC)</th><th>sign</th><th>value</th><th>confidence</th>"
-        f"<th>crop</th></tr>{rows}</table>",
-        _csrf(request, viewer),
+        request,
+        viewer,
+        "device.html",
+        title=f"Device {device_id}",
+        device=device,
+        charts=health_charts(samples),
+        readings=readings,
+        cropped=crud.readings_with_crops(session, ids=[int(r.id or 0) for r in readings]),
+        ota=crud.ota_status_history(session, device_id=device_id, limit=OTA_SHOWN),
     )
 
 
@@ -265,28 +208,7 @@ def live_page(request: Request, session: SessionDep) -> Response:
     """Readings as they arrive."""
     if isinstance(viewer := _guard(request, session), Response):
         return viewer
-    script = """
-const table = document.getElementById('feed');
-const source = new EventSource('/api/v1/readings/stream');
-source.onmessage = (event) => {
-  const r = JSON.parse(event.data);
-  const row = table.insertRow(1);
-  for (const text of [r.observed_at, r.device_id, r.sign_type,
-                      r.value === null ? '' : r.value + ' ' + r.unit, r.confidence.toFixed(2)]) {
-    row.insertCell().textContent = text;
-  }
-};
-// An EventSource retries a stream that ended, but gives up on an error answer (503 when the
-// server is at http.max_live_streams, 401 when the session ended): try the page again later.
-source.onerror = () => {
-  if (source.readyState === EventSource.CLOSED) setTimeout(() => location.reload(), 30000);
-};"""
-    return _page(
-        "Live readings",
-        "<table id='feed'><tr><th>time</th><th>device</th><th>sign</th>"
-        f"<th>value</th><th>confidence</th></tr></table><script>{script}</script>",
-        _csrf(request, viewer),
-    )
+    return _page(request, viewer, "live.html", title="Live readings")
 
 
 @router.get("/alerts", response_class=HTMLResponse, include_in_schema=False)
@@ -294,14 +216,185 @@ def alerts_page(request: Request, session: SessionDep) -> Response:
     """Devices offline, dropping messages, slow, failing cameras, too hot."""
     if isinstance(viewer := _guard(request, session), Response):
         return viewer
-    rows = "".join(
-        f"<tr><td>{html.escape(d)}</td><td class='{'offline' if s == 'critical' else ''}'>"
-        f"{s}</td><td>{html.escape(m)}</td></tr>"
-        for d, s, m in alerts_of(session)
+    return _page(request, viewer, "alerts.html", title="Alerts", alerts=alerts_of(session))
+
+
+@router.get("/models", response_class=HTMLResponse, include_in_schema=False)
+def models_page(request: Request, session: SessionDep) -> Response:
+    """Published model versions: sha256, lineage (MLflow run, registered model, metrics) and
+    the devices running each."""
+    if isinstance(viewer := _guard(request, session), Response):
+        return viewer
+    models = crud.list_model_versions(session)
+    return _page(
+        request,
+        viewer,
+        "models.html",
+        title="Models",
+        models=models,
+        running=crud.devices_running(session, versions=[m.version for m in models]),
+        sha256=crud.target_sha256s(session, paths=[m.target_path for m in models]),
     )
-    body = (
-        f"<table><tr><th>device</th><th>severity</th><th>alert</th></tr>{rows}</table>"
-        if rows
-        else "<p>No alerts.</p>"
+
+
+@router.get("/rollouts", response_class=HTMLResponse, include_in_schema=False)
+def rollouts_page(request: Request, session: SessionDep) -> Response:
+    """Every rollout, newest first: status, stage, progress."""
+    if isinstance(viewer := _guard(request, session), Response):
+        return viewer
+    rollouts, unreadable = [], []
+    for row in crud.list_rollouts(session):
+        try:
+            rollouts.append(requests.detail(row))
+        except RolloutStateInvalid as e:  # one damaged row must not hide the others
+            unreadable.append((row.id, str(e)))
+    return _page(
+        request, viewer, "rollouts.html", title="Rollouts", rollouts=rollouts, unreadable=unreadable
     )
-    return _page("Alerts", body, _csrf(request, viewer))
+
+
+def _rollout_page(
+    request: Request,
+    session: Session,
+    viewer: Caller,
+    rollout_id: str,
+    *,
+    refused: str | None = None,
+) -> HTMLResponse:
+    try:
+        row = requests.existing(session, rollout_id)
+        detail = requests.detail(row)
+    except RolloutNotFound as e:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(e)) from e
+    except RolloutStateInvalid as e:
+        raise HTTPException(
+            status.HTTP_500_INTERNAL_SERVER_ERROR, f"stored rollout unusable: {e}"
+        ) from e
+    state = load(row)
+    events = crud.rollout_events(session, rollout_id=rollout_id, after_id=0, limit=10_000)
+    return _page(
+        request,
+        viewer,
+        "rollout.html",
+        status_code=status.HTTP_409_CONFLICT if refused else status.HTTP_200_OK,
+        title=f"Rollout {rollout_id}",
+        rollout=detail,
+        stages=list(zip(state.spec.stages, state.stage_ends, strict=True)),
+        policy=state.spec.policy,
+        commands=[c.value for c in ROLLOUT_BUTTONS],
+        allowed={c.value for c in allowed_commands(detail.status)},
+        events=events[-EVENTS_SHOWN:],
+        refused=refused,
+    )
+
+
+@router.get("/rollouts/{rollout_id}", response_class=HTMLResponse, include_in_schema=False)
+def rollout_page(rollout_id: str, request: Request, session: SessionDep) -> Response:
+    """One rollout: stages, gate values against their thresholds, every device, the audit log,
+    and the operator's buttons (disabled for readers)."""
+    if isinstance(viewer := _guard(request, session), Response):
+        return viewer
+    return _rollout_page(request, session, viewer, rollout_id)
+
+
+@router.post("/rollouts/{rollout_id}/{command}", include_in_schema=False)
+def rollout_command(
+    rollout_id: str,
+    command: RolloutCommand,
+    request: Request,
+    session: SessionDep,
+    engine: EngineDep,
+    settings: SettingsDep,
+    publisher: NudgeDep,
+    csrf_token: Annotated[str | None, Form()] = None,
+) -> Response:
+    """A rollout button: the same command as ``POST /api/v1/rollouts/{id}/{command}``, from a
+    form carrying the session's CSRF token; back to the rollout's page."""
+    if isinstance(viewer := _guard(request, session), Response):
+        return viewer
+    refused = refused_as_cross_site(request, viewer, settings, presented=csrf_token)
+    if refused is not None:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, refused)
+    if not role_allows(viewer.token.role, "admin"):  # type: ignore[arg-type]
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "this needs an admin token")
+    # The command steps the rollout in transactions of its own: end this one's read first.
+    session.commit()
+    try:
+        requests.run_command(engine, settings, publisher, rollout_id, command, utcnow())
+    except RolloutNotFound as e:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(e)) from e
+    except RolloutCommandRefused as e:
+        return _rollout_page(request, session, viewer, rollout_id, refused=str(e))
+    return RedirectResponse(f"/rollouts/{rollout_id}", status_code=status.HTTP_303_SEE_OTHER)
+
+
+def _moment(name: str, text: str | None) -> datetime | None:
+    """A time from the map's form: ISO 8601, UTC where it names no zone (datetime-local)."""
+    if not text:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as e:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, f"{name}: not a time: {text!r}"
+        ) from e
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _number(name: str, text: str | None) -> float | None:
+    if not text:
+        return None
+    try:
+        number = float(text)
+    except ValueError as e:
+        raise HTTPException(
+            status.HTTP_422_UNPROCESSABLE_CONTENT, f"{name}: not a number: {text!r}"
+        ) from e
+    if not math.isfinite(number):
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, f"{name}: not finite")
+    return number
+
+
+@router.get("/map", response_class=HTMLResponse, include_in_schema=False)
+def map_page(
+    request: Request,
+    session: SessionDep,
+    sign_type: str | None = None,
+    device_id: str | None = None,
+    value: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
+) -> Response:
+    """Where signs were read: the newest positioned readings on a plain grid, filtered by sign
+    type, value, device and time (the form's empty fields filter nothing)."""
+    if isinstance(viewer := _guard(request, session), Response):
+        return viewer
+    where = crud.ReadingFilter(
+        device_id=device_id or None,
+        sign_type=sign_type or None,
+        value=_number("value", value),
+        since=_moment("since", since),
+        until=_moment("until", until),
+        # Only readings with a position: a bound on latitude leaves out those without one.
+        min_lat=-90.0,
+        max_lat=90.0,
+    )
+    readings = crud.query_readings(session, where=where, limit=MAP_READINGS)
+    return _page(
+        request,
+        viewer,
+        "map.html",
+        title="Readings map",
+        drawn=readings_map(readings),
+        shown=len(readings),
+        limit=MAP_READINGS,
+        sign_types=[t.value for t in SignType],
+        device_ids=[d.device_id for d in crud.list_devices(session)],
+        chosen={
+            "sign_type": sign_type or "",
+            "device_id": device_id or "",
+            "value": value or "",
+            "since": since or "",
+            "until": until or "",
+        },
+    )

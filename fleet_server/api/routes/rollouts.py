@@ -33,7 +33,7 @@ from fleet_server.models import (
     utcnow,
 )
 from fleet_server.rollouts import requests
-from fleet_server.rollouts.driver import carry_out, step_rollout
+from fleet_server.rollouts.driver import carry_out
 from fleet_server.rollouts.values import RolloutCommand
 
 router = APIRouter(prefix="/api/v1/rollouts", tags=["rollouts"])
@@ -153,12 +153,7 @@ def command(
     assigned; rollback: every device the rollout moved returns to what it ran before."""
     if command not in OPERATOR_COMMANDS:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no command {command}")
-    now = utcnow()
     try:
-        with session_scope(engine) as session:
-            step_rollout(session, settings, rollout_id, now, command)
+        return requests.run_command(engine, settings, publisher, rollout_id, command, utcnow())
     except (RolloutNotFound, RolloutCommandRefused, RolloutStateInvalid) as e:
         raise _http_error(e) from e
-    carry_out(engine, settings, publisher, now, [rollout_id])
-    with session_scope(engine) as session:
-        return requests.detail(requests.existing(session, rollout_id))

@@ -17,10 +17,12 @@ from fleet_protocol.messages import OtaCommand, OtaStatus
 from fleet_server import crud
 from fleet_server.db import session_scope
 from fleet_server.ingest.worker import health_row, ota_status_row, reading_row
-from fleet_server.models import Device, Rollout
+from fleet_server.models import Device, DeviceSelector, Rollout, RolloutCreate
 from fleet_server.repository import storage
 from fleet_server.rollouts.driver import load
-from fleet_server.rollouts.values import RolloutState
+from fleet_server.rollouts.gates import GatePolicy
+from fleet_server.rollouts.requests import create_rollout
+from fleet_server.rollouts.values import Desired, RolloutState, StageSpec
 from fleet_server.settings import DatabaseSettings, ServerSettings
 from tests.conftest import make_health, make_reading
 from tests.fleet_server.repository.support import (
@@ -175,3 +177,49 @@ class RecordingPublisher:
 
     def publish(self, command: OtaCommand) -> None:
         self.sent.append(command)
+
+
+RID = "r-test"
+"""The rollout `start_rollout` creates: all ten devices, three stages, gates that decide on
+minutes of data."""
+TICK = timedelta(minutes=20)
+POLICY = GatePolicy(
+    min_finished_installs=1,
+    min_devices_with_data=1,
+    min_window_hours=0.25,
+    min_driving_hours=0.25,
+    min_readings=5,
+)
+STAGES = [
+    StageSpec(count=2, soak_s=600),
+    StageSpec(count=5, soak_s=600),
+    StageSpec(percent=100, soak_s=600),
+]
+
+
+def start_rollout(fleet: Fleet, now: datetime = T0) -> None:
+    """Create (and start) rollout RID of NEW_VERSION over every device."""
+    body = RolloutCreate(
+        rollout_id=RID,
+        model_name="roadsign-test",
+        model_version=NEW_VERSION,
+        selector=DeviceSelector(all=True),
+        stages=STAGES,
+        policy=POLICY,
+    )
+    with session_scope(fleet.engine) as session:
+        create_rollout(session, body, now)
+
+
+def newly_assigned(fleet: Fleet, now: datetime) -> list[str]:
+    """The devices of RID assigned the new model at `now`."""
+    state = stored_state(fleet.engine, RID)
+    return [r.device_id for r in state.devices if r.desired is Desired.NEW and r.assigned_at == now]
+
+
+def install(fleet: Fleet, device_ids: list[str], now: datetime, confidence: float = 0.9) -> None:
+    """The devices install at once and run 40 minutes on the new model."""
+    report(
+        fleet, device_ids, state="active", rollout_id=RID, received_at=now + timedelta(minutes=1)
+    )
+    simulate(fleet, device_ids, start=now, end=now + 2 * TICK, confidence=confidence)

@@ -6,7 +6,7 @@ time; a driver killed between storing a step and carrying it out leaves nothing 
 from __future__ import annotations
 
 import threading
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -20,72 +20,35 @@ from fleet_server.ingest.worker import health_row
 from fleet_server.migrate import upgrade
 from fleet_server.models import DeviceSelector, RolloutCreate
 from fleet_server.rollouts.driver import carry_out, drive_once, step_all
-from fleet_server.rollouts.gates import GatePolicy
 from fleet_server.rollouts.requests import create_rollout
-from fleet_server.rollouts.values import Desired, RolloutStatus, StageSpec
+from fleet_server.rollouts.values import RolloutStatus
 from fleet_server.settings import DatabaseSettings
 from tests.conftest import make_health
 from tests.fleet_server.rollouts.driver_support import (
     DEVICES,
     NEW_VERSION,
+    RID,
     T0,
+    TICK,
     Fleet,
     RecordingPublisher,
     event_kinds,
+    install,
     make_fleet,
+    newly_assigned,
     pending_action_count,
     report,
     signed_assignments,
     simulate,
+    start_rollout,
     stored_state,
 )
 from tests.waiting import wait_until
-
-RID = "r-test"
-TICK = timedelta(minutes=20)
-POLICY = GatePolicy(
-    min_finished_installs=1,
-    min_devices_with_data=1,
-    min_window_hours=0.25,
-    min_driving_hours=0.25,
-    min_readings=5,
-)
-STAGES = [
-    StageSpec(count=2, soak_s=600),
-    StageSpec(count=5, soak_s=600),
-    StageSpec(percent=100, soak_s=600),
-]
 
 
 @pytest.fixture
 def fleet(database: DatabaseSettings, engine: Engine, tmp_path: Path) -> Fleet:
     return make_fleet(database, engine, tmp_path)
-
-
-def start_rollout(fleet: Fleet, now: datetime = T0) -> None:
-    body = RolloutCreate(
-        rollout_id=RID,
-        model_name="roadsign-test",
-        model_version=NEW_VERSION,
-        selector=DeviceSelector(all=True),
-        stages=STAGES,
-        policy=POLICY,
-    )
-    with session_scope(fleet.engine) as session:
-        create_rollout(session, body, now)
-
-
-def newly_assigned(fleet: Fleet, now: datetime) -> list[str]:
-    state = stored_state(fleet.engine, RID)
-    return [r.device_id for r in state.devices if r.desired is Desired.NEW and r.assigned_at == now]
-
-
-def install(fleet: Fleet, device_ids: list[str], now: datetime, confidence: float = 0.9) -> None:
-    """The devices install at once and run 40 minutes on the new model."""
-    report(
-        fleet, device_ids, state="active", rollout_id=RID, received_at=now + timedelta(minutes=1)
-    )
-    simulate(fleet, device_ids, start=now, end=now + 2 * TICK, confidence=confidence)
 
 
 def test_a_three_stage_rollout_completes_in_order_with_every_assignment_signed(
