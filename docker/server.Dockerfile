@@ -15,8 +15,11 @@ RUN python -m venv /opt/venv \
 FROM docker.io/library/python:3.11.14-slim-bookworm
 LABEL org.opencontainers.image.title="roadsign-fleet server" \
       org.opencontainers.image.licenses="Apache-2.0"
+# The broker folder: a compose volume mounted there starts owned by the image's user
+# (deploy/compose/docker-compose.yml: broker-config writes it, Mosquitto reads it).
 RUN groupadd --system --gid 10001 fleet \
-    && useradd --system --uid 10001 --gid fleet --no-create-home --home-dir /tmp fleet
+    && useradd --system --uid 10001 --gid fleet --no-create-home --home-dir /tmp fleet \
+    && install -d -o 10001 -g 10001 -m 0750 /var/lib/roadsign-fleet/broker
 COPY --from=build /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 HOME=/tmp
 # Numeric, so Kubernetes' runAsNonRoot can verify it without the passwd file.
