@@ -1,0 +1,152 @@
+"""The chart's monitoring: Grafana dashboards as labelled ConfigMaps, alert rules as a
+PrometheusRule only where its CRD exists, and every metric they query one the server exports.
+
+What the server exports is read from its own registries (the API's `ApiMetrics`, the worker's
+`IngestMetrics`), not from a list kept here, so renaming a metric in the server fails this test
+until the dashboards and rules follow.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from fleet_server.api.metrics import ApiMetrics
+from fleet_server.ingest.metrics import IngestMetrics
+from tests.k3s.conftest import CHART, Render
+from tests.k3s.manifests import parse, workload_problems
+
+DASHBOARDS = sorted((CHART / "dashboards").glob("*.json"))
+METRIC = re.compile(r"\broadsign_\w+")
+CRDS = (
+    "--api-versions=monitoring.coreos.com/v1/PrometheusRule",
+    "--api-versions=monitoring.coreos.com/v1/ServiceMonitor",
+)
+SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count")}
+
+
+def exported(registry: CollectorRegistry) -> set[str]:
+    """The series names a registry exposes, labelled children or not."""
+    return {
+        metric.name + suffix
+        for metric in registry.collect()
+        for suffix in SUFFIXES.get(metric.type, ("",))
+    }
+
+
+EXPORTED = exported(ApiMetrics().registry) | exported(IngestMetrics().registry)
+
+
+def unknown_metrics(expression: str) -> set[str]:
+    """The metrics `expression` names that the server does not export."""
+    return set(METRIC.findall(expression)) - EXPORTED
+
+
+def queries(dashboard: dict[str, Any]) -> list[str]:
+    """Every PromQL expression of a dashboard: panel targets and variable queries."""
+    found = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    return found + [v["definition"] for v in dashboard["templating"]["list"] if "definition" in v]
+
+
+def find_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [doc for doc in docs if doc["kind"] == kind]
+
+
+def test_the_server_exports_what_the_dashboards_are_about() -> None:
+    assert {
+        "roadsign_devices",
+        "roadsign_rollouts",
+        "roadsign_ingested_total",
+        "roadsign_ingest_rejected_total",
+        "roadsign_ingest_lag_seconds",
+        "roadsign_ingest_batch_seconds_bucket",
+    } <= EXPORTED
+
+
+def test_the_check_catches_a_metric_the_server_does_not_export() -> None:
+    expression = "sum(rate(roadsign_ingest_rejects_total[5m])) / sum(roadsign_devices)"
+    assert unknown_metrics(expression) == {"roadsign_ingest_rejects_total"}
+
+
+def test_there_are_dashboards_for_fleet_health_ingestion_and_rollouts() -> None:
+    assert [p.stem for p in DASHBOARDS] == ["fleet-health", "ingestion", "rollouts"]
+
+
+def test_every_dashboard_panel_queries_only_metrics_the_server_exports() -> None:
+    uids = set()
+    for path in DASHBOARDS:
+        dashboard = json.loads(path.read_text())
+        uids.add(dashboard["uid"])
+        for expression in queries(dashboard):
+            assert unknown_metrics(expression) == set(), f"{path.name}: {expression}"
+        ids = [panel["id"] for panel in dashboard["panels"]]
+        assert len(set(ids)) == len(ids), path.name
+        for panel in dashboard["panels"]:
+            assert panel["targets"], f"{path.name}: {panel['title']} queries nothing"
+            for target in panel["targets"]:
+                assert METRIC.search(target["expr"]), f"{path.name}: {panel['title']}"
+                assert '$namespace"' in target["expr"], "each query keeps to one release"
+    assert len(uids) == len(DASHBOARDS)
+
+
+def test_dashboards_render_as_configmaps_the_grafana_sidecar_loads(
+    rendered: dict[str, str],
+) -> None:
+    maps = [
+        doc
+        for doc in find_kind(parse(rendered["production"]), "ConfigMap")
+        if "-dashboard-" in doc["metadata"]["name"]
+    ]
+    assert len(maps) == len(DASHBOARDS)
+    for config_map in maps:
+        assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+        ((key, text),) = config_map["data"].items()
+        assert json.loads(text) == json.loads((CHART / "dashboards" / key).read_text())
+
+
+def test_dashboards_can_be_turned_off(render: Render) -> None:
+    result = render(CHART, "--set", "metrics.dashboards.enabled=false")
+    assert result.returncode == 0, result.stderr
+    names = [doc["metadata"]["name"] for doc in parse(result.stdout)]
+    assert not [name for name in names if "-dashboard-" in name]
+
+
+def test_alert_rules_are_rendered_only_where_the_crd_exists(
+    rendered: dict[str, str], render: Render
+) -> None:
+    assert not find_kind(parse(rendered["defaults"]), "PrometheusRule")
+    result = render(CHART, *CRDS)
+    assert result.returncode == 0, result.stderr
+    docs = parse(result.stdout)
+    assert workload_problems(docs) == []  # the monitoring objects add no workload
+    (rule,) = find_kind(docs, "PrometheusRule")
+    alerts = {r["alert"]: r for group in rule["spec"]["groups"] for r in group["rules"]}
+    assert set(alerts) == {
+        "RoadsignIngestLagging",
+        "RoadsignIngestRejectRateHigh",
+        "RoadsignIngestBrokerDisconnected",
+        "RoadsignRolloutPaused",
+        "RoadsignRolloutRolledBack",
+    }
+    for name, alert in alerts.items():
+        assert unknown_metrics(alert["expr"]) == set(), name
+        assert 'namespace="fleet"' in alert["expr"], name
+    assert alerts["RoadsignIngestLagging"]["expr"].endswith("> 60")
+    assert alerts["RoadsignRolloutPaused"]["for"] == "15m"
+    # Prometheus' own template braces survive helm's rendering.
+    assert "{{ $value | humanizePercentage }}" in str(alerts["RoadsignIngestRejectRateHigh"])
+
+
+def test_alert_thresholds_come_from_the_values(render: Render, tmp_path: Path) -> None:
+    values = tmp_path / "rules.yaml"
+    values.write_text("metrics:\n  rules:\n    ingestLagSeconds: 300\n    rolloutPausedFor: 1h\n")
+    result = render(CHART, *CRDS, "--values", str(values))
+    assert result.returncode == 0, result.stderr
+    (rule,) = find_kind(parse(result.stdout), "PrometheusRule")
+    alerts = {r["alert"]: r for group in rule["spec"]["groups"] for r in group["rules"]}
+    assert alerts["RoadsignIngestLagging"]["expr"].endswith("> 300")
+    assert alerts["RoadsignRolloutPaused"]["for"] == "1h"
