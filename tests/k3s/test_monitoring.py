@@ -1,5 +1,6 @@
 """The chart's monitoring: Grafana dashboards as labelled ConfigMaps, alert rules as a
-PrometheusRule only where its CRD exists, and every metric they query one the server exports.
+PrometheusRule only where its CRD exists, and every metric they query one the server exports; and
+its tracing: the optional OpenTelemetry collector the server's processes then send to.
 
 What the server exports is read from its own registries (the API's `ApiMetrics`, the worker's
 `IngestMetrics`), not from a list kept here, so renaming a metric in the server fails this test
@@ -13,12 +14,14 @@ import re
 from pathlib import Path
 from typing import Any
 
+import yaml
 from prometheus_client import CollectorRegistry
 
 from fleet_server.api.metrics import ApiMetrics
 from fleet_server.ingest.metrics import IngestMetrics
 from tests.k3s.conftest import CHART, Render
-from tests.k3s.manifests import parse, workload_problems
+from tests.k3s.manifests import parse, server_containers, workload_problems
+from tests.k3s.test_chart import kubernetes_validate
 
 DASHBOARDS = sorted((CHART / "dashboards").glob("*.json"))
 METRIC = re.compile(r"\broadsign_\w+")
@@ -150,3 +153,79 @@ def test_alert_thresholds_come_from_the_values(render: Render, tmp_path: Path) -
     alerts = {r["alert"]: r for group in rule["spec"]["groups"] for r in group["rules"]}
     assert alerts["RoadsignIngestLagging"]["expr"].endswith("> 300")
     assert alerts["RoadsignRolloutPaused"]["for"] == "1h"
+
+
+OTLP = "ROADSIGN_FLEET__TELEMETRY__OTLP_ENDPOINT"
+COLLECTOR = "fleet-roadsign-fleet-otel-collector"
+WITH_COLLECTOR = (
+    "--set",
+    "otel.enabled=true",
+    "--set",
+    "otel.exporter.endpoint=jaeger-collector.observability:4317",
+)
+
+
+def otlp_endpoints(docs: list[dict[str, Any]]) -> dict[str, str | None]:
+    """Each fleet-server process's OTLP endpoint variable (None where unset)."""
+    return {
+        command: {v["name"]: v.get("value") for v in container["env"]}.get(OTLP)
+        for command, container in server_containers(docs).items()
+    }
+
+
+def test_without_a_collector_no_traces_are_exported(rendered: dict[str, str]) -> None:
+    docs = parse(rendered["defaults"])
+    assert not [d for d in docs if d["metadata"]["name"] == COLLECTOR]
+    assert set(otlp_endpoints(docs).values()) == {None}
+
+
+def test_the_collector_receives_the_servers_traces_and_exports_them_over_otlp(
+    render: Render, tmp_path: Path
+) -> None:
+    result = render(CHART, *WITH_COLLECTOR)
+    assert result.returncode == 0, result.stderr
+    docs = parse(result.stdout)
+    assert workload_problems(docs) == []  # non-root, read-only, bounded, probed
+    manifests = tmp_path / "otel.yaml"
+    manifests.write_text(result.stdout)
+    validated = kubernetes_validate(manifests)
+    assert validated.returncode == 0, validated.stdout + validated.stderr
+
+    by_kind = {d["kind"]: d for d in docs if d["metadata"]["name"] == COLLECTOR}
+    assert set(by_kind) == {"ConfigMap", "Deployment", "Service", "NetworkPolicy"}
+    config = yaml.safe_load(by_kind["ConfigMap"]["data"]["config.yaml"])
+    assert config["exporters"]["otlp"]["endpoint"] == "jaeger-collector.observability:4317"
+    assert config["service"]["pipelines"]["traces"]["receivers"] == ["otlp"]
+    # Every server process sends to the collector's OTLP/HTTP port, through its Service.
+    endpoint = f"http://{COLLECTOR}:4318/v1/traces"
+    assert set(otlp_endpoints(docs).values()) == {endpoint}
+    ports = {p["name"]: p["port"] for p in by_kind["Service"]["spec"]["ports"]}
+    assert ports["otlp-http"] == 4318
+    # Another back end rolls the collector's pods, which read their configuration at start.
+    other = render(CHART, *WITH_COLLECTOR, "--set", "otel.exporter.endpoint=tempo:4317")
+    (moved,) = [
+        d
+        for d in parse(other.stdout)
+        if d["metadata"]["name"] == COLLECTOR and d["kind"] == "Deployment"
+    ]
+    annotation = "checksum/config"
+    deployment = by_kind["Deployment"]["spec"]["template"]["metadata"]["annotations"]
+    assert (
+        moved["spec"]["template"]["metadata"]["annotations"][annotation] != deployment[annotation]
+    )
+
+
+def test_an_existing_collector_named_in_the_values_wins(render: Render) -> None:
+    result = render(
+        CHART, *WITH_COLLECTOR, "--set", "telemetry.otlpEndpoint=http://otel.example:4318/v1/traces"
+    )
+    assert result.returncode == 0, result.stderr
+    assert set(otlp_endpoints(parse(result.stdout)).values()) == {
+        "http://otel.example:4318/v1/traces"
+    }
+
+
+def test_a_collector_without_a_back_end_is_refused_naming_the_value(render: Render) -> None:
+    result = render(CHART, "--set", "otel.enabled=true")
+    assert result.returncode != 0
+    assert "otel.exporter.endpoint is required" in result.stderr
