@@ -140,6 +140,13 @@ def planned_files(
     bundle: EnrolmentBundle, base_profile: Path, *, fleet_url: str | None
 ) -> list[PlannedFile]:
     """Every file the install writes, checked; nothing is written."""
+    if bundle.password is None:
+        # The unit hands the agent its password as a systemd credential, which must exist.
+        raise InstallError(
+            "the bundle's password is null: the fleet's broker is open (enrolment.broker_auth "
+            "none), and an installed agent always authenticates; enrol it on a broker whose "
+            "accounts the fleet server keeps"
+        )
     try:
         load_config(DeviceProfile, base_profile)  # names a bad field of the base with its line
         base = yaml.safe_load(base_profile.read_text(encoding="utf-8")) or {}
@@ -151,10 +158,9 @@ def planned_files(
         f"{base_profile.name}; the broker password is in {PASSWORD}, never here.\n"
     )
     files = [
-        PlannedFile(PROFILE, 0o644, (header + yaml.safe_dump(profile, sort_keys=False)).encode())
+        PlannedFile(PROFILE, 0o644, (header + yaml.safe_dump(profile, sort_keys=False)).encode()),
+        PlannedFile(PASSWORD, 0o600, bundle.password.encode()),
     ]
-    if bundle.password is not None:
-        files.append(PlannedFile(PASSWORD, 0o600, bundle.password.encode()))
     if bundle.ca_certificate is not None:
         files.append(PlannedFile(CA_FILE, 0o644, bundle.ca_certificate.encode()))
     if bundle.tuf_root is not None:

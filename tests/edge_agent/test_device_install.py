@@ -155,6 +155,14 @@ def test_a_profile_the_bundle_makes_invalid_is_refused() -> None:
         device_profile(bundle(broker_url="ftp://x"), {}, fleet_url=None)
 
 
+def test_a_bundle_from_an_open_broker_is_not_installed(tmp_path: Path) -> None:
+    open_broker = tmp_path / "bundle.json"
+    open_broker.write_text(bundle().model_dump_json())
+    with pytest.raises(InstallError, match="password is null"):
+        install_bundle(open_broker, BASE, root=tmp_path / "root")
+    assert not (tmp_path / "root").exists()
+
+
 def test_a_secret_is_never_readable_beyond_its_mode_even_under_a_lax_umask(
     tmp_path: Path,
 ) -> None:
