@@ -121,10 +121,10 @@ run install -d -m 0755 "$(at /etc/roadsign)" "$(at /etc/roadsign/tls)"
 run install -d -m 0750 "$(at "$state")"
 
 # 6. Profile, password, CA, TUF root.
+echo "+ roadsign-agent install-bundle ${install_args[*]}"
 if [ "$dry_run" = 1 ]; then
     if [ -x "$agent" ]; then "$agent" install-bundle --dry-run "${install_args[@]}"; fi
 else
-    echo "+ roadsign-agent install-bundle ${install_args[*]}"
     "$agent" install-bundle "${install_args[@]}"
 fi
 machine chown -R roadsign:roadsign "$state"

@@ -83,18 +83,13 @@ def device_root(tmp_path: Path) -> Path:
     return root
 
 
-def install(root: Path, bundle: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def install(
+    root: Path, bundle: Path, *args: str, profile: Path | None = BASE_PROFILE
+) -> subprocess.CompletedProcess[str]:
+    """install.sh --root `root` on `bundle`; `profile` None: the one the bundle names."""
+    named = ["--profile", str(profile)] if profile is not None else []
     return subprocess.run(
-        [
-            "bash",
-            str(INSTALL),
-            "--root",
-            str(root),
-            "--profile",
-            str(BASE_PROFILE),
-            *args,
-            str(bundle),
-        ],
+        ["bash", str(INSTALL), "--root", str(root), *named, *args, str(bundle)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -169,9 +164,11 @@ def test_a_bundle_missing_a_field_is_refused_by_name_before_anything_is_written(
 
 def test_dry_run_lists_the_files_and_writes_none(bundle: Path, tmp_path: Path) -> None:
     root = device_root(tmp_path)
-    result = install(root, bundle, "--dry-run")
+    # No --profile: the base is the profile the device was enrolled with.
+    result = install(root, bundle, "--dry-run", profile=None)
     assert result.returncode == 0, result.stderr
     assert "would write /etc/roadsign/broker-password (0600)" in result.stdout
+    assert f"--base-profile {BASE_PROFILE}" in result.stdout
     assert not (root / "etc").exists()
 
 
