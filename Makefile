@@ -16,9 +16,11 @@ CONSTRAINTS := constraints.txt
 # Wheels of the edge install, so tests/test_packaging.py builds a fresh edge venv offline.
 WHEELHOUSE := .cache/wheelhouse/edge
 WHEELHOUSE_STAMP := $(WHEELHOUSE)/.complete
+CHECKOV_VENV := .cache/checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 
 .PHONY: help test demo check lint typecheck contracts pytest setup system-deps venv constraints \
-	wheelhouse asyncapi schemas chart-schema edge-size clean
+	wheelhouse checkov-venv asyncapi schemas chart-schema edge-size clean
 
 help:
 	@echo "make demo   - the fleet on embedded defaults: a device reads a rendered drive with"
@@ -58,6 +60,16 @@ $(WHEELHOUSE_STAMP): pyproject.toml $(CONSTRAINTS) | $(PY_STAMP)
 
 wheelhouse: $(WHEELHOUSE_STAMP)
 
+# checkov in a venv of its own (tools/checkov-requirements.txt says why), for tests/k3s/test_checkov.py.
+$(CHECKOV_STAMP): tools/checkov-requirements.txt
+	rm -rf $(CHECKOV_VENV)
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install --quiet --disable-pip-version-check \
+		-r tools/checkov-requirements.txt
+	touch $@
+
+checkov-venv: $(CHECKOV_STAMP)
+
 $(NODE_STAMP): package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 
@@ -72,7 +84,7 @@ contracts: $(PY_STAMP)
 	$(BIN)/lint-imports --no-cache
 
 # pytest exits 5 when it collects nothing: a suite that tests nothing is a failure, not a pass.
-pytest: $(PY_STAMP) $(NODE_STAMP) $(WHEELHOUSE_STAMP)
+pytest: $(PY_STAMP) $(NODE_STAMP) $(WHEELHOUSE_STAMP) $(CHECKOV_STAMP)
 	rc=0; $(BIN)/python -m pytest --cov --cov-report=term-missing || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; \
 	exit $$rc
@@ -81,7 +93,7 @@ check: lint typecheck contracts pytest
 
 # Everything `make test` fetches from the network. After it, `make test` runs with none (.ci/run
 # proves that in a network namespace that has only loopback).
-setup: system-deps $(PY_STAMP) $(NODE_STAMP) $(WHEELHOUSE_STAMP)
+setup: system-deps $(PY_STAMP) $(NODE_STAMP) $(WHEELHOUSE_STAMP) $(CHECKOV_STAMP)
 
 test: system-deps
 	$(MAKE) check
@@ -109,4 +121,4 @@ edge-size:
 
 clean:
 	rm -rf $(VENV) node_modules .mypy_cache .ruff_cache .pytest_cache .coverage htmlcov \
-		$(WHEELHOUSE)
+		$(WHEELHOUSE) $(CHECKOV_VENV)

@@ -2,6 +2,8 @@
 # The on-device agent (edge extra: no torch, no server stack) for amd64 and arm64 devices.
 # Build from the repository root, per platform:
 #   buildah bud --platform linux/arm64 -f docker/agent.Dockerfile -t roadsign-fleet/agent .
+# checkov:skip=CKV_DOCKER_2: no HEALTHCHECK: the agent runs under systemd on devices, whose
+# watchdog it feeds (deploy/device/roadsign-agent.service), or as a one-shot command.
 FROM docker.io/library/python:3.11.14-slim-bookworm AS build
 WORKDIR /src
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1

@@ -335,12 +335,20 @@ class Agent:
         *,
         outbox: Outbox | None = None,
         max_frames: int | None = None,
+        heartbeat: Callable[[], None] | None = None,
     ) -> int:
-        """Process frames until `stop`, the end of a recorded source, or `max_frames`."""
+        """Process frames until `stop`, the end of a recorded source, or `max_frames`.
+
+        `heartbeat` is called on every turn of the loop (at least every half second, frame or
+        not: a camera that is reconnecting does not stop it), which is what systemd's watchdog
+        is fed from.
+        """
         interval = self.profile.reporting.health_interval_s
         next_health = time.monotonic() + interval
         frames = 0
         while not stop.is_set() and (max_frames is None or frames < max_frames):
+            if heartbeat is not None:
+                heartbeat()
             frame = grabber.get(timeout=0.5)
             if frame is None:
                 if grabber.finished:

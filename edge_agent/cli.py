@@ -109,6 +109,27 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _install_bundle(args: argparse.Namespace) -> int:
+    from edge_agent.device_install import install_bundle
+    from edge_agent.exceptions import InstallError
+
+    try:
+        files = install_bundle(
+            args.bundle,
+            args.base_profile,
+            root=args.root,
+            fleet_url=args.fleet_url,
+            dry_run=args.dry_run,
+        )
+    except InstallError as e:
+        sys.stderr.write(f"roadsign-agent install-bundle: {e}\n")
+        return 1
+    verb = "would write" if args.dry_run else "wrote"
+    for planned in files:
+        sys.stdout.write(f"{verb} {planned.path} ({planned.mode:04o})\n")
+    return 0
+
+
 def _simulate(args: argparse.Namespace) -> int:
     from edge_agent.exceptions import AgentError
     from edge_agent.simulate import SimulationSettings, simulate
@@ -191,6 +212,28 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--output", type=Path, help="JSON-lines file for --sink file")
     run.add_argument("--max-frames", type=int, help="stop after this many frames")
     run.set_defaults(handler=_run)
+    install = commands.add_parser(
+        "install-bundle",
+        help="Write a device's profile, broker password, CA and TUF root from its enrolment "
+        "bundle.",
+        description="Check an enrolment bundle (the JSON POST /api/v1/devices answers) and a "
+        "base profile, then write /etc/roadsign/profile.yaml, broker-password (0600), tls/ca.pem "
+        "and /var/lib/roadsign/tuf-root.json; deploy/device/install.sh runs it.",
+    )
+    install.add_argument("bundle", type=Path, help="enrolment bundle JSON")
+    install.add_argument(
+        "--base-profile", type=Path, required=True, help="device profile YAML to start from"
+    )
+    install.add_argument(
+        "--root", type=Path, default=Path("/"), help="write under this folder instead of /"
+    )
+    install.add_argument(
+        "--fleet-url", help="fleet server base URL: turns on signed updates from its /tuf"
+    )
+    install.add_argument(
+        "--dry-run", action="store_true", help="check and list the files, write nothing"
+    )
+    install.set_defaults(handler=_install_bundle)
     sim = commands.add_parser(
         "simulate",
         help="Run N virtual devices (real outbox, MQTT link and health; synthetic readings).",

@@ -53,3 +53,8 @@ class OtaVerificationError(OtaError):
 class OtaSlotError(OtaError):
     """A model slot or its record is unusable: an unsafe tar, a bundle that fails its checksums,
     or a record that cannot be written or read."""
+
+
+class InstallError(AgentError):
+    """An enrolment bundle or base profile cannot become a device's installed files: a field
+    missing or malformed (named), or a profile the bundle would make invalid."""

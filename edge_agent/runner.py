@@ -41,6 +41,7 @@ from edge_agent.ota.updater import Updater, boot_model
 from edge_agent.outbox import Outbox
 from edge_agent.profile import DeviceProfile
 from edge_agent.reading.signs import SignReader
+from edge_agent.service_notify import ServiceNotifier
 from edge_agent.sources import FrameGrabber, create_source
 from fleet_protocol.codec import decode_device_message, encode
 from fleet_protocol.exceptions import ProtocolError
@@ -281,9 +282,14 @@ def _run_agent(
                 agent_metrics(agent, outbox=outbox, link=link, frames_dropped=grabber.dropped)
             ),
         ).start()
+    notifier = ServiceNotifier.from_environment()
+    notifier.ready()
     try:
-        frames = agent.run(grabber, stop, outbox=outbox, max_frames=max_frames)
+        frames = agent.run(
+            grabber, stop, outbox=outbox, max_frames=max_frames, heartbeat=notifier.watchdog
+        )
     finally:
+        notifier.stopping()
         if updater is not None:
             updater.stop()
         agent.use_shadow(None)

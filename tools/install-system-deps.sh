@@ -9,6 +9,9 @@ command -v node >/dev/null && command -v npm >/dev/null || packages+=(nodejs npm
 python3 -c 'import ensurepip, venv' 2>/dev/null || packages+=(python3-venv)
 # The PostgreSQL server binaries: the tests start their own server from them (tests/postgres.py).
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || packages+=(postgresql)
+# systemd-analyze, which verifies the device unit (tests/edge_agent/test_device_install.py); a
+# container's Debian has no systemd.
+command -v systemd-analyze >/dev/null || packages+=(systemd)
 
 installed() {
   dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"

@@ -14,10 +14,10 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import SpanKind, StatusCode
-from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from sqlalchemy import Engine
 
 from fleet_server import crud
+from fleet_server.api.metrics import ApiMetrics
 from fleet_server.api.routes import (
     alerts,
     dashboard,
@@ -219,17 +219,13 @@ def create_app(
         ]
         return render(request, "api_docs.html", operations=operations)
 
-    registry = CollectorRegistry()
-    devices_gauge = Gauge("roadsign_devices", "Devices by status.", ["status"], registry=registry)
+    api_metrics = ApiMetrics()
 
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> PlainTextResponse:
         with session_scope(engine) as session:
-            for device_status, count in crud.count_devices_by_status(session).items():
-                devices_gauge.labels(status=device_status).set(count)
-        return PlainTextResponse(
-            generate_latest(registry).decode(), media_type="text/plain; version=0.0.4"
-        )
+            text = api_metrics.render(session)
+        return PlainTextResponse(text.decode(), media_type="text/plain; version=0.0.4")
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:

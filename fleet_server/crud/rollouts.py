@@ -77,6 +77,12 @@ def list_rollouts(session: Session, *, statuses: Sequence[str] | None = None) ->
     return list(session.execute(statement).scalars())
 
 
+def count_rollouts_by_status(session: Session) -> dict[str, int]:
+    """How many rollouts are in each status."""
+    rows = session.execute(select(Rollout.status, func.count()).group_by(Rollout.status))  # type: ignore[call-overload]
+    return {str(status): int(count) for status, count in rows}
+
+
 def active_rollout_ids(session: Session) -> list[str]:
     """Ids of the rollouts the driver steps (running or paused), oldest first."""
     statement = (

@@ -7,6 +7,7 @@ import json
 import math
 import re
 import signal
+import socket
 import subprocess
 import sys
 import urllib.request
@@ -306,3 +307,19 @@ def test_the_repository_is_read_with_the_broker_user_and_password_file(tmp_path:
     named = DeviceProfile.model_validate({"broker": {**broker, "username": "fleet-cam-1"}})
     assert repository_authorization(named, "cam-1") == basic_authorization("fleet-cam-1", "s3cret")
     assert repository_authorization(DeviceProfile(), "cam-1") is None  # an open broker and repo
+
+
+def test_under_systemd_the_agent_says_ready_feeds_the_watchdog_and_says_stopping(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify"))
+    notify.settimeout(5)
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify"))
+    monkeypatch.setenv("WATCHDOG_USEC", "60000000")
+    out = tmp_path / "out.jsonl"
+    config = str(_profile(tmp_path))
+    with notify:
+        assert main(["run", "--config", config, "--sink", "file", "--output", str(out)]) == 0
+        received = [notify.recv(64).decode() for _ in range(3)]
+    assert received == ["READY=1", "WATCHDOG=1", "STOPPING=1"]

@@ -14,7 +14,7 @@ from fleet_protocol.messages import CameraState, GeoPoint, HealthReport
 from fleet_server import crud
 from fleet_server.db import session_scope
 from fleet_server.ingest.worker import health_row, reading_row
-from fleet_server.models import DeviceCreate
+from fleet_server.models import DeviceCreate, Rollout
 from fleet_server.security import generate_token, hash_token
 from tests.conftest import make_reading
 from tests.fleet_server.auth_support import ADMIN
@@ -176,6 +176,38 @@ def test_metrics_count_devices_by_status(client: TestClient, engine: Engine) -> 
     _seed(engine)
     text = client.get("/metrics").text
     assert 'roadsign_devices{status="unknown"} 2.0' in text
+    assert 'roadsign_devices{status="online"} 0.0' in text  # every status, none missing
+
+
+def test_metrics_count_rollouts_by_status_and_a_count_falls_back_to_zero(
+    client: TestClient, engine: Engine
+) -> None:
+    with session_scope(engine) as session:
+        for rollout_id, status in (("r1", "paused"), ("r2", "paused"), ("r3", "completed")):
+            crud.add_rollout(
+                session,
+                rollout=Rollout(
+                    id=rollout_id,
+                    model_name="roadsign",
+                    model_version="1.0.0",
+                    target_path="roadsign/1.0.0.tar",
+                    status=status,
+                    stage=0,
+                    state="{}",
+                ),
+            )
+    text = client.get("/metrics").text
+    assert 'roadsign_rollouts{status="paused"} 2.0' in text
+    assert 'roadsign_rollouts{status="completed"} 1.0' in text
+    assert 'roadsign_rollouts{status="rolled_back"} 0.0' in text
+    with session_scope(engine) as session:
+        for rollout_id in ("r1", "r2"):
+            rollout = crud.get_rollout(session, rollout_id=rollout_id)
+            assert rollout is not None
+            rollout.status = "running"
+    text = client.get("/metrics").text
+    assert 'roadsign_rollouts{status="paused"} 0.0' in text
+    assert 'roadsign_rollouts{status="running"} 2.0' in text
 
 
 def test_a_nul_character_in_the_path_or_query_is_refused_not_a_server_error(

@@ -160,9 +160,12 @@ migrations get broker_auth none, so they never hold the broker admin's password.
 {{ include "roadsign-fleet.secretEnv" (dict "name" "ROADSIGN_FLEET__BROKER__PASSWORD" "secret" $v.secrets.broker.name "key" $v.secrets.broker.serverPasswordKey) }}
 {{ include "roadsign-fleet.secretEnv" (dict "name" "ROADSIGN_FLEET__AUTH__SECRET_KEY" "secret" $v.secrets.app.name "key" $v.secrets.app.secretKeyKey) }}
 {{ include "roadsign-fleet.secretEnv" (dict "name" "ROADSIGN_FLEET__AUTH__BOOTSTRAP_ADMIN_TOKEN" "secret" $v.secrets.app.name "key" $v.secrets.app.bootstrapAdminTokenKey) }}
-{{- with $v.telemetry.otlpEndpoint }}
+{{- if $v.telemetry.otlpEndpoint }}
 - name: ROADSIGN_FLEET__TELEMETRY__OTLP_ENDPOINT
-  value: {{ . | quote }}
+  value: {{ $v.telemetry.otlpEndpoint | quote }}
+{{- else if $v.otel.enabled }}
+- name: ROADSIGN_FLEET__TELEMETRY__OTLP_ENDPOINT
+  value: {{ printf "http://%s-otel-collector:4318/v1/traces" $fullname | quote }}
 {{- end }}
 {{- if or (eq $role "api") (eq $role "broker") }}
 - name: ROADSIGN_FLEET__ENROLMENT__BROKER_AUTH
