@@ -84,8 +84,11 @@ contracts: $(PY_STAMP)
 	$(BIN)/lint-imports --no-cache
 
 # pytest exits 5 when it collects nothing: a suite that tests nothing is a failure, not a pass.
+# Two workers (pytest-xdist): most tests wait on the real servers and processes they start, so two
+# run in about three quarters of the time of one, on two cores. PYTEST_WORKERS=0 runs in-process.
+PYTEST_WORKERS ?= 2
 pytest: $(PY_STAMP) $(NODE_STAMP) $(WHEELHOUSE_STAMP) $(CHECKOV_STAMP)
-	rc=0; $(BIN)/python -m pytest --cov --cov-report=term-missing || rc=$$?; \
+	rc=0; $(BIN)/python -m pytest -n $(PYTEST_WORKERS) --cov --cov-report=term-missing || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; \
 	exit $$rc
 

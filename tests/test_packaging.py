@@ -47,6 +47,7 @@ NEEDED_WITHOUT_AN_IMPORT = {
     "onnxslim": "ultralytics' ONNX export simplifies with it (and would pip-install it if absent)",
     "httpx2": "starlette's TestClient runs on it (plain httpx is deprecated there)",
     "pytest-cov": "make test's coverage",
+    "pytest-xdist": "make test's two workers (pytest -n)",
     "ruff": "make test's lint",
     "mypy": "make test's type check",
     "import-linter": "make test's import contracts",

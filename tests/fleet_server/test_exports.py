@@ -132,7 +132,7 @@ def test_the_device_page_shows_crops_through_the_crop_route(
         without = next(r["id"] for r in listed if r["seq"] == 1)
         missing = client.get(f"/api/v1/readings/{without}/crop", headers=AUTH)
         page = client.get("/devices/veh-1", headers=cookie(login(client, ADMIN)))
-        shown = re.findall(r"src='/api/v1/readings/(\d+)/crop'", page.text)
+        shown = re.findall(r"src=[\"']/api/v1/readings/(\d+)/crop[\"']", page.text)
         crops = [client.get(f"/api/v1/readings/{i}/crop", headers=AUTH) for i in shown]
     assert page.status_code == 200
     assert len(shown) == 3
