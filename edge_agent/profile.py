@@ -94,9 +94,33 @@ class TilingConfig(StrictConfigModel):
         "tile side (a 640x480 camera is read whole by a 416 px detector, a 1280x720 one tiled).",
     )
 
+    band_top: float = Field(
+        default=0.0,
+        ge=0,
+        lt=1,
+        description="Top of the band of the frame tiles cover, as a fraction of its height "
+        "(0: the top edge); above it only the coarse pass looks (the sky, for a dashcam).",
+    )
+    band_bottom: float = Field(
+        default=1.0,
+        gt=0,
+        le=1,
+        description="Bottom of the band tiles cover, a fraction of the height (1: the bottom "
+        "edge); below it only the coarse pass looks (the bonnet and the road surface).",
+    )
+
+    @model_validator(mode="after")
+    def _band_is_a_band(self) -> Self:
+        if self.band_top >= self.band_bottom:
+            raise ValueError(
+                f"band_top {self.band_top} must be above (less than) band_bottom {self.band_bottom}"
+            )
+        return self
+
     def policy(self) -> TilingPolicy:
         """The policy the detector runs under."""
         return TilingPolicy(
+            band=(self.band_top, self.band_bottom),
             min_frame_px=self.min_frame_px,
             enabled=self.enabled,
             tile_px=self.tile_px,

@@ -58,18 +58,35 @@ def _starts(length: int, tile: int, overlap: int) -> list[int]:
     return [round(i * step) for i in range(count)]
 
 
-def tile_layout(width: int, height: int, *, tile_px: int, overlap_px: int) -> list[Tile]:
+def tile_layout(
+    width: int,
+    height: int,
+    *,
+    tile_px: int,
+    overlap_px: int,
+    band: tuple[float, float] = (0.0, 1.0),
+) -> list[Tile]:
     """The tiles covering a `width` x `height` frame, row by row.
 
     Tiles are `tile_px` square (clipped to a smaller frame) and neighbours overlap by at least
     `overlap_px`, so any sign no larger than the overlap lies whole inside at least one tile.
-    A frame that fits one tile is one tile.
+    A frame that fits one tile is one tile. `band` (top and bottom, fractions of the height)
+    limits the tiles to the rows where signs are (the coarse pass still sees the whole frame):
+    the band's edges count as the frame's own, not as tile borders.
     """
     if not 0 <= overlap_px < tile_px:
         raise ValueError(f"overlap_px {overlap_px} must be at least 0 and below tile_px {tile_px}")
+    if not 0 <= band[0] < band[1] <= 1:
+        raise ValueError(f"band {band} must be top < bottom, both within 0..1")
     xs = _starts(width, tile_px, overlap_px)
-    ys = _starts(height, tile_px, overlap_px)
     tile_w, tile_h = min(tile_px, width), min(tile_px, height)
+    # A band lower than one tile still gets a whole tile, centred on it but kept in the frame.
+    top, bottom = round(band[0] * height), round(band[1] * height)
+    if bottom - top < tile_h:
+        centre = (top + bottom) // 2
+        top = min(max(centre - tile_h // 2, 0), height - tile_h)
+        bottom = top + tile_h
+    ys = [top + y for y in _starts(bottom - top, tile_px, overlap_px)]
     return [
         Tile(
             x,
@@ -116,6 +133,7 @@ class TilingPolicy:
     coarse_pass: bool = True
     interleave: int = 1
     min_frame_px: int | None = None
+    band: tuple[float, float] = (0.0, 1.0)
 
     def tile_size(self, input_size: int) -> int:
         """The tile side for a detector of `input_size` (its own, unless the policy sets one)."""
@@ -144,7 +162,9 @@ class TiledDetection:
         if key not in self._layouts:
             tile = self.policy.tile_size(self.detector.metadata.input_size)
             overlap = min(self.policy.overlap_px, tile - 1)
-            self._layouts[key] = tile_layout(width, height, tile_px=tile, overlap_px=overlap)
+            self._layouts[key] = tile_layout(
+                width, height, tile_px=tile, overlap_px=overlap, band=self.policy.band
+            )
         return self._layouts[key]
 
     def detect(

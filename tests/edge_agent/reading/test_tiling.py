@@ -129,6 +129,28 @@ def test_a_frame_the_whole_pass_shrinks_by_less_than_half_is_read_in_one_pass() 
     assert len(fake.views) == 1 + 4  # the coarse pass and 2 x 2 tiles
 
 
+def test_a_band_keeps_tiles_to_the_rows_where_signs_are_and_the_coarse_pass_sees_all() -> None:
+    tiles = tile_layout(1280, 720, tile_px=416, overlap_px=96, band=(0.2, 0.77))
+    assert len(tiles) == 4  # one row of 4 instead of two
+    # The band (144-554 px) is lower than a tile: one tile high, centred on it.
+    assert {(t.y, t.height) for t in tiles} == {(141, 416)}
+    assert not any(t.inner_top or t.inner_bottom for t in tiles)
+    # A band lower than a tile gets one whole tile, inside the frame.
+    [row] = {t.y for t in tile_layout(1280, 720, tile_px=416, overlap_px=96, band=(0.9, 1.0))}
+    assert row == 720 - 416
+    banded, fake = looking(TilingPolicy(band=(0.2, 0.77)))
+    frame = frame_with((600, 300, 22), (600, 660, 22))  # one far sign in the band, one below
+    [found] = banded.detect(frame, confidence=0.25, iou_threshold=0.45)
+    assert found.box == pytest.approx((600, 300, 622, 322))
+    assert len(fake.views) == 1 + 4
+    with pytest.raises(ValueError, match="band"):
+        tile_layout(1280, 720, tile_px=416, overlap_px=96, band=(0.5, 0.5))
+    with pytest.raises(ValueError, match="band_top"):
+        DeviceProfile.model_validate(
+            {"detector": {"tiling": {"band_top": 0.6, "band_bottom": 0.4}}}
+        )
+
+
 def test_merge_keeps_the_best_of_boxes_that_are_one_sign() -> None:
     whole = Detection((10, 10, 50, 50), "prohibitory", 0.8)
     part = Detection((10, 10, 30, 50), "warning", 0.9)
