@@ -23,8 +23,8 @@ CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 	wheelhouse checkov-venv asyncapi schemas chart-schema edge-size clean
 
 help:
-	@echo "make demo   - the fleet on embedded defaults: a device reads a rendered drive with"
-	@echo "              models/default and its readings arrive in the fleet server's dashboard"
+	@echo "make demo   - the fleet on embedded defaults: MLflow registers models/default, the fleet"
+	@echo "              publishes it, three devices read looped drives into the dashboard"
 	@echo "make test   - ruff, mypy, import contracts and pytest with coverage (what CI runs)"
 	@echo "make asyncapi / make schemas - regenerate docs/asyncapi.yaml / the profile JSON schema"
 	@echo "make chart-schema - regenerate the Helm chart's values.schema.json"

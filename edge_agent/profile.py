@@ -224,6 +224,12 @@ class CameraConfig(StrictConfigModel):
     reconnect_max_backoff_s: float = Field(
         default=30, gt=0, le=3600, description="Longest wait between reconnect attempts."
     )
+    loop: bool = Field(
+        default=False,
+        description="Video files only: play the file at its own frame rate and from its start "
+        "again at each end, as a live camera (fps_cap applies, the agent runs until stopped); "
+        "for demos and soak runs.",
+    )
 
     @model_validator(mode="after")
     def _source_matches_kind(self) -> Self:
@@ -231,6 +237,8 @@ class CameraConfig(StrictConfigModel):
             raise ValueError(f"source {self.source!r} must be a camera index for kind 'device'")
         if self.kind == "stream" and urlsplit(self.source).scheme not in {"rtsp", "http", "https"}:
             raise ValueError(f"source {self.source!r} must be an rtsp/http(s) URL for 'stream'")
+        if self.loop and self.kind in {"device", "stream", "folder"}:
+            raise ValueError(f"loop replays video files; a {self.kind!r} source cannot loop")
         return self
 
 

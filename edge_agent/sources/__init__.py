@@ -52,7 +52,7 @@ def _stream(config: CameraConfig) -> FrameSource:
 def _video(config: CameraConfig) -> FrameSource:
     from edge_agent.sources.video import VideoFileSource
 
-    return VideoFileSource(Path(config.source))
+    return VideoFileSource(Path(config.source), loop=config.loop)
 
 
 def _folder(config: CameraConfig) -> FrameSource:

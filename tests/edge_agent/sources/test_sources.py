@@ -46,6 +46,28 @@ def test_video_file_gives_every_frame_seen_when_decoded_with_its_decode_time(
         VideoFileSource(tmp_path / "missing.mp4")
 
 
+def test_a_looped_video_replays_from_its_start_at_its_own_rate_as_a_live_source(
+    tmp_path: Path,
+) -> None:
+    config = CameraConfig(source=str(_video(tmp_path / "drive.mp4", frames=4, fps=50)), loop=True)
+    source = create_source(config)
+    assert source.live
+    started = time.monotonic()
+    frames = [source.read() for _ in range(10)]
+    elapsed = time.monotonic() - started
+    assert all(f is not None for f in frames)
+    assert [f.index for f in frames if f is not None] == list(range(10))
+    # Frame 4 is the first frame again: the same grey as frame 0.
+    first, again = frames[0], frames[4]
+    assert first is not None
+    assert again is not None
+    assert abs(int(again.image.mean()) - int(first.image.mean())) <= 2
+    assert elapsed >= 9 / 50 * 0.9  # paced at the file's 50 fps, not decoded flat out
+    assert source.state is CameraState.OK
+    with pytest.raises(ValueError, match="cannot loop"):
+        CameraConfig(source="0", kind="device", loop=True)
+
+
 def test_folder_reads_images_in_order_and_skips_unreadable(tmp_path: Path) -> None:
     for i in range(3):
         cv2.imwrite(str(tmp_path / f"{i:03d}.png"), np.full((8, 8, 3), i, np.uint8))
