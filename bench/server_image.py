@@ -18,8 +18,10 @@ the Debian mirror apt already uses (``/etc/apt/sources.list.d/*.sources`` or
    ``FROM`` lines on that base: its build stage (a venv, ``pip install -c constraints.txt
    './[server]'`` from PyPI) and its runtime stage (the fleet user 10001, the broker folder, the
    venv copied, ``USER``, ``ENTRYPOINT``, ``CMD``, labels) as committed;
-4. in the result, as the image's configured user (``buildah run``): ``id -u`` and the image's
-   own entrypoint and command, ``roadsign-fleet --help``;
+4. in the result, as the image's configured user (``buildah run``): ``id -u``, the image's own
+   entrypoint and command (``roadsign-fleet --help``), and ``roadsign-fleet migrate`` against a
+   private PostgreSQL (``tests.postgres``) on 127.0.0.1 (chroot isolation shares this machine's
+   network), which must bring the empty database to the migrations' head;
 5. ``buildah push`` to an ``oci-archive:`` tarball, its layers gzip-compressed as a registry
    stores them; the sizes: buildah's image size (uncompressed layers), the archive's bytes, the
    venv's and the base's.
@@ -37,7 +39,7 @@ Needs root and, once: ``apt-get install -y --no-install-recommends buildah deboo
 (Debian 12: buildah 1.28.2, debootstrap 1.0.128). Several minutes (the vfs driver copies every
 layer), about 2 GB under ``.cache/server-image/``; not in ``make test``.
 
-    python bench/server_image.py --output bench/results/server_image.json
+    .venv/bin/python bench/server_image.py --output bench/results/server_image.json
 """
 
 from __future__ import annotations
@@ -55,7 +57,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psycopg
+from alembic.script import ScriptDirectory
+from packaging.utils import canonicalize_name
+
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from fleet_server.migrate import alembic_config  # noqa: E402
+from fleet_server.settings import DatabaseSettings  # noqa: E402
+from tests.postgres import Postgres  # noqa: E402 - the tests' private PostgreSQL, as bench/ingest.py
+
 CACHE = ROOT / ".cache" / "server-image"
 DOCKERFILE = ROOT / "docker" / "server.Dockerfile"
 UPSTREAM_BASE = "docker.io/library/python:3.11.14-slim-bookworm"
@@ -184,6 +196,29 @@ PEM_BLOCK = re.compile(r"-----BEGIN CERTIFICATE-----(.*?)-----END CERTIFICATE---
 def pem_blocks(text: str) -> set[str]:
     """Each certificate in a PEM text, as its base64 body without whitespace."""
     return {"".join(m.group(1).split()) for m in PEM_BLOCK.finditer(text)}
+
+
+def pins(text: str) -> dict[str, str]:
+    """``name==version`` lines (constraints.txt, ``pip list --format=freeze``) as a mapping."""
+    found: dict[str, str] = {}
+    for line in text.splitlines():
+        name, sep, version = line.split("#", 1)[0].partition("==")
+        if sep:
+            found[canonicalize_name(name.strip())] = version.strip()
+    return found
+
+
+def off_pins(installed: str, constraints: str) -> dict[str, str]:
+    """What `installed` holds at another version than `constraints`, or that it does not pin.
+
+    pip and setuptools are the venv's own bootstrap copies and roadsign-fleet is this checkout.
+    """
+    pinned = pins(constraints)
+    return {
+        name: version
+        for name, version in pins(installed).items()
+        if name not in {"pip", "setuptools", "roadsign-fleet"} and pinned.get(name) != version
+    }
 
 
 def parse_size(text: str) -> int:
@@ -341,13 +376,31 @@ def image_info(buildah: Buildah, image: str) -> dict[str, Any]:
     }
 
 
-def run_in(buildah: Buildah, image: str, argv: list[str]) -> str:
+def run_in(buildah: Buildah, image: str, argv: list[str], env: dict[str, str] | None = None) -> str:
     """`argv` in a container of `image`, as the image's user; its stdout."""
     container = buildah("from", "--pull-never", image).strip()
+    flags = [f"--env={k}={v}" for k, v in (env or {}).items()]
     try:
-        return buildah("run", container, "--", *argv)
+        return buildah("run", *flags, container, "--", *argv)
     finally:
         buildah("rm", container)
+
+
+def migrate_in(buildah: Buildah, image: str) -> tuple[str, str]:
+    """`roadsign-fleet migrate` in the image against a private PostgreSQL: (reached, head).
+
+    The chroot shares this machine's network, so the image's psycopg and the migrations in its
+    wheel meet a real server on 127.0.0.1.
+    """
+    with Postgres() as database:
+        url = database.url()
+        run_in(
+            buildah, image, ["roadsign-fleet", "migrate"], {"ROADSIGN_FLEET__DATABASE__URL": url}
+        )
+        with psycopg.connect(database.url(driver="postgresql")) as connection:
+            row = connection.execute("SELECT version_num FROM alembic_version").fetchone()
+        head = ScriptDirectory.from_config(alembic_config(DatabaseSettings(url=url)))
+    return (row[0] if row else ""), str(head.get_current_head())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -420,15 +473,28 @@ def main(argv: list[str] | None = None) -> int:
             "sh",
             "-c",
             "id -u; id -g; du -sb /opt/venv; python --version; cat /etc/debian_version; "
+            "pip --version | cut -d' ' -f1-2; "
             "test ! -e /etc/pip.conf && echo no-pip-conf; "
             "grep -c 'BEGIN CERTIFICATE' /etc/ssl/certs/ca-certificates.crt",
         ],
     ).splitlines()
-    uid, gid, venv_du, python_version, debian_version, pip_conf_absent, image_cas = probe
+    uid, gid, venv_du, python_version, debian_version, pip_version, pip_conf_absent, image_cas = (
+        probe
+    )
     if uid != "10001" or gid != "10001":
         raise ImageBuildError(f"the image runs as {uid}:{gid}, not 10001:10001")
     if pip_conf_absent != "no-pip-conf":
         raise ImageBuildError("the build's pip.conf mount was left in the image")
+
+    installed = run_in(buildah, SERVER_IMAGE, ["pip", "list", "--format=freeze"])
+    unpinned = off_pins(installed, (ROOT / "constraints.txt").read_text())
+    if unpinned:
+        raise ImageBuildError(
+            f"the image's venv holds versions constraints.txt does not: {unpinned}"
+        )
+    reached, head = migrate_in(buildah, SERVER_IMAGE)
+    if reached != head:
+        raise ImageBuildError(f"migrate in the image reached {reached!r}, not the head {head!r}")
 
     bundle = run_in(buildah, SERVER_IMAGE, ["cat", str(HOST_CA)])
     leaked = [p.name for p in host_only_cas() if pem_blocks(p.read_text()) & pem_blocks(bundle)]
@@ -449,6 +515,9 @@ def main(argv: list[str] | None = None) -> int:
         ),
         "debian_version": debian_version,
         "python": python_version,
+        "venv_pip": pip_version,
+        "venv_packages": len(pins(installed)),
+        "venv_at_constraints_pins": True,
         "image_size_mb": round(server["size"] / 1e6, 1),
         "image_size_bytes": server["size"],
         "buildah_images_size": server["buildah_images_size"],
@@ -461,6 +530,7 @@ def main(argv: list[str] | None = None) -> int:
         "uid_gid_in_container": f"{uid}:{gid}",
         "entrypoint_cmd": default_command,
         "help_ok": True,
+        "migrate_reached_head": head,
         "labels": config.get("Labels", {}),
         "exposed_ports": sorted(config.get("ExposedPorts", {})),
         "image_ca_certificates": int(image_cas),

@@ -17,6 +17,7 @@ from bench.server_image import (
     debian_sources,
     debootstrap_mirror,
     manifest_layer_bytes,
+    off_pins,
     parse_apt_sources,
     parse_size,
     pem_blocks,
@@ -129,3 +130,13 @@ def test_an_images_size_is_the_sum_of_its_manifests_layers() -> None:
         '"layers":[{"digest":"sha256:a","size":128830976},{"digest":"sha256:b","size":1024}]}'
     )
     assert manifest_layer_bytes(manifest) == 128832000
+
+
+def test_the_venv_is_checked_against_constraints_pins_less_its_bootstrap_copies() -> None:
+    constraints = "# comment\nFastAPI==0.116.0\nuvicorn==0.35.0  # pinned\n"
+    installed = "fastapi==0.116.0\npip==23.0.1\nsetuptools==66.1.1\nroadsign-fleet==0.1.0\n"
+    assert off_pins(installed, constraints) == {}
+    assert off_pins(installed + "uvicorn==0.36.0\nh11==0.16.0\n", constraints) == {
+        "uvicorn": "0.36.0",
+        "h11": "0.16.0",
+    }
