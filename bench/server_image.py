@@ -39,7 +39,7 @@ none of this machine's own CAs.
 
 Needs root and, once: ``apt-get install -y --no-install-recommends buildah debootstrap``
 (Debian 12: buildah 1.28.2, debootstrap 1.0.128). Several minutes (the vfs driver copies every
-layer), about 2 GB under ``.cache/server-image/``; not in ``make test``.
+layer), about 0.7 GB under ``.cache/server-image/``; not in ``make test``.
 
     .venv/bin/python bench/server_image.py --output bench/results/server_image.json
 """
