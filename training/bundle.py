@@ -223,6 +223,10 @@ def _size_mb(artifact: Path) -> float:
     )
 
 
+SCENES_HEADING = "\n## GTSDB evaluation scenes (00600-00899)"
+DATA_HEADING = "\n## Data"
+
+
 def _rate_cell(rates: Mapping[str, object], key: str) -> str:
     value = rates.get(key)
     return f"{value:.3f}" if isinstance(value, int | float) else "n/a"
@@ -259,8 +263,7 @@ def scenes_section(scenes: Mapping[str, object] | None) -> str:
         f"{speed_sizes[size]['signs']} | {_rate_cell(speed_sizes[size], 'recall')} |"
         for size, row in sizes.items()
     )
-    return f"""
-## GTSDB evaluation scenes (00600-00899)
+    return f"""{SCENES_HEADING}
 
 {scenes["scenes"]} real German street scenes no training step saw, read by `roadsign-agent
 predict`'s code at its detection threshold {scenes["detection_confidence"]}, tiled as a default
@@ -278,6 +281,26 @@ Recall by sign size ({scenes["backend"]}; larger side, px at 960x565):
 |---|---:|---:|---:|---:|
 {size_rows}
 """
+
+
+def record_scenes(bundle: Path, scenes: Mapping[str, object]) -> None:
+    """Put `measure_scenes`'s numbers into an existing bundle's ``metrics.json`` and model card
+    (its scenes section replaced, or added before "Data"), leaving every other number as it is:
+    a shipped bundle is scored again without assembling it again."""
+    metrics_file = bundle / "metrics.json"
+    record = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+    record["gtsdb_scenes"] = dict(scenes)
+    metrics_file.write_text(json.dumps(record, indent=2, default=str) + "\n")
+    card_file = bundle / "model_card.md"
+    if not card_file.is_file():
+        return
+    card = card_file.read_text()
+    start, end = card.find(SCENES_HEADING), card.find(DATA_HEADING)
+    if 0 <= start < end:
+        card = card[:start] + card[end:]
+    end = card.find(DATA_HEADING)
+    end = len(card) if end < 0 else end
+    card_file.write_text(card[:end] + scenes_section(scenes) + card[end:])
 
 
 def write_model_card(
@@ -359,7 +382,7 @@ Speed read on each real-world photo (the most confident speed-limit reading; Non
 |---|---|{"---|" * len(backends)}
 {photo_rows}
 {scenes_section(scenes)}
-## Data
+{DATA_HEADING.lstrip()}
 
 {DATA_SOURCES}
 The detector learns from rendered scenes only: real and drawn sign faces composited onto

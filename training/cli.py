@@ -234,6 +234,20 @@ def _evaluate_scenes(config: BaseModel, args: argparse.Namespace) -> dict[str, o
 
     assert isinstance(config, TrainingConfig)
     root = ensure_unpacked(config.data.shared_data_dir, "gtsdb_scenes", config.data.cache_dir)
+    if args.into_bundle:
+        from training.bundle import measure_scenes, record_scenes
+        from training.exceptions import TrainingError
+
+        if args.out or args.profile or args.no_tiles:
+            raise TrainingError(
+                "--into-bundle scores as the bundle stage does: no --out, --profile or --no-tiles"
+            )
+
+        scenes = measure_scenes(
+            args.bundle, root, threads=args.threads, limit=config.export.gtsdb_eval_scenes
+        )
+        record_scenes(args.bundle, scenes)
+        return scenes
     metrics = evaluate_scenes(
         args.bundle,
         root,
@@ -386,6 +400,14 @@ def build_parser() -> argparse.ArgumentParser:
             )
             sub.add_argument(
                 "--no-tiles", action="store_true", help="look at each whole scene in one pass"
+            )
+            sub.add_argument(
+                "--into-bundle",
+                action="store_true",
+                help="score as `roadsign-train bundle` does (each INT8 runtime, a default "
+                "profile's tiling, export.gtsdb_eval_scenes) and record it in the bundle's "
+                "metrics.json, model card and PR curve, the rest left as it is (--backend, "
+                "--confidence, --profile, --no-tiles and --out do not apply)",
             )
         else:
             sub.add_argument(

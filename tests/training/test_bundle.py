@@ -11,6 +11,7 @@ import pytest
 from onnx import numpy_helper
 
 from edge_agent.bundle import ModelFormat, file_sha256, load_bundle, load_metadata, write_metadata
+from tests.conftest import REPO_ROOT
 from tests.edge_agent.conftest import SIGNS, SPEEDS, write_tiny_bundle
 from tests.training.data.conftest import write_gtsdb_archive, write_image
 from training.bundle import (
@@ -21,6 +22,7 @@ from training.bundle import (
     scene_metric_values,
     write_model_card,
 )
+from training.cli import main
 from training.data.shared_sets import RealWorldPhoto, ensure_unpacked
 from training.exceptions import TrainingError
 
@@ -181,3 +183,39 @@ def test_a_new_bundle_drops_an_earlier_scene_pr_curve(bundle: Path, tmp_path: Pa
         formats=["onnx_int8"],
     )
     assert not (bundle / SCENES_PR_CURVE).exists()
+
+
+def test_a_shipped_bundle_is_scored_again_in_place_keeping_its_other_numbers(
+    bundle: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    write_model_card(
+        bundle,
+        {"gtsrb_test32_top1": 0.98, "gtsdb_realworld_readings": {}},
+        detector={},
+        command="roadsign-train bundle",
+        runs={"detector": "r1"},
+    )
+    write_gtsdb_archive(tmp_path / "shared", {600: [UNDER_THE_DETECTION]}, size=(120, 100))
+    monkeypatch.setenv("ROADSIGN_TRAIN__DATA__SHARED_DATA_DIR", str(tmp_path / "shared"))
+    monkeypatch.setenv("ROADSIGN_TRAIN__DATA__CACHE_DIR", str(tmp_path / "cache"))
+    config = str(REPO_ROOT / "training" / "configs" / "smoke.yaml")
+    command = ["evaluate-scenes", "--config", config, "--bundle", str(bundle), "--into-bundle"]
+    # Twice: the second run replaces the first one's section instead of adding another.
+    for _ in range(2):
+        assert main(command) == 0
+        printed = json.loads(capsys.readouterr().out)
+    recorded = json.loads((bundle / "metrics.json").read_text())
+    assert recorded["gtsrb_test32_top1"] == 0.98
+    assert recorded["runs"] == {"detector": "r1"}
+    assert recorded["gtsdb_scenes"] == printed
+    assert printed["all_signs"]["recall"] == 1.0
+    card = (bundle / "model_card.md").read_text()
+    assert card.count("## GTSDB evaluation scenes") == 1
+    assert card.index("## GTSDB evaluation scenes") < card.index("## Data")
+    assert "| all signs, recall | 1.000 |" in card
+    assert "98.0%" in card
+    assert main([*command, "--no-tiles"]) == 1
+    assert "--into-bundle scores as the bundle stage does" in capsys.readouterr().err
