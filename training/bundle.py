@@ -4,6 +4,8 @@
 into one folder with a ``bundle.json`` index (its golden set, ``training/golden.py``, is written
 from the assembled bundle). `measure_bundle` scores the bundle exactly as a
 device runs it (the edge agent's `SignReader`) on real images no training step saw, and
+`measure_scenes` reads the GTSDB evaluation scenes with each INT8 detector through
+``roadsign-agent predict``'s code and draws the precision-recall curve into the bundle folder;
 `write_model_card` records those numbers, the data and its licences, and the command.
 """
 
@@ -18,15 +20,24 @@ import numpy as np
 
 from edge_agent.bundle import BUNDLE_INDEX, BundleIndex, ModelFormat, load_bundle
 from edge_agent.golden import GOLDEN_DIR
+from edge_agent.profile import DeviceProfile
 from edge_agent.reading.signs import load_reader
 from fleet_protocol.taxonomy import SignType
 from training.classifier.evaluate import evaluate_classifier
 from training.data.records import LabeledImage
 from training.data.shared_sets import RealWorldPhoto
 from training.data.sign_art import load_rgb
+from training.detector.scene_eval import SWEEP_CONFIDENCE, evaluate_scenes, write_pr_plot
 from training.exceptions import TrainingError
 
 SHIPPED_FORMATS: tuple[ModelFormat, ...] = ("openvino_int8", "onnx_int8")
+INT8_BACKENDS: tuple[tuple[str, ModelFormat], ...] = (
+    ("openvino", "openvino_int8"),
+    ("onnxruntime", "onnx_int8"),
+)
+"""The runtimes a bundle is measured on, the device default (OpenVINO) first, and their detector."""
+SCENES_PR_CURVE = "gtsdb_scenes_pr_curve.png"
+"""The precision-recall curve on the GTSDB evaluation scenes, in the bundle folder."""
 
 
 def assemble_bundle(
@@ -52,6 +63,8 @@ def assemble_bundle(
     shutil.rmtree(out_dir / "training", ignore_errors=True)
     # So is the golden set: one left from an earlier bundle records another detector's readings.
     shutil.rmtree(out_dir / GOLDEN_DIR, ignore_errors=True)
+    # And the scene PR curve: without the scene archive none is drawn for these exports.
+    (out_dir / SCENES_PR_CURVE).unlink(missing_ok=True)
     if training_weights is not None:
         (out_dir / "training").mkdir()
         shutil.copy2(training_weights, out_dir / "training" / "detector.pt")
@@ -106,7 +119,7 @@ def measure_bundle(
     )
     correct: dict[str, int] = {}
     details: dict[str, list[dict[str, object]]] = {}
-    for backend, model_format in (("openvino", "openvino_int8"), ("onnxruntime", "onnx_int8")):
+    for backend, model_format in INT8_BACKENDS:
         if model_format in index.detector:
             correct[backend], details[backend] = real_world_correct(
                 bundle, photos, backend=backend, threads=threads
@@ -121,6 +134,71 @@ def measure_bundle(
         "gtsdb_realworld_readings": details,
     }
     return metrics
+
+
+def _headline(metrics: Mapping[str, object]) -> dict[str, object]:
+    """Recall, precision and reading accuracy of one `evaluate_scenes` result."""
+    everything, speed = metrics["all_signs"], metrics["speed_limit"]
+    assert isinstance(everything, dict)
+    assert isinstance(speed, dict)
+    return {
+        "all_signs": {k: everything[k] for k in ("recall", "precision", "class_top1")},
+        "speed_limit": {k: speed[k] for k in ("recall", "precision", "value_exact")},
+    }
+
+
+def measure_scenes(
+    bundle: Path, scenes_root: Path, *, threads: int, limit: int | None = None
+) -> dict[str, object]:
+    """The bundle on the GTSDB evaluation scenes (00600-00899; the first `limit` of them), read
+    by ``roadsign-agent predict``'s code under a default profile's tiling, with each INT8
+    detector. The first runtime's numbers are the headline; its precision-recall curve is drawn
+    into the bundle folder (`SCENES_PR_CURVE`)."""
+    index = load_bundle(bundle)
+    backends = [backend for backend, fmt in INT8_BACKENDS if fmt in index.detector]
+    if not backends:
+        raise TrainingError(f"bundle {bundle} has no INT8 detector to measure")
+    tiling = DeviceProfile().detector.tiling.policy()
+    results = {
+        # Only the headline runtime's curve is drawn: the other skips the sweep run.
+        backend: evaluate_scenes(
+            bundle,
+            scenes_root,
+            backend=backend,
+            threads=threads,
+            tiling=tiling,
+            limit=limit,
+            sweep_confidence=None if backend != backends[0] else SWEEP_CONFIDENCE,
+        )
+        for backend in backends
+    }
+    headline = results[backends[0]]
+    write_pr_plot(headline, bundle / SCENES_PR_CURVE)
+    return {
+        "backend": backends[0],
+        **{k: headline[k] for k in ("scenes", "detection_confidence", "min_iou", "tiling")},
+        **{k: headline[k] for k in ("all_signs", "speed_limit", "per_category")},
+        "by_backend": {backend: _headline(result) for backend, result in results.items()},
+        "pr_curve_png": SCENES_PR_CURVE,
+    }
+
+
+def scene_metric_values(scenes: Mapping[str, object]) -> dict[str, float]:
+    """The headline scene numbers of `measure_scenes` as flat MLflow metrics
+    (``gtsdb_scenes.all_signs.recall``, ``gtsdb_scenes.onnxruntime.speed_limit.recall``...);
+    rates with nothing to count (None) are left out."""
+    by_backend = scenes["by_backend"]
+    assert isinstance(by_backend, dict)
+    values: dict[str, float] = {}
+    for backend, numbers in by_backend.items():
+        prefix = "gtsdb_scenes" if backend == scenes["backend"] else f"gtsdb_scenes.{backend}"
+        for group, rates in numbers.items():
+            values |= {
+                f"{prefix}.{group}.{name}": float(value)
+                for name, value in rates.items()
+                if isinstance(value, int | float)
+            }
+    return values
 
 
 DATA_SOURCES = """\
@@ -143,6 +221,86 @@ def _size_mb(artifact: Path) -> float:
     return (
         sum((artifact.parent / name).stat().st_size for name in [artifact.name, *companions]) / 1e6
     )
+
+
+SCENES_HEADING = "\n## GTSDB evaluation scenes (00600-00899)"
+DATA_HEADING = "\n## Data"
+
+
+def _rate_cell(rates: Mapping[str, object], key: str) -> str:
+    value = rates.get(key)
+    return f"{value:.3f}" if isinstance(value, int | float) else "n/a"
+
+
+def scenes_section(scenes: Mapping[str, object] | None) -> str:
+    """The model card's section on the GTSDB evaluation scenes (`measure_scenes`'s numbers)."""
+    if scenes is None:
+        return ""
+    by_backend = scenes["by_backend"]
+    everything, speed = scenes["all_signs"], scenes["speed_limit"]
+    assert isinstance(by_backend, dict)
+    assert isinstance(everything, dict)
+    assert isinstance(speed, dict)
+    rows = [
+        ("all signs, recall", "all_signs", "recall"),
+        ("all signs, precision", "all_signs", "precision"),
+        ("class top-1 on matched signs", "all_signs", "class_top1"),
+        ("speed limits, recall", "speed_limit", "recall"),
+        ("speed limits, precision", "speed_limit", "precision"),
+        ("speed value exact on matched speed limits", "speed_limit", "value_exact"),
+    ]
+    backends = list(by_backend)
+    table = "\n".join(
+        f"| {label} | " + " | ".join(_rate_cell(by_backend[b][group], key) for b in backends) + " |"
+        for label, group, key in rows
+    )
+    sizes = everything["recall_by_size"]
+    speed_sizes = speed["recall_by_size"]
+    assert isinstance(sizes, dict)
+    assert isinstance(speed_sizes, dict)
+    size_rows = "\n".join(
+        f"| {size} | {row['signs']} | {_rate_cell(row, 'recall')} | "
+        f"{speed_sizes[size]['signs']} | {_rate_cell(speed_sizes[size], 'recall')} |"
+        for size, row in sizes.items()
+    )
+    return f"""{SCENES_HEADING}
+
+{scenes["scenes"]} real German street scenes no training step saw, read by `roadsign-agent
+predict`'s code at its detection threshold {scenes["detection_confidence"]}, tiled as a default
+profile tiles; a reading matches a sign at IoU >= {scenes["min_iou"]} (`metrics.json`:
+`gtsdb_scenes`, with per-category numbers; precision-recall curve of {scenes["backend"]}:
+`{scenes["pr_curve_png"]}`):
+
+| metric | {" | ".join(backends)} |
+|---|{"---:|" * len(backends)}
+{table}
+
+Recall by sign size ({scenes["backend"]}; larger side, px at 960x565):
+
+| size | signs | recall | speed limits | recall |
+|---|---:|---:|---:|---:|
+{size_rows}
+"""
+
+
+def record_scenes(bundle: Path, scenes: Mapping[str, object]) -> None:
+    """Put `measure_scenes`'s numbers into an existing bundle's ``metrics.json`` and model card
+    (its scenes section replaced, or added before "Data"), leaving every other number as it is:
+    a shipped bundle is scored again without assembling it again."""
+    metrics_file = bundle / "metrics.json"
+    record = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+    record["gtsdb_scenes"] = dict(scenes)
+    metrics_file.write_text(json.dumps(record, indent=2, default=str) + "\n")
+    card_file = bundle / "model_card.md"
+    if not card_file.is_file():
+        return
+    card = card_file.read_text()
+    start, end = card.find(SCENES_HEADING), card.find(DATA_HEADING)
+    if 0 <= start < end:
+        card = card[:start] + card[end:]
+    end = card.find(DATA_HEADING)
+    end = len(card) if end < 0 else end
+    card_file.write_text(card[:end] + scenes_section(scenes) + card[end:])
 
 
 def write_model_card(
@@ -170,6 +328,8 @@ def write_model_card(
 
     readings = metrics.get("gtsdb_realworld_readings", {})
     assert isinstance(readings, dict)
+    scenes = metrics.get("gtsdb_scenes")
+    assert scenes is None or isinstance(scenes, dict)
     backends = sorted(readings)
     photo_rows = "\n".join(
         f"| {row['photo']} | {row['speed']} | "
@@ -221,8 +381,8 @@ Speed read on each real-world photo (the most confident speed-limit reading; Non
 | photo | true speed | {" | ".join(backends)} |
 |---|---|{"---|" * len(backends)}
 {photo_rows}
-
-## Data
+{scenes_section(scenes)}
+{DATA_HEADING.lstrip()}
 
 {DATA_SOURCES}
 The detector learns from rendered scenes only: real and drawn sign faces composited onto
@@ -237,7 +397,7 @@ a driver-assistance or safety function: readings are advisory and carry a confid
 ## Known limits
 
 - The detector has never seen a real photo with labelled boxes: its real-world recall is what
-  the 17-photo check above says, not its synthetic mAP.
+  the 17-photo check and the GTSDB evaluation scenes above say, not its synthetic mAP.
 - Classes GTSRB lacks are "other" to the classifier; only the speed value generalises.
 - Supplementary plates and the text on them are detected, not read (OCR is the agent's).
 - Night, heavy rain and glare are only simulated.

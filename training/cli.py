@@ -100,7 +100,14 @@ def _bundle(
     config: BaseModel, args: argparse.Namespace, build: DatasetBuild | None = None
 ) -> dict[str, object]:
     from edge_agent.bundle import load_metadata
-    from training.bundle import assemble_bundle, measure_bundle, write_model_card
+    from training.bundle import (
+        SCENES_PR_CURVE,
+        assemble_bundle,
+        measure_bundle,
+        measure_scenes,
+        scene_metric_values,
+        write_model_card,
+    )
     from training.config import TrainingConfig
     from training.data.build import build_datasets
     from training.data.shared_sets import ensure_unpacked, read_gtsdb_real_world
@@ -108,6 +115,7 @@ def _bundle(
     from training.exceptions import TrainingError
     from training.golden import write_golden_set
     from training.registry import run_params
+    from training.tracking import log_to_run
 
     assert isinstance(config, TrainingConfig)
     work = config.data.out_dir / config.name
@@ -137,6 +145,13 @@ def _bundle(
         ensure_unpacked(config.data.shared_data_dir, "gtsdb_speed", config.data.cache_dir)
     )
     metrics = measure_bundle(bundle, build.parts, photos, threads=config.export.threads)
+    if (config.data.shared_data_dir / "gtsdb_scenes.tar.gz").is_file():
+        metrics["gtsdb_scenes"] = measure_scenes(
+            bundle,
+            ensure_unpacked(config.data.shared_data_dir, "gtsdb_scenes", config.data.cache_dir),
+            threads=config.export.threads,
+            limit=config.export.gtsdb_eval_scenes,
+        )
     detector = {k: v for k, v in json.loads(report.read_text()).items() if not isinstance(v, dict)}
     detector["onnx_fp32.map50"] = json.loads(report.read_text())["onnx_fp32"]["map50"]
     runs = {
@@ -165,6 +180,14 @@ def _bundle(
             f"\nroadsign-train bundle --config {args.config} --out {out}"
         )
     write_model_card(bundle, metrics, detector=detector, command=command, runs=runs)
+    scenes = metrics.get("gtsdb_scenes")
+    if isinstance(scenes, dict) and detector_meta.source_run_id is not None:
+        log_to_run(
+            config.mlflow.tracking_uri,
+            runs["detector"],
+            metrics=scene_metric_values(scenes),
+            artifacts={bundle / SCENES_PR_CURVE: "gtsdb_scenes"},
+        )
     golden = write_golden_set(bundle, threads=config.export.threads)
     return {
         "bundle": str(bundle),
@@ -211,6 +234,20 @@ def _evaluate_scenes(config: BaseModel, args: argparse.Namespace) -> dict[str, o
 
     assert isinstance(config, TrainingConfig)
     root = ensure_unpacked(config.data.shared_data_dir, "gtsdb_scenes", config.data.cache_dir)
+    if args.into_bundle:
+        from training.bundle import measure_scenes, record_scenes
+        from training.exceptions import TrainingError
+
+        if args.out or args.profile or args.no_tiles:
+            raise TrainingError(
+                "--into-bundle scores as the bundle stage does: no --out, --profile or --no-tiles"
+            )
+
+        scenes = measure_scenes(
+            args.bundle, root, threads=args.threads, limit=config.export.gtsdb_eval_scenes
+        )
+        record_scenes(args.bundle, scenes)
+        return scenes
     metrics = evaluate_scenes(
         args.bundle,
         root,
@@ -294,7 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
         "bundle": (
             _bundle,
             "Assemble the model bundle (INT8 detectors and the classifier), measure it with the "
-            "edge agent's code on held-out real images, write metrics.json and model_card.md.",
+            "edge agent's code on held-out real images and the GTSDB evaluation scenes, write "
+            "metrics.json, model_card.md and the scenes' PR curve, log them to the detector's run.",
         ),
         "pipeline": (
             _pipeline,
@@ -362,6 +400,14 @@ def build_parser() -> argparse.ArgumentParser:
             )
             sub.add_argument(
                 "--no-tiles", action="store_true", help="look at each whole scene in one pass"
+            )
+            sub.add_argument(
+                "--into-bundle",
+                action="store_true",
+                help="score as `roadsign-train bundle` does (each INT8 runtime, a default "
+                "profile's tiling, export.gtsdb_eval_scenes) and record it in the bundle's "
+                "metrics.json, model card and PR curve, the rest left as it is (--backend, "
+                "--confidence, --profile, --no-tiles and --out do not apply)",
             )
         else:
             sub.add_argument(

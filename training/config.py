@@ -159,6 +159,13 @@ class ExportConfig(StrictConfigModel):
         default=None, ge=1, description="Cap on validation scenes scored per artifact."
     )
     threads: int = Field(default=2, ge=1, le=256, description="Threads of the scoring runtime.")
+    gtsdb_eval_scenes: int | None = Field(
+        default=None,
+        ge=1,
+        le=300,
+        description="GTSDB evaluation scenes (00600-00899, in scene order) the bundle stage "
+        "scores the bundle on; unset: all 300.",
+    )
 
 
 class MlflowConfig(StrictConfigModel):

@@ -113,3 +113,29 @@ def tracked_run(
         mlflow.end_run(status="FAILED")
         raise
     mlflow.end_run(status="FINISHED")
+
+
+def log_to_run(
+    tracking_uri: str,
+    run_id: str,
+    *,
+    metrics: Mapping[str, float],
+    artifacts: Mapping[Path, str | None] | None = None,
+) -> None:
+    """Add metrics and files (path: artifact folder) to an existing, possibly finished, run.
+
+    The bundle stage measures what an earlier stage's run produced: the numbers belong on that
+    run, beside its training and validation metrics.
+    """
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    prepare_store(tracking_uri)
+    client = MlflowClient(tracking_uri=tracking_uri)
+    try:
+        for key, value in metrics.items():
+            client.log_metric(run_id, key, float(value))
+        for path, folder in (artifacts or {}).items():
+            client.log_artifact(run_id, str(path), folder)
+    except MlflowException as e:
+        raise TrackingError(f"cannot log to MLflow run {run_id} at {tracking_uri}: {e}") from e

@@ -87,7 +87,26 @@ def test_smoke_pipeline_tracks_registers_and_bundles(
         "int8_map50_drop_openvino",
     ):
         assert key in metrics, key
-    assert "roadsign-train pipeline" in (bundle / "model_card.md").read_text()
+    card = (bundle / "model_card.md").read_text()
+    assert "roadsign-train pipeline" in card
+    # The bundle is scored on the first GTSDB evaluation scenes (the smoke config's limit) with
+    # both INT8 runtimes; the numbers and the PR curve go to the detector's run.
+    scenes = metrics["gtsdb_scenes"]
+    assert (scenes["scenes"], scenes["backend"]) == (2, "openvino")
+    assert set(scenes["by_backend"]) == {"openvino", "onnxruntime"}
+    for key in ("recall", "precision", "class_top1", "recall_by_size"):
+        assert key in scenes["all_signs"], key
+    for key in ("recall", "precision", "value_exact", "recall_by_size"):
+        assert key in scenes["speed_limit"], key
+    assert set(scenes["all_signs"]["recall_by_size"]) == {"<20", "20-40", "40-80", ">=80"}
+    assert scenes["tiling"]["enabled"] is True
+    assert "## GTSDB evaluation scenes (00600-00899)" in card
+    assert (bundle / scenes["pr_curve_png"]).read_bytes().startswith(b"\x89PNG")
+    logged = {f.path for f in client.list_artifacts(run.info.run_id, "gtsdb_scenes")}
+    assert f"gtsdb_scenes/{scenes['pr_curve_png']}" in logged
+    detector_metrics = client.get_run(run.info.run_id).data.metrics
+    assert detector_metrics["gtsdb_scenes.all_signs.recall"] == scenes["all_signs"]["recall"]
+    assert "gtsdb_scenes.onnxruntime.all_signs.recall" in detector_metrics
     # The export records the bundle's golden set, and the bundle passes it on both runtimes.
     assert summary["bundle"]["golden_images"] == 6
     for backend in ("openvino", "onnxruntime"):
