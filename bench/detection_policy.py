@@ -17,7 +17,7 @@ import json
 import platform
 import statistics
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -116,7 +116,7 @@ def main() -> int:
         assert isinstance(speed, dict)
         row = {
             "policy": candidate.name,
-            "tiling": asdict(candidate.policy),
+            "tiling": candidate.policy.as_json(),
             "all_signs": {k: every[k] for k in ("recall", "precision", "recall_by_size")},
             "speed_limit": {k: speed[k] for k in ("recall", "precision", "value_exact")},
             "detector_ms_per_1280x720_frame": round(

@@ -13,7 +13,7 @@ The layout and the merge are pure functions of sizes and boxes; `TiledDetection`
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 
@@ -134,6 +134,10 @@ class TilingPolicy:
     interleave: int = 1
     min_frame_px: int | None = None
     band: tuple[float, float] = (0.0, 1.0)
+
+    def as_json(self) -> dict[str, object]:
+        """The policy as JSON-ready fields (the band as a list, as JSON reads it back)."""
+        return {**asdict(self), "band": list(self.band)}
 
     def tile_size(self, input_size: int) -> int:
         """The tile side for a detector of `input_size` (its own, unless the policy sets one)."""

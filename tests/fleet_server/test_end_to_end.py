@@ -198,6 +198,13 @@ def test_enrol_publish_store_query_and_see_it_on_the_dashboard(
             page.click(f"text={DEVICE}")
             page.wait_for_selector("text=Recent readings")
             assert page.locator("img.crop").count() == 3
+            # The crops load after the page: wait until the browser has each (a refused or
+            # broken one would be complete with no width, and time this out).
+            page.wait_for_function(
+                "() => [...document.querySelectorAll('img.crop')]"
+                ".every(img => img.complete && img.naturalWidth > 0)",
+                timeout=15_000,
+            )
             assert page.locator("img.crop").first.evaluate("img => img.naturalWidth") == 48
             body = page.inner_text("main")
             assert "120 km/h" in body

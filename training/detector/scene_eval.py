@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
 from pathlib import Path
 
 from edge_agent.exceptions import AgentError
@@ -133,7 +132,7 @@ def evaluate_scenes(
         "backend": resolve_backend_name(backend),
         "threads": threads,
         "detection_confidence": confidence,
-        "tiling": asdict(tiling) if tiling is not None else "default profile",
+        "tiling": tiling.as_json() if tiling is not None else "default profile",
         **score_scenes(results),
     }
     if sweep_confidence is not None:
