@@ -43,26 +43,18 @@ def _config_schema(args: argparse.Namespace) -> int:
 
 def _predict(args: argparse.Namespace) -> int:
     import os
-    from dataclasses import replace
 
     from pydantic import ValidationError
 
     from edge_agent.exceptions import AgentError
     from edge_agent.predict import predict_files
-    from edge_agent.profile import ENV_PREFIX, DeviceProfile
-    from fleet_protocol.config_files import load_config
+    from edge_agent.profile import read_profile
     from fleet_protocol.exceptions import ConfigFileError
 
     try:
         # The profile's detector settings, as `run` would read them; flags override them.
-        if args.config is not None:
-            profile = load_config(DeviceProfile, args.config, env=os.environ, env_prefix=ENV_PREFIX)
-        else:
-            profile = DeviceProfile()
-        detector = profile.detector
-        tiling = detector.tiling.policy()
-        if args.no_tiles:
-            tiling = replace(tiling, enabled=False)
+        detector = read_profile(args.config, os.environ).detector
+        tiling = detector.tiling.policy(tiles=not args.no_tiles)
         for line in predict_files(
             args.images,
             model_dir=args.model or detector.model_dir,

@@ -10,6 +10,7 @@ with its name and line (`roadsign-agent validate-config`).
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal, Self
 from urllib.parse import urlsplit
@@ -20,7 +21,7 @@ from edge_agent.api_guard import is_loopback_host
 from edge_agent.bundle import shipped_bundle
 from edge_agent.profile_ota import OtaConfig
 from edge_agent.reading.tiling import TilingPolicy
-from fleet_protocol.config_files import StrictConfigModel
+from fleet_protocol.config_files import StrictConfigModel, load_config
 from fleet_protocol.topics import DEVICE_ID_PATTERN
 
 ENV_PREFIX = "ROADSIGN_AGENT__"
@@ -117,12 +118,13 @@ class TilingConfig(StrictConfigModel):
             )
         return self
 
-    def policy(self) -> TilingPolicy:
-        """The policy the detector runs under."""
+    def policy(self, *, tiles: bool = True) -> TilingPolicy:
+        """The policy the detector runs under; `tiles` False: whole frames only, whatever
+        `enabled` says (``--no-tiles``)."""
         return TilingPolicy(
             band=(self.band_top, self.band_bottom),
             min_frame_px=self.min_frame_px,
-            enabled=self.enabled,
+            enabled=self.enabled and tiles,
             tile_px=self.tile_px,
             overlap_px=self.overlap_px,
             coarse_pass=self.coarse_pass,
@@ -515,3 +517,11 @@ class DeviceProfile(StrictConfigModel):
                 "host, and the device reads it with its broker password: use https://"
             )
         return self
+
+
+def read_profile(path: Path | None, env: Mapping[str, str]) -> DeviceProfile:
+    """The profile at `path` with `env`'s ``ROADSIGN_AGENT__`` overrides, as ``run`` reads it;
+    None: a default profile (for the commands whose profile is optional)."""
+    if path is None:
+        return DeviceProfile()
+    return load_config(DeviceProfile, path, env=env, env_prefix=ENV_PREFIX)

@@ -214,17 +214,9 @@ def _pipeline(config: BaseModel, args: argparse.Namespace) -> dict[str, object]:
 def _scene_tiling(args: argparse.Namespace) -> TilingPolicy:
     """How evaluate-scenes looks at a scene: the profile's ``detector.tiling`` (a default
     profile's without one), or whole scenes with --no-tiles."""
-    from dataclasses import replace
+    from edge_agent.profile import read_profile
 
-    from edge_agent.profile import ENV_PREFIX, DeviceProfile
-
-    profile = (
-        DeviceProfile()
-        if args.profile is None
-        else load_config(DeviceProfile, args.profile, env=os.environ, env_prefix=ENV_PREFIX)
-    )
-    policy = profile.detector.tiling.policy()
-    return replace(policy, enabled=False) if args.no_tiles else policy
+    return read_profile(args.profile, os.environ).detector.tiling.policy(tiles=not args.no_tiles)
 
 
 def _evaluate_scenes(config: BaseModel, args: argparse.Namespace) -> dict[str, object]:
