@@ -6,6 +6,7 @@ import json
 import threading
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,7 +15,7 @@ from edge_agent.cli import main
 from edge_agent.health import HealthMonitor
 from edge_agent.ocr import create_ocr
 from edge_agent.profile import DeviceProfile
-from edge_agent.reading.signs import load_reader
+from edge_agent.reading.signs import SignReader, load_reader
 from edge_agent.runner import profile_reader
 from edge_agent.sources import FrameGrabber
 from edge_agent.sources.video import VideoFileSource
@@ -44,6 +45,20 @@ def test_predict_reads_the_speed_on_at_least_12_of_the_17_real_photos(
     assert correct >= 12, f"{correct} of 17"
 
 
+def _drive_readings(tmp_path: Path, profile: DeviceProfile, reader: SignReader) -> list[Any]:
+    """The readings an agent with `reader` sends for the drive rendered at tmp_path/drive.mp4."""
+    output = tmp_path / "out.jsonl"
+    with output.open("w") as stream:
+        agent = Agent(profile, device_id="drive-test", agent_version="test", reader=reader,
+                      sink=JsonLinesSink(stream, "drive-test"), ocr=create_ocr("tesserocr"),
+                      health=HealthMonitor(tmp_path))  # fmt: skip
+        grabber = FrameGrabber(VideoFileSource(tmp_path / "drive.mp4"), fps_cap=240).start()
+        agent.run(grabber, threading.Event())
+        grabber.stop()
+    return [json.loads(line)["message"] for line in output.read_text().splitlines()
+            if line and "/readings" in json.loads(line)["topic"]]  # fmt: skip
+
+
 @needs_bundle
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [11, 12])
@@ -51,17 +66,8 @@ def test_a_drive_past_k_signs_yields_exactly_k_readings(tmp_path: Path, seed: in
     signs = render_drive(tmp_path / "drive.mp4", 6, seed=seed)
     profile = DeviceProfile.model_validate({"reading": {"confirm_frames": 3},
                                             "reporting": {"sink": "stdout"}})  # fmt: skip
-    output = tmp_path / "out.jsonl"
-    with output.open("w") as stream:
-        agent = Agent(profile, device_id="drive-test", agent_version="test",
-                      reader=load_reader(BUNDLE, backend="openvino", threads=2),
-                      sink=JsonLinesSink(stream, "drive-test"), ocr=create_ocr("tesserocr"),
-                      health=HealthMonitor(tmp_path))  # fmt: skip
-        grabber = FrameGrabber(VideoFileSource(tmp_path / "drive.mp4"), fps_cap=240).start()
-        agent.run(grabber, threading.Event())
-        grabber.stop()
-    readings = [json.loads(line)["message"] for line in output.read_text().splitlines()
-                if line and "/readings" in json.loads(line)["topic"]]  # fmt: skip
+    readings = _drive_readings(tmp_path, profile, load_reader(BUNDLE, backend="openvino",
+                                                              threads=2))  # fmt: skip
     assert len(readings) == len(signs), readings
 
 
@@ -81,16 +87,7 @@ def test_a_1280x720_dashcam_drive_is_read_through_tiles_one_reading_per_sign(
     )
     reader = profile_reader(profile, threads=2)  # as the device builds it: the profile's tiling
     assert reader.tiling.tiles_frame(1280, 720, reader.detector.metadata.input_size)
-    output = tmp_path / "out.jsonl"
-    with output.open("w") as stream:
-        agent = Agent(profile, device_id="drive-test", agent_version="test", reader=reader,
-                      sink=JsonLinesSink(stream, "drive-test"), ocr=create_ocr("tesserocr"),
-                      health=HealthMonitor(tmp_path))  # fmt: skip
-        grabber = FrameGrabber(VideoFileSource(tmp_path / "drive.mp4"), fps_cap=240).start()
-        agent.run(grabber, threading.Event())
-        grabber.stop()
-    readings = [json.loads(line)["message"] for line in output.read_text().splitlines()
-                if line and "/readings" in json.loads(line)["topic"]]  # fmt: skip
+    readings = _drive_readings(tmp_path, profile, reader)
     assert len(readings) == len(signs), readings
     speeds = sorted(r["value"] for r in readings if r["sign_type"] == "speed_limit")
     assert speeds == sorted(float(s.value or 0) for s in signs if s.kind == "speed"), readings
